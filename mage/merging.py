@@ -1,0 +1,164 @@
+"""Preference → merging coefficients, and exact delta-space LoRA merging.
+
+Methods (SPEC §1–2):
+- ``rs``   Rewarded Soups (Ramé et al. 2023, arXiv 2306.04488): λ = μ over the n experts.
+- ``bone`` Bone Soups (Xie et al. 2025, arXiv 2502.10762): λ = B⁻¹ μ over the n backbones, where
+           backbone j was trained on h_j = Σ_i B_ji r_i. Exact — λ may be negative (extrapolation).
+           Optional per-objective extrapolation factors k (paper code): λ = B⁻¹ (μ ⊙ k).
+- ``aba``  the paper's ablation: λ = μ over the backbones (no inverse).
+
+Merging is in delta space: θ(λ) = θ_0 + Σ_j λ_j ΔW_j with ΔW_j = s_j B_j A_j. :class:`Soup`
+folds that into the base weights (decode cost = the base model's); :func:`concat_adapter` builds the
+same update as one rank-Σr adapter. Factor-space averaging (averaging A and B separately, as
+peft's ``combination_type="linear"`` does) adds cross terms B_i A_j and is *not* this.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .adapters import LoraAdapter
+
+DEFAULT_BETA = 0.7  # the paper's choice, from {0.6, 0.7, 0.8} by hypervolume
+
+
+def normalize_weights(weights: Sequence[float], n: int) -> list[float]:
+    """Validate a preference μ and scale it onto the simplex (sum 1). Non-negative, finite, not all zero."""
+    values = list(weights)
+    if len(values) != n:
+        raise ValueError(f"weights {values} have {len(values)} entries but the task has {n} objectives; fix: give one weight per objective")
+    for w in values:
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+            raise ValueError(f"weight {w!r} in {values} is not a finite number; fix: use numbers like 0.2,0.8")
+        if w < 0:
+            raise ValueError(f"weight {w} in {values} is negative; fix: weights are preferences, use values >= 0")
+    total = float(sum(values))
+    if total <= 0:
+        raise ValueError(f"weights {values} are all zero; fix: give at least one objective a positive weight")
+    return [float(w) / total for w in values]
+
+
+def bone_matrix(n: int, beta: float = DEFAULT_BETA) -> torch.Tensor:
+    """B = βI + (1−β)/(n−1)(J−I): symmetric circulant, rows sum to 1. (n, n) float64."""
+    if n < 2:
+        raise ValueError(f"Bone Soup needs n >= 2 objectives, got {n}")
+    if not 0.5 < beta < 1.0:
+        raise ValueError(f"beta={beta} must lie in (0.5, 1) (the paper uses 0.7); fix: pick e.g. 0.6, 0.7 or 0.8")
+    off = (1.0 - beta) / (n - 1)
+    return torch.full((n, n), off, dtype=torch.float64) + (beta - off) * torch.eye(n, dtype=torch.float64)
+
+
+def training_weights(kind: str, n: int, beta: float = DEFAULT_BETA) -> list[list[float]]:
+    """The reward-weight vectors to train: rows of I for ``experts``, rows of B for ``backbones``."""
+    if kind == "experts":
+        return torch.eye(n, dtype=torch.float64).tolist()
+    if kind == "backbones":
+        return bone_matrix(n, beta).tolist()
+    raise ValueError(f"unknown kind {kind!r}; fix: use 'experts' or 'backbones'")
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    ingredients: str  # "experts" or "backbones": which trained models it merges
+    coefficients: Callable[[list[float], float, Sequence[float] | None], list[float]]
+    paper: str
+
+
+def _rs(mu, beta, k):
+    return list(mu)
+
+
+def _bone(mu, beta, k):
+    scaled = torch.tensor(mu, dtype=torch.float64) * (torch.tensor(k, dtype=torch.float64) if k is not None else 1.0)
+    return torch.linalg.solve(bone_matrix(len(mu), beta), scaled).tolist()
+
+
+MERGE_METHODS: dict[str, MergeMethod] = {
+    "rs": MergeMethod("rs", "experts", _rs, "https://arxiv.org/abs/2306.04488"),
+    "bone": MergeMethod("bone", "backbones", _bone, "https://arxiv.org/abs/2502.10762"),
+    "aba": MergeMethod("aba", "backbones", _rs, "https://arxiv.org/abs/2502.10762 (ablation)"),
+}
+
+
+def get_merge_method(name: str) -> MergeMethod:
+    if name not in MERGE_METHODS:
+        raise ValueError(f"unknown merge method {name!r}; fix: use one of {sorted(MERGE_METHODS)}")
+    return MERGE_METHODS[name]
+
+
+def coefficients(method: str, weights: Sequence[float], *, beta: float = DEFAULT_BETA, extrapolation: Sequence[float] | None = None) -> list[float]:
+    """λ for a preference μ (normalised onto the simplex first)."""
+    mu = normalize_weights(weights, len(weights))
+    if extrapolation is not None and len(extrapolation) != len(mu):
+        raise ValueError(f"extrapolation factors {list(extrapolation)} need one entry per objective ({len(mu)})")
+    return get_merge_method(method).coefficients(mu, beta, extrapolation)
+
+
+# --------------------------------------------------------------------------- delta-space merging
+
+def _check_compatible(adapters: Sequence[LoraAdapter]) -> list[str]:
+    if not adapters:
+        raise ValueError("merging needs at least one adapter")
+    modules = sorted(adapters[0].factors)
+    for adapter in adapters[1:]:
+        if sorted(adapter.factors) != modules:
+            raise ValueError(f"adapter {adapter.name!r} targets other modules than {adapters[0].name!r}; fix: train all ingredients with the same LoRA target_modules")
+    return modules
+
+
+def merged_delta(adapters: Sequence[LoraAdapter], coefs: Sequence[float], module: str) -> torch.Tensor:
+    """Σ_j λ_j ΔW_j for one module, (out, in) — the reference the fast paths are tested against."""
+    return sum(c * a.delta(module) for c, a in zip(coefs, adapters))
+
+
+def concat_adapter(adapters: Sequence[LoraAdapter], coefs: Sequence[float], name: str = "soup") -> LoraAdapter:
+    """One rank-Σr adapter equal to Σ_j λ_j ΔW_j: A stacked, B blocks scaled by λ_j s_j; scaling 1."""
+    modules = _check_compatible(adapters)
+    factors = {}
+    for m in modules:
+        a_cat = torch.cat([a.factors[m][0] for a in adapters], dim=0)  # (Σr, in)
+        b_cat = torch.cat([c * a.scaling * a.factors[m][1] for c, a in zip(coefs, adapters)], dim=1)  # (out, Σr)
+        factors[m] = (a_cat, b_cat)
+    return LoraAdapter(name, 1.0, factors)
+
+
+class Soup:
+    """A base model whose target weights are re-merged in place for each coefficient vector.
+
+    Keeps a copy of the original weights W_0 of the target modules and the stacked factors, so
+    :meth:`apply` costs one (out × Σr) @ (Σr × in) product per module and no disk reads.
+    """
+
+    def __init__(self, model: torch.nn.Module, adapters: Sequence[LoraAdapter]):
+        self.model, self.adapters = model, list(adapters)
+        modules = dict(model.named_modules())
+        self._targets = []
+        for name in _check_compatible(self.adapters):
+            if name not in modules:
+                raise ValueError(f"adapter module {name!r} is not in the model; fix: load the adapter onto the base model it was trained on")
+            weight = modules[name].weight
+            a_cat = torch.cat([a.factors[name][0] for a in self.adapters], dim=0).to(weight)  # (Σr, in)
+            b_cat = torch.cat([a.scaling * a.factors[name][1] for a in self.adapters], dim=1).to(weight)  # (out, Σr)
+            if tuple(weight.shape) != (b_cat.shape[0], a_cat.shape[1]):
+                raise ValueError(f"adapter shapes for {name!r} do not fit the model weight {tuple(weight.shape)}; fix: use the base model the adapter was trained on")
+            self._targets.append((weight, weight.detach().clone(), a_cat, b_cat))
+        self._ranks = torch.tensor([a.rank for a in self.adapters])
+        self.coefficients: list[float] = [0.0] * len(self.adapters)
+
+    @torch.no_grad()
+    def apply(self, coefs: Sequence[float]) -> None:
+        """Set the model's weights to W_0 + Σ_j λ_j ΔW_j."""
+        if len(coefs) != len(self.adapters):
+            raise ValueError(f"{len(coefs)} coefficients for {len(self.adapters)} adapters")
+        scale = torch.repeat_interleave(torch.tensor(list(coefs), dtype=torch.float32), self._ranks)  # (Σr,)
+        for weight, w0, a_cat, b_cat in self._targets:
+            torch.addmm(w0, b_cat * scale.to(b_cat), a_cat, out=weight.data)
+        self.coefficients = [float(c) for c in coefs]
+
+    def restore(self) -> None:
+        """Back to the untouched base weights."""
+        self.apply([0.0] * len(self.adapters))

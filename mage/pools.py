@@ -1,0 +1,106 @@
+"""Sample pools: n responses per training prompt from one model, scored by every objective.
+
+One pool from the base model serves every weight vector of a training round (experts and
+backbones alike), which makes the Rewarded-Soup vs Bone-Soup comparison fair: same samples, same
+budget, only the mixing weights differ. Pools are journaled batch by batch (an interrupted run
+resumes where it stopped) and sharded over processes under ``torchrun`` / ``accelerate launch``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .decoding import SamplingConfig, decode_batch
+from .io import read_jsonl, sha256_text, write_jsonl_atomic
+from .models import cache_dir, fingerprint_model
+from .objectives import score_all
+from .tasks import Task
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    samples_per_prompt: int = 8  # best-of-8, as in the RAFT/ReST recipe measured in ENVIRONMENT.md
+    split: str = "train"
+    max_prompts: int | None = None  # None = the whole split
+    temperature: float = 0.9
+    top_p: float = 0.95
+    batch_size: int = 16  # two prompts' samples per batch keeps left-padding small
+    seed: int = 0
+    max_new_tokens: int | None = None  # None = the task's cap
+
+
+def pool_path(task: Task, model, config: PoolConfig, tag: str = "base") -> Path:
+    key = sha256_text(json.dumps([task.name, task.max_new_tokens, asdict(config), fingerprint_model(model)]))[:12]
+    return cache_dir() / "pools" / task.name / f"{tag}-{key}.jsonl"
+
+
+def _read_journal(path: Path) -> list[dict]:
+    """Rows of a journal; a torn last line (killed mid-write) is dropped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(), *, tag: str = "base", progress: bool = True) -> list[dict]:
+    """Sample, score and return the pool (cached: a finished pool is read back, not re-sampled).
+
+    Each row: ``id``, ``sample`` (index), ``input``, ``response``, ``token_ids``, ``finished``,
+    ``scores`` (objective → float). Row (prompt p, sample s) is seeded ``seed + 1000·p + s``.
+    """
+    final = pool_path(task, model, config, tag)
+    if final.is_file():
+        return read_jsonl(final)
+    examples = task.examples(config.split)[: config.max_prompts]
+    jobs = [(p, s, ex) for p, ex in enumerate(examples) for s in range(config.samples_per_prompt)]
+    rank, world = _rank_world()
+    batches = [jobs[i:i + config.batch_size] for i in range(0, len(jobs), config.batch_size)][rank::world]
+    journal = final.with_suffix(f".part{rank}")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["id"], r["sample"]) for r in _read_journal(journal)}
+    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+    start = time.time()
+    with open(journal, "a", encoding="utf-8") as out:
+        for batch in tqdm(batches, desc=f"pool {task.name} [{rank}/{world}]", disable=not progress or rank != 0):
+            if all((ex.id, s) in done for _, s, ex in batch):
+                continue
+            gens = decode_batch(model, tokenizer, [task.messages(ex) for _, _, ex in batch], sampling, [config.seed + 1000 * p + s for p, s, _ in batch])
+            for (p, s, ex), g in zip(batch, gens):
+                row = {"id": ex.id, "sample": s, "input": ex.input, "response": g.text, "token_ids": g.token_ids, "finished": g.finished}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    _barrier(world)
+    if rank == 0:
+        rows = [r for k in range(world) for r in _read_journal(final.with_suffix(f".part{k}"))]
+        order = {ex.id: i for i, ex in enumerate(examples)}
+        rows.sort(key=lambda r: (order[r["id"]], r["sample"]))
+        scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])
+        for k, row in enumerate(rows):
+            row["scores"] = {n: scores[n][k] for n in task.objectives}
+        write_jsonl_atomic(final, rows)
+        for k in range(world):
+            final.with_suffix(f".part{k}").unlink(missing_ok=True)
+        print(f"mage: pool of {len(rows)} samples written to {final} in {time.time() - start:.0f} s")
+    _barrier(world)
+    return read_jsonl(final)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=True).wait_for_everyone()

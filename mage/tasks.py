@@ -1,0 +1,118 @@
+"""Tasks: a prompt set with fixed splits, the objectives that score it, and how prompts are shown.
+
+Two default tasks mirror the papers' two settings (Bone Soups / MAGE §5):
+- ``assistant`` — helpful / harmless / humorous over 300 prompts written for this project
+  (``resources/assistant_prompts.jsonl``): serious questions, casual and playful requests, and
+  edgy requests where complying is "helpful" but not harmless.
+- ``summary`` — faithful vs concise over the 300 news articles shipped in the gensim wheel
+  (``gensim/test/test_data/lee_background.cor``), split by index.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from .io import read_jsonl
+
+RESOURCES = Path(__file__).parent / "resources"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt of a task. ``input`` is what objectives see (the request, or the article)."""
+
+    id: str
+    input: str
+    split: str
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    objectives: tuple[str, ...]
+    template: str  # the user message; ``{input}`` is replaced by the example's input
+    max_new_tokens: int  # generation cap used for training pools and evaluation
+    load_examples: Callable[[], list[Example]] = field(repr=False, compare=False)
+    description: str = ""
+
+    def examples(self, split: str | None = None) -> list[Example]:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; fix: use one of {SPLITS}")
+        rows = _examples(self.name)
+        return [e for e in rows if split is None or e.split == split]
+
+    def messages(self, example: Example | str) -> list[dict]:
+        """Chat messages for one example (or a raw input string typed by a user)."""
+        text = example.input if isinstance(example, Example) else example
+        return [{"role": "user", "content": self.template.format(input=text)}]
+
+
+def _assistant_examples() -> list[Example]:
+    rows = read_jsonl(RESOURCES / "assistant_prompts.jsonl")
+    return [Example(r["id"], r["prompt"], r["split"], r["category"]) for r in rows]
+
+
+def lee_corpus_path() -> Path:
+    spec = importlib.util.find_spec("gensim")  # locate without importing (gensim is slow to import)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the summary task needs the news articles in the gensim wheel; fix: pip install gensim==4.4.0")
+    return Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / "lee_background.cor"
+
+
+def truncate_words(text: str, max_words: int) -> str:
+    """Cut ``text`` to at most ``max_words`` words, at a sentence end when one is in the last half."""
+    words = text.split()
+    if len(words) <= max_words:
+        return " ".join(words)
+    cut = " ".join(words[:max_words])
+    end = cut.rfind(". ")
+    return cut[: end + 1] if end > len(cut) // 2 else cut
+
+
+ARTICLE_WORDS = 200  # keeps prompts under ~300 tokens so CPU sampling stays affordable
+
+
+def _summary_examples() -> list[Example]:
+    lines = lee_corpus_path().read_text(encoding="utf-8").splitlines()
+    split_of = {**{d: "train" for d in range(6)}, 6: "validation", 7: "validation", 8: "test", 9: "test"}
+    return [
+        Example(f"s{i:03d}", truncate_words(line, ARTICLE_WORDS), split_of[i % 10], "news")
+        for i, line in enumerate(lines)
+        if line.strip()
+    ]
+
+
+TASKS: dict[str, Task] = {
+    "assistant": Task(
+        name="assistant",
+        objectives=("helpful", "harmless", "humorous"),
+        template="{input}",
+        max_new_tokens=48,
+        load_examples=_assistant_examples,
+        description="A chat assistant: helpful vs harmless vs humorous (the papers' HH-RLHF setting).",
+    ),
+    "summary": Task(
+        name="summary",
+        objectives=("faithful", "concise"),
+        template="Summarize the following news article.\n\n{input}",
+        max_new_tokens=96,
+        load_examples=_summary_examples,
+        description="News summarisation: faithful vs concise (the papers' Reddit-summary setting).",
+    ),
+}
+
+
+@lru_cache(maxsize=None)
+def _examples(name: str) -> tuple[Example, ...]:
+    return tuple(TASKS[name].load_examples())
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; fix: use one of {sorted(TASKS)}")
+    return TASKS[name]
