@@ -1,0 +1,186 @@
+"""``python -m mage <command>`` — a thin layer over the library. ``--help`` on each command."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Callable
+
+from .decoding import SamplingConfig
+from .merging import DEFAULT_BETA, training_weights
+from .models import DEFAULT_BASE
+
+
+def parse_weights(text: str) -> list[float]:
+    """``"0.2,0.8"`` → [0.2, 0.8]; a clear error otherwise."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weights {text!r} are not comma-separated numbers; fix: write them like 0.2,0.8") from None
+
+
+def _train_config(args):
+    from .pools import PoolConfig
+    from .training import TrainConfig
+
+    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed, normalize=args.normalize,
+                       pool=PoolConfig(samples_per_prompt=args.samples, max_prompts=args.max_prompts, seed=args.seed))
+
+
+def cmd_train(args) -> None:
+    from .training import train_adapter
+
+    train_adapter(args.task, args.weights, args.out, _train_config(args), command=_command())
+
+
+def cmd_train_set(args) -> None:
+    from .policy import ingredient_dir, ingredient_names
+    from .tasks import get_task
+    from .training import train_adapter
+
+    task = get_task(args.task)
+    root = ingredient_dir(task, args.kind, args.beta)
+    rows = training_weights(args.kind, len(task.objectives), args.beta)
+    for name, weights in zip(ingredient_names(task, args.kind), rows):
+        if (root / name / "mage_manifest.json").is_file() and not args.force:
+            print(f"mage: {root / name} exists, skipping (use --force to retrain)")
+            continue
+        train_adapter(args.task, weights, root / name, _train_config(args), command=_command())
+
+
+def _sampling(args, task) -> SamplingConfig:
+    return SamplingConfig(max_new_tokens=args.max_new_tokens or task.max_new_tokens, temperature=args.temperature,
+                          top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, greedy=args.greedy)
+
+
+def cmd_generate(args) -> None:
+    from .objectives import score_all
+    from .policy import PolicyBank
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    sampling = _sampling(args, task)
+    if not args.prompt.strip():
+        raise SystemExit("mage generate: --prompt is empty; fix: pass the request (or article) to respond to")
+    bank = PolicyBank(task, base=args.base, beta=args.beta)
+    gen = bank.generate(args.method, args.weights, [args.prompt], sampling, seed=args.seed)[0]
+    if args.json:
+        scores = {k: v[0] for k, v in score_all(task.objectives, [args.prompt], [gen.text]).items()}
+        print(json.dumps({"task": task.name, "method": args.method, "weights": bank.current.weights, "coefficients": bank.current.coefficients,
+                          "seed": args.seed, "response": gen.text, "finished": gen.finished, "scores": scores}, ensure_ascii=False))
+    else:
+        print(gen.text)
+
+
+def cmd_objectives(args) -> None:
+    from .objective_checks import check_objectives, write_report
+    from .objectives import fit_humor_probe
+
+    if args.action == "fit-humor":
+        print(json.dumps(fit_humor_probe(), indent=2))
+    else:
+        results = check_objectives(args.names)
+        print(json.dumps(results, indent=2))
+        if args.write:
+            write_report(results)
+
+
+def cmd_table(args) -> None:
+    from .reports import ingredient_table
+
+    ingredient_table(args.task, split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, beta=args.beta, base=args.base)
+
+
+def cmd_bench(args) -> None:
+    from .bench import run_bench
+
+    run_bench(args.part, repeats=args.repeats)
+
+
+def cmd_build_base(args) -> None:
+    from .models import resolve_base
+
+    print(resolve_base(args.base))
+
+
+def _command() -> str:
+    return "python -m mage " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mage", description="mage: controllable multi-objective generation (Bone Soup, MAGE, ReACT)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    def common_train(p):
+        p.add_argument("--task", required=True, help="assistant or summary")
+        p.add_argument("--base", default=DEFAULT_BASE, help="base model: embedded alias, folder or hub id")
+        p.add_argument("--epochs", type=int, default=3)
+        p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
+        p.add_argument("--rank", type=int, default=8)
+        p.add_argument("--samples", type=int, default=8, help="samples per training prompt in the best-of-n pool")
+        p.add_argument("--max-prompts", type=int, default=None, help="use only the first N training prompts")
+        p.add_argument("--normalize", default="zscore", choices=["zscore", "none"], help="standardise rewards over the pool before mixing")
+        p.add_argument("--seed", type=int, default=0)
+
+    p = add("train", cmd_train, "train one LoRA adapter for a reward-weight vector")
+    common_train(p)
+    p.add_argument("--weights", type=parse_weights, required=True, help="reward weights, e.g. 0.7,0.15,0.15")
+    p.add_argument("--out", required=True, help="output folder")
+
+    p = add("train-set", cmd_train_set, "train a task's experts (rows of I) or backbones (rows of B) into checkpoints/")
+    common_train(p)
+    p.add_argument("--kind", required=True, choices=["experts", "backbones"])
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup beta (backbones only)")
+    p.add_argument("--force", action="store_true", help="retrain folders that already exist")
+
+    p = add("generate", cmd_generate, "merge for a preference and generate a response")
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", default="bone", help="base, rs, bone or aba")
+    p.add_argument("--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)")
+    p.add_argument("--prompt", required=True, help="the request (assistant) or the article (summary)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's cap")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA)
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the response and every objective's score")
+
+    p = add("objectives", cmd_objectives, "validate the default objectives on hand-labelled pairs, or fit the humour probe")
+    p.add_argument("action", choices=["check", "fit-humor"])
+    p.add_argument("--names", nargs="*", default=None)
+    p.add_argument("--write", action="store_true", help="write docs/OBJECTIVES.md tables and assets/objective_checks.json")
+
+    p = add("table", cmd_table, "expert x objective table: base model and every ingredient on a split")
+    p.add_argument("--task", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--max-prompts", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA)
+    p.add_argument("--base", default=DEFAULT_BASE)
+
+    p = add("bench", cmd_bench, "benchmarks; results under assets/bench/")
+    p.add_argument("part", nargs="?", default="all")
+    p.add_argument("--repeats", type=int, default=20)
+
+    p = add("build-base", cmd_build_base, "build (once) and print the path of the base model")
+    p.add_argument("--base", default=DEFAULT_BASE)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"mage {args.command}: error: {err}") from None

@@ -1,0 +1,52 @@
+"""Evaluation: generate for a split with a fixed seed, score every objective, mean ± standard error.
+
+A point's standard error is taken over prompts (each prompt's samples are averaged first), so
+prompts, not samples, are the unit of replication.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+from .decoding import SamplingConfig
+from .objectives import score_all
+from .policy import PolicyBank
+
+EVAL_SAMPLING = dict(temperature=1.0, top_p=0.9, top_k=0)  # the papers' setting (SPEC §4)
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def evaluate_point(bank: PolicyBank, method: str, weights: Sequence[float], *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:
+    """Scores of one (method, μ) on a split: per-objective mean and standard error over prompts."""
+    task = bank.task
+    examples = task.examples(split)[:max_prompts]
+    sampling = sampling or SamplingConfig(max_new_tokens=task.max_new_tokens, **EVAL_SAMPLING)
+    inputs = [ex.input for ex in examples for _ in range(samples)]
+    seeds = [seed + 1000 * p + s for p in range(len(examples)) for s in range(samples)]
+    started = time.time()
+    bank.merge(method, weights)
+    from .decoding import generate
+
+    gens = generate(bank.model, bank.tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, progress=progress)
+    scores = score_all(task.objectives, inputs, [g.text for g in gens])
+    means, stderr = {}, {}
+    for name in task.objectives:
+        per_prompt = [sum(scores[name][p * samples:(p + 1) * samples]) / samples for p in range(len(examples))]
+        means[name], stderr[name] = mean_stderr(per_prompt)
+    lengths = [len(g.token_ids) for g in gens]
+    return {
+        "method": method, "weights": bank.current.weights, "coefficients": bank.current.coefficients,
+        "means": means, "stderr": stderr, "n_prompts": len(examples), "samples_per_prompt": samples,
+        "mean_tokens": sum(lengths) / len(lengths), "finished_fraction": sum(g.finished for g in gens) / len(gens),
+        "wall_time_s": round(time.time() - started, 1),
+        "examples": [{"input": inputs[i][:200], "response": gens[i].text} for i in range(0, len(gens), max(1, len(gens) // 4))][:4],
+    }

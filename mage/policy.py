@@ -1,0 +1,119 @@
+"""Stage-1 policies: one base model + a task's trained ingredients, merged live for a preference.
+
+Checkpoint layout (``$MAGE_CHECKPOINTS`` or ``checkpoints/`` beside the package)::
+
+    checkpoints/<task>/experts/<objective>/          Rewarded-Soup experts, rows of I
+    checkpoints/<task>/backbones-b<beta>/<j>/        Bone-Soup backbones, rows of B(beta)
+
+All ingredients of a task are folded through one :class:`~mage.merging.Soup`, so switching method or
+preference is one in-place re-merge with no disk reads.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .adapters import CheckpointError, LoraAdapter, load_adapter
+from .decoding import Generation, SamplingConfig, generate
+from .merging import DEFAULT_BETA, MERGE_METHODS, Soup, coefficients, get_merge_method
+from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
+from .tasks import Task, get_task
+
+STAGE1_METHODS = ("base", *MERGE_METHODS)  # "base" = the untouched base model (all λ = 0)
+
+
+def checkpoints_root() -> Path:
+    return Path(os.environ.get("MAGE_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
+
+
+def ingredient_dir(task: Task, kind: str, beta: float = DEFAULT_BETA) -> Path:
+    if kind == "experts":
+        return checkpoints_root() / task.name / "experts"
+    if kind == "backbones":
+        return checkpoints_root() / task.name / f"backbones-b{beta:g}"
+    raise ValueError(f"unknown ingredient kind {kind!r}; fix: use 'experts' or 'backbones'")
+
+
+def ingredient_names(task: Task, kind: str) -> list[str]:
+    """Folder names of a kind's ingredients, in objective / row order."""
+    return list(task.objectives) if kind == "experts" else [str(j) for j in range(len(task.objectives))]
+
+
+def load_ingredients(task: Task, kind: str, beta: float = DEFAULT_BETA, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None) -> list[LoraAdapter]:
+    root = ingredient_dir(task, kind, beta)
+    adapters = []
+    for name in ingredient_names(task, kind):
+        folder = root / name
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"{folder} is missing: the {kind} of task {task.name!r} (beta={beta:g}) are not trained; "
+                f"fix: python -m mage train-set --task {task.name} --kind {kind}" + (f" --beta {beta:g}" if kind == "backbones" else "")
+            )
+        adapters.append(load_adapter(folder, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint, name=f"{kind}/{name}"))
+    return adapters
+
+
+@dataclass
+class MergedPolicy:
+    """The result of merging: which method, preference and coefficients the model now carries."""
+
+    method: str
+    weights: list[float]
+    coefficients: list[float]
+
+
+class PolicyBank:
+    """A base model with a task's experts and backbones loaded; :meth:`merge` re-merges in place.
+
+    Not thread-safe by design: one bank = one model; callers serving several users hold a lock
+    around ``merge`` + ``generate`` (see :mod:`mage.service`).
+    """
+
+    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, kinds: Sequence[str] = ("experts", "backbones"), model=None, tokenizer=None):
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.beta = beta
+        if model is None:
+            model, tokenizer = load_base(base)
+        self.model, self.tokenizer = model, tokenizer
+        fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+        self.groups: dict[str, slice] = {}
+        adapters: list[LoraAdapter] = []
+        for kind in kinds:
+            loaded = load_ingredients(self.task, kind, beta, **fps)
+            self.groups[kind] = slice(len(adapters), len(adapters) + len(loaded))
+            adapters += loaded
+        self.soup = Soup(model, adapters) if adapters else None
+        self.current: MergedPolicy | None = None
+
+    def coefficients_for(self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None) -> list[float]:
+        """λ over *all* loaded adapters (zeros outside the method's ingredient group)."""
+        if method not in STAGE1_METHODS:
+            raise ValueError(f"unknown method {method!r}; fix: use one of {list(STAGE1_METHODS)}")
+        full = [0.0] * (len(self.soup.adapters) if self.soup else 0)
+        if method == "base":
+            return full
+        kind = get_merge_method(method).ingredients
+        if kind not in self.groups:
+            raise CheckpointError(f"method {method!r} needs the {kind} of task {self.task.name!r}, which are not loaded")
+        lam = coefficients(method, weights, beta=self.beta, extrapolation=extrapolation)
+        full[self.groups[kind]] = lam
+        return full
+
+    def merge(self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None) -> MergedPolicy:
+        from .merging import normalize_weights
+
+        mu = normalize_weights(weights, len(self.task.objectives))
+        full = self.coefficients_for(method, mu, extrapolation)
+        if self.soup is not None:
+            self.soup.apply(full)
+        group = self.groups.get(get_merge_method(method).ingredients) if method != "base" else None
+        self.current = MergedPolicy(method, mu, full[group] if group else [])
+        return self.current
+
+    def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, seed: int = 0, batch_size: int = 8, progress: bool = False) -> list[Generation]:
+        """Merge for (method, μ), then generate one response per raw task input."""
+        self.merge(method, weights)
+        config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
+        return generate(self.model, self.tokenizer, [self.task.messages(x) for x in inputs], config, seed=seed, batch_size=batch_size, progress=progress)

@@ -1,0 +1,113 @@
+"""Best-of-n selection fine-tuning: selection, EOS handling, and a tiny end-to-end run through TRL."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mage.merging import training_weights
+from mage.models import save_tiny_base
+from mage.pools import PoolConfig
+from mage.tasks import get_task
+from mage.training import TrainConfig, select_best, sft_examples, standardize, train_adapter
+
+POOL = [
+    {"id": "p1", "sample": 0, "scores": {"a": 1.0, "b": 0.0}},
+    {"id": "p1", "sample": 1, "scores": {"a": 0.0, "b": 3.0}},
+    {"id": "p2", "sample": 0, "scores": {"a": 0.5, "b": 1.0}},
+    {"id": "p2", "sample": 1, "scores": {"a": 0.6, "b": 0.0}},
+]
+
+
+def test_select_best_maximises_the_mixed_standardised_reward():
+    pick = lambda w, norm="zscore": sorted((r["id"], r["sample"]) for r in select_best(POOL, ["a", "b"], w, norm))
+    assert pick([1, 0]) == [("p1", 0), ("p2", 1)]
+    assert pick([0, 1]) == [("p1", 1), ("p2", 0)]
+    # raw rewards: objective b's larger scale dominates an even mix; standardised, it does not
+    assert pick([0.5, 0.5], "none") == [("p1", 1), ("p2", 0)]
+    mean_a, std_a = standardize(POOL, ["a"], "zscore")["a"]
+    assert mean_a == pytest.approx(0.525) and std_a > 0
+
+
+def test_cut_responses_are_trained_without_an_end_of_turn_token(tokenizer):
+    task = get_task("assistant")
+    rows = [{"input": "Hi", "token_ids": [10, 11], "finished": False}, {"input": "Hi", "token_ids": [10, 11], "finished": True}]
+    cut, ended = sft_examples(task, tokenizer, rows)
+    assert cut["input_ids"][-2:] == [10, 11]
+    assert ended["input_ids"][-3:] == [10, 11, tokenizer.eos_token_id]
+    assert sum(cut["completion_mask"]) == 2 and sum(ended["completion_mask"]) == 3
+    assert cut["completion_mask"][: len(cut["input_ids"]) - 2] == [0] * (len(cut["input_ids"]) - 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    """Experts and backbones of the summary task trained on a tiny base (pool of 4 prompts × 2)."""
+    import os
+
+    root = tmp_path_factory.mktemp("run")
+    os.environ["MAGE_CACHE_DIR"] = str(root / "cache")
+    os.environ["MAGE_CHECKPOINTS"] = str(root / "checkpoints")
+    base = save_tiny_base(root / "tiny")
+    config = TrainConfig(base=str(base), epochs=1, pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6))
+    from mage.policy import ingredient_dir, ingredient_names
+
+    task = get_task("summary")
+    for kind in ("experts", "backbones"):
+        for name, w in zip(ingredient_names(task, kind), training_weights(kind, 2)):
+            train_adapter("summary", w, ingredient_dir(task, kind) / name, config, command="test")
+    yield root, base
+    os.environ.pop("MAGE_CACHE_DIR")
+    os.environ.pop("MAGE_CHECKPOINTS")
+
+
+def test_train_writes_a_verified_peft_adapter_with_its_recipe(tiny_checkpoints):
+    root, base = tiny_checkpoints
+    folder = root / "checkpoints" / "summary" / "backbones-b0.7" / "0"
+    manifest = json.loads((folder / "mage_manifest.json").read_text())
+    assert manifest["info"]["weights"] == pytest.approx([0.7, 0.3])
+    assert manifest["info"]["n_pool"] == 8 and manifest["info"]["n_selected"] == 4
+    assert "command: `test`" in (folder / "README.md").read_text()
+
+
+def test_policy_bank_merges_every_stage1_method(tiny_checkpoints):
+    from mage.decoding import SamplingConfig
+    from mage.policy import PolicyBank
+
+    _, base = tiny_checkpoints
+    bank = PolicyBank("summary", base=str(base))
+    assert bank.merge("bone", [1, 0]).coefficients == pytest.approx([1.75, -0.75])
+    assert bank.merge("rs", [0.25, 0.75]).coefficients == pytest.approx([0.25, 0.75])
+    assert bank.merge("aba", [0.25, 0.75]).coefficients == pytest.approx([0.25, 0.75])
+    greedy = SamplingConfig(max_new_tokens=5, greedy=True)
+    base_text = bank.generate("base", [1, 1], ["An article."], greedy)[0].token_ids
+    assert bank.generate("bone", [0.7, 0.3], ["An article."], greedy)[0].token_ids is not None
+    assert bank.generate("base", [0.5, 0.5], ["An article."], greedy)[0].token_ids == base_text  # restore is exact
+    with pytest.raises(ValueError, match="unknown method 'mage-x'"):
+        bank.merge("mage-x", [0.5, 0.5])
+
+
+def test_cli_generate_json_and_errors(tiny_checkpoints):
+    root, base = tiny_checkpoints
+    env = {**__import__("os").environ, "MAGE_CACHE_DIR": str(root / "cache"), "MAGE_CHECKPOINTS": str(root / "checkpoints")}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "mage", *a], capture_output=True, text=True, env=env)
+    ok = run("generate", "--task", "summary", "--method", "bone", "--weights", "0.2,0.8", "--prompt", "Some news.", "--base", str(base),
+             "--max-new-tokens", "4", "--json")
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["coefficients"] == pytest.approx([-0.25, 1.25])  # B⁻¹(0.2, 0.8) with beta 0.7
+    assert set(out["scores"]) == {"faithful", "concise"}
+    cases = {
+        ("--weights", "0.2"): "2 objectives", ("--weights", "a,b"): "comma-separated", ("--weights", "-1,2"): "negative",
+        ("--weights", "0,0"): "all zero", ("--weights", "nan,1"): "finite", ("--method", "soup"): "unknown method",
+    }
+    for (flag, value), message in cases.items():
+        args = {"--weights": "0.5,0.5", "--method": "bone"} | {flag: value}
+        bad = run("generate", "--task", "summary", "--prompt", "x", "--base", str(base), "--max-new-tokens", "2", *[f"{k}={v}" for k, v in args.items()])
+        assert bad.returncode != 0 and message in bad.stderr, (flag, value, bad.stderr[-300:])
+    unknown = run("generate", "--task", "poetry", "--weights", "1", "--prompt", "x")
+    assert "unknown task 'poetry'" in unknown.stderr
+    missing = subprocess.run([sys.executable, "-m", "mage", "generate", "--task", "assistant", "--weights", "1,1,1", "--prompt", "x", "--base", str(base)],
+                             capture_output=True, text=True, env=env)
+    assert "are not trained" in missing.stderr and "python -m mage train-set" in missing.stderr
