@@ -22,10 +22,13 @@ def parse_weights(text: str) -> list[float]:
 
 def _train_config(args):
     from .pools import PoolConfig
+    from .tasks import get_task
     from .training import TrainConfig
 
-    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed, normalize=args.normalize,
-                       pool=PoolConfig(samples_per_prompt=args.samples, max_prompts=args.max_prompts, seed=args.seed))
+    task = get_task(args.task)
+    pool = PoolConfig(samples_per_prompt=args.samples or task.pool_samples, max_prompts=args.max_prompts or task.pool_prompts,
+                      batch_size=args.pool_batch_size or task.pool_batch, seed=args.seed)
+    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed, normalize=args.normalize, pool=pool)
 
 
 def cmd_train(args) -> None:
@@ -123,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
         p.add_argument("--rank", type=int, default=8)
-        p.add_argument("--samples", type=int, default=8, help="samples per training prompt in the best-of-n pool")
-        p.add_argument("--max-prompts", type=int, default=None, help="use only the first N training prompts")
+        p.add_argument("--samples", type=int, default=None, help="samples per training prompt in the best-of-n pool (default: the task's)")
+        p.add_argument("--max-prompts", type=int, default=None, help="use only the first N training prompts (default: the task's)")
+        p.add_argument("--pool-batch-size", type=int, default=None, help="sampling batch size of the pool (default: the task's)")
         p.add_argument("--normalize", default="zscore", choices=["zscore", "none"], help="standardise rewards over the pool before mixing")
         p.add_argument("--seed", type=int, default=0)
 
@@ -171,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "benchmarks; results under assets/bench/")
     p.add_argument("part", nargs="?", default="all")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
 
     p = add("build-base", cmd_build_base, "build (once) and print the path of the base model")
     p.add_argument("--base", default=DEFAULT_BASE)

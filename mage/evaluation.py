@@ -9,7 +9,7 @@ import math
 import time
 from typing import Sequence
 
-from .decoding import SamplingConfig
+from .decoding import SamplingConfig, generate
 from .objectives import score_all
 from .policy import PolicyBank
 
@@ -34,19 +34,17 @@ def evaluate_point(bank: PolicyBank, method: str, weights: Sequence[float], *, s
     seeds = [seed + 1000 * p + s for p in range(len(examples)) for s in range(samples)]
     started = time.time()
     bank.merge(method, weights)
-    from .decoding import generate
-
     gens = generate(bank.model, bank.tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, progress=progress)
     scores = score_all(task.objectives, inputs, [g.text for g in gens])
-    means, stderr = {}, {}
+    means, stderr, per_prompt = {}, {}, {}
     for name in task.objectives:
-        per_prompt = [sum(scores[name][p * samples:(p + 1) * samples]) / samples for p in range(len(examples))]
-        means[name], stderr[name] = mean_stderr(per_prompt)
+        per_prompt[name] = [sum(scores[name][p * samples:(p + 1) * samples]) / samples for p in range(len(examples))]
+        means[name], stderr[name] = mean_stderr(per_prompt[name])
     lengths = [len(g.token_ids) for g in gens]
     return {
         "method": method, "weights": bank.current.weights, "coefficients": bank.current.coefficients,
         "means": means, "stderr": stderr, "n_prompts": len(examples), "samples_per_prompt": samples,
         "mean_tokens": sum(lengths) / len(lengths), "finished_fraction": sum(g.finished for g in gens) / len(gens),
-        "wall_time_s": round(time.time() - started, 1),
+        "wall_time_s": round(time.time() - started, 1), "per_prompt": per_prompt,
         "examples": [{"input": inputs[i][:200], "response": gens[i].text} for i in range(0, len(gens), max(1, len(gens) // 4))][:4],
     }

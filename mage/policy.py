@@ -71,7 +71,9 @@ class PolicyBank:
     around ``merge`` + ``generate`` (see :mod:`mage.service`).
     """
 
-    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, kinds: Sequence[str] = ("experts", "backbones"), model=None, tokenizer=None):
+    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, kinds: Sequence[str] = ("experts", "backbones"), model=None, tokenizer=None, strict: bool = False):
+        """Load ``kinds`` of ingredients. A missing or damaged kind raises with ``strict``; otherwise it is
+        recorded in :attr:`missing` and only the methods that need it fail (with the same message)."""
         self.task = get_task(task) if isinstance(task, str) else task
         self.beta = beta
         if model is None:
@@ -80,8 +82,15 @@ class PolicyBank:
         fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
         self.groups: dict[str, slice] = {}
         adapters: list[LoraAdapter] = []
+        self.missing: dict[str, str] = {}
         for kind in kinds:
-            loaded = load_ingredients(self.task, kind, beta, **fps)
+            try:
+                loaded = load_ingredients(self.task, kind, beta, **fps)
+            except CheckpointError as err:
+                if strict:
+                    raise
+                self.missing[kind] = str(err)
+                continue
             self.groups[kind] = slice(len(adapters), len(adapters) + len(loaded))
             adapters += loaded
         self.soup = Soup(model, adapters) if adapters else None
@@ -95,6 +104,8 @@ class PolicyBank:
         if method == "base":
             return full
         kind = get_merge_method(method).ingredients
+        if kind in self.missing:
+            raise CheckpointError(f"method {method!r} is unavailable: {self.missing[kind]}")
         if kind not in self.groups:
             raise CheckpointError(f"method {method!r} needs the {kind} of task {self.task.name!r}, which are not loaded")
         lam = coefficients(method, weights, beta=self.beta, extrapolation=extrapolation)

@@ -39,6 +39,10 @@ class Task:
     max_new_tokens: int  # generation cap used for training pools and evaluation
     load_examples: Callable[[], list[Example]] = field(repr=False, compare=False)
     description: str = ""
+    # default best-of-n pool for training (CPU budget): samples per prompt, prompts used, batch size
+    pool_samples: int = 8
+    pool_prompts: int | None = None
+    pool_batch: int = 16
 
     def examples(self, split: str | None = None) -> list[Example]:
         if split is not None and split not in SPLITS:
@@ -103,6 +107,7 @@ TASKS: dict[str, Task] = {
         max_new_tokens=96,
         load_examples=_summary_examples,
         description="News summarisation: faithful vs concise (the papers' Reddit-summary setting).",
+        pool_samples=6, pool_prompts=120, pool_batch=12,  # long prompts: ~4x the assistant's cost per sample
     ),
 }
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mage.models import tiny_model, tiny_tokenizer
+from mage.merging import training_weights
+from mage.models import save_tiny_base, tiny_model, tiny_tokenizer
+from mage.pools import PoolConfig
+from mage.tasks import get_task
+from mage.training import TrainConfig, train_adapter
 
 torch.set_num_threads(2)
 
@@ -38,3 +42,26 @@ def lora_model(model, n_adapters: int, *, rank: int = 4, seed: int = 0, targets=
 @pytest.fixture
 def ids(tokenizer):
     return tokenizer(["Hello there, soup!", "A second prompt."], return_tensors="pt", padding=True)["input_ids"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Experts and backbones of the summary task trained on a tiny base (pool of 4 prompts × 2)."""
+    import os
+
+    root = tmp_path_factory.mktemp("run")
+    os.environ["MAGE_CACHE_DIR"] = str(root / "cache")
+    os.environ["MAGE_CHECKPOINTS"] = str(root / "checkpoints")
+    base = save_tiny_base(root / "tiny")
+    config = TrainConfig(base=str(base), epochs=1, pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6))
+    from mage.policy import ingredient_dir, ingredient_names
+
+    task = get_task("summary")
+    for kind in ("experts", "backbones"):
+        for name, w in zip(ingredient_names(task, kind), training_weights(kind, 2)):
+            train_adapter("summary", w, ingredient_dir(task, kind) / name, config, command="test")
+    yield root, base
+    os.environ.pop("MAGE_CACHE_DIR")
+    os.environ.pop("MAGE_CHECKPOINTS")
+
+

@@ -41,27 +41,6 @@ def test_cut_responses_are_trained_without_an_end_of_turn_token(tokenizer):
     assert cut["completion_mask"][: len(cut["input_ids"]) - 2] == [0] * (len(cut["input_ids"]) - 2)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory):
-    """Experts and backbones of the summary task trained on a tiny base (pool of 4 prompts × 2)."""
-    import os
-
-    root = tmp_path_factory.mktemp("run")
-    os.environ["MAGE_CACHE_DIR"] = str(root / "cache")
-    os.environ["MAGE_CHECKPOINTS"] = str(root / "checkpoints")
-    base = save_tiny_base(root / "tiny")
-    config = TrainConfig(base=str(base), epochs=1, pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6))
-    from mage.policy import ingredient_dir, ingredient_names
-
-    task = get_task("summary")
-    for kind in ("experts", "backbones"):
-        for name, w in zip(ingredient_names(task, kind), training_weights(kind, 2)):
-            train_adapter("summary", w, ingredient_dir(task, kind) / name, config, command="test")
-    yield root, base
-    os.environ.pop("MAGE_CACHE_DIR")
-    os.environ.pop("MAGE_CHECKPOINTS")
-
-
 def test_train_writes_a_verified_peft_adapter_with_its_recipe(tiny_checkpoints):
     root, base = tiny_checkpoints
     folder = root / "checkpoints" / "summary" / "backbones-b0.7" / "0"

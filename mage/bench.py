@@ -1,0 +1,163 @@
+"""Benchmarks: ``python -m mage bench [part]`` writes ``assets/bench/<part>.json``.
+
+Each part measures mage's path next to a baseline in the same run and reports medians with
+min–max over repeats, plus the ratio. Benchmarks, not tests: this machine is shared and noisy.
+
+Parts:
+- ``merge``  — re-merge for a new preference with 3 adapters: :class:`~mage.merging.Soup` vs peft
+  ``add_weighted_adapter(cat)`` + merge, vs full state-dict averaging (the Bone Soups code's way).
+- ``decode`` — per-token decode time of the merged policy vs the untouched base model.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .io import write_json_atomic
+
+OUT = Path("assets/bench")
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
+
+
+def machine() -> dict:
+    import os
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
+def _adapters(model, tokenizer, n: int):
+    """The assistant task's trained experts when present, else random rank-8 adapters (stated in the output)."""
+    from .models import fingerprint_model, fingerprint_tokenizer
+    from .policy import load_ingredients
+    from .tasks import get_task
+
+    try:
+        adapters = load_ingredients(get_task("assistant"), "experts", base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+        return adapters[:n], "trained assistant experts"
+    except ValueError:
+        from .adapters import LoraAdapter
+
+        gen = torch.Generator().manual_seed(0)
+        modules = {name: m for name, m in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
+        adapters = [LoraAdapter(f"r{j}", 2.0, {name: (0.01 * torch.randn(8, m.in_features, generator=gen), 0.01 * torch.randn(m.out_features, 8, generator=gen))
+                                              for name, m in modules.items()}) for j in range(n)]
+        return adapters, "random rank-8 adapters (no trained experts found)"
+
+
+def bench_merge(repeats: int = 20) -> dict:
+    """Re-merge latency for a new μ with 3 adapters on the default model."""
+    from peft import LoraConfig, get_peft_model
+
+    from .merging import Soup, coefficients
+    from .models import load_base
+
+    model, tokenizer = load_base()
+    adapters, source = _adapters(model, tokenizer, 3)
+    prefs = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.8, 0.1]]
+    lams = [coefficients("bone", p) for p in prefs]
+    counter = iter(range(10**9))
+    next_lam = lambda: lams[next(counter) % len(lams)]
+    results = {"adapters": source}
+    # 1. mage: fold Σ λ_j ΔW_j into the weights in place
+    soup = Soup(model, adapters)
+    results["soup_fold"] = timed(lambda: soup.apply(next_lam()), 4 * repeats)
+    soup.restore()
+    # 2. full state-dict averaging over the ingredients' full weights (Bone Soups code)
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    fulls = []
+    for j in range(3):
+        soup.apply([1.0 if k == j else 0.0 for k in range(3)])
+        fulls.append({k: v.clone() for k, v in model.state_dict().items()})
+    soup.restore()
+
+    def average():
+        lam = next_lam()
+        merged = {k: sum(l * f[k] for l, f in zip(lam, fulls)) for k in base_state}
+        model.load_state_dict(merged, strict=False)
+
+    results["state_dict_average"] = timed(average, max(3, repeats // 4))
+    model.load_state_dict(base_state)
+    del fulls
+    # 3. peft: three adapters loaded, add_weighted_adapter(cat) + merge into the weights
+    config = LoraConfig(r=adapters[0].rank, lora_alpha=adapters[0].rank * adapters[0].scaling, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    peft_model = get_peft_model(model, config, adapter_name="e0")
+    for j in range(1, 3):
+        peft_model.add_adapter(f"e{j}", config)
+    with torch.no_grad():
+        for name, module in peft_model.named_modules():
+            clean = name.removeprefix("base_model.model.")
+            for j, adapter in enumerate(adapters):
+                if clean in adapter.factors and hasattr(module, "lora_A"):
+                    module.lora_A[f"e{j}"].weight.copy_(adapter.factors[clean][0])
+                    module.lora_B[f"e{j}"].weight.copy_(adapter.factors[clean][1])
+
+    def peft_merge():
+        lam = next_lam()
+        peft_model.add_weighted_adapter([f"e{j}" for j in range(3)], lam, "soup", combination_type="cat")
+        peft_model.set_adapter("soup")
+        peft_model.merge_adapter()
+        peft_model.unmerge_adapter()
+        peft_model.delete_adapter("soup")
+
+    results["peft_add_weighted_cat_merge"] = timed(peft_merge, max(3, repeats // 4))
+    soup_median = results["soup_fold"]["median_s"]
+    results["ratio_peft_over_soup"] = results["peft_add_weighted_cat_merge"]["median_s"] / soup_median
+    results["ratio_state_dict_over_soup"] = results["state_dict_average"]["median_s"] / soup_median
+    return results
+
+
+def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: whole generations
+    """Per-token decode time of the merged policy (folded weights) vs the untouched base model, batch 1 and 8."""
+    from .decoding import SamplingConfig, generate
+    from .merging import Soup, coefficients
+    from .models import load_base
+
+    model, tokenizer = load_base()
+    adapters, source = _adapters(model, tokenizer, 3)
+    soup = Soup(model, adapters)
+    prompts = [[{"role": "user", "content": f"Tell me about topic number {i}."}] for i in range(8)]
+    config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
+    results = {"adapters": source, "new_tokens": new_tokens}
+    for batch in (1, 8):
+        def run():
+            return generate(model, tokenizer, prompts[:batch], config, batch_size=batch)
+
+        for label, lam in (("base", [0.0, 0.0, 0.0]), ("merged", coefficients("bone", [0.2, 0.3, 0.5]))):
+            soup.apply(lam)
+            gens = run()
+            tokens = sum(len(g.token_ids) for g in gens)
+            t = timed(run, repeats)
+            results[f"{label}_b{batch}"] = {**t, "tokens": tokens, "s_per_token": t["median_s"] / max(1, tokens) * batch}
+        results[f"ratio_merged_over_base_b{batch}"] = results[f"merged_b{batch}"]["median_s"] / results[f"base_b{batch}"]["median_s"]
+    return results
+
+
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode}
+
+
+def run_bench(part: str = "all", repeats: int = 20) -> None:
+    names = list(PARTS) if part == "all" else [part]
+    for name in names:
+        if name not in PARTS:
+            raise ValueError(f"unknown bench part {name!r}; fix: use one of {sorted(PARTS)} or 'all'")
+        torch.set_num_threads(2)
+        result = {"part": name, "machine": machine(), "command": f"python -m mage bench {name} --repeats {repeats}", **PARTS[name](repeats=repeats)}
+        write_json_atomic(OUT / f"{name}.json", result)
+        print(json.dumps(result, indent=2))
