@@ -21,14 +21,12 @@ def parse_weights(text: str) -> list[float]:
 
 
 def _train_config(args):
-    from .pools import PoolConfig
     from .tasks import get_task
-    from .training import TrainConfig
+    from .training import TrainConfig, default_pool
 
-    task = get_task(args.task)
-    pool = PoolConfig(samples_per_prompt=args.samples or task.pool_samples, max_prompts=args.max_prompts or task.pool_prompts,
-                      batch_size=args.pool_batch_size or task.pool_batch, seed=args.seed)
-    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed, normalize=args.normalize, pool=pool)
+    pool = default_pool(get_task(args.task), samples_per_prompt=args.samples, max_prompts=args.max_prompts, batch_size=args.pool_batch_size, seed=args.seed)
+    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed, normalize=args.normalize, pool=pool,
+                       trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta)
 
 
 def cmd_train(args) -> None:
@@ -95,6 +93,12 @@ def cmd_table(args) -> None:
     ingredient_table(args.task, split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, beta=args.beta, base=args.base)
 
 
+def cmd_pool_stats(args) -> None:
+    from .reports import pool_stats
+
+    pool_stats(args.task, base=args.base)
+
+
 def cmd_bench(args) -> None:
     from .bench import run_bench
 
@@ -131,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pool-batch-size", type=int, default=None, help="sampling batch size of the pool (default: the task's)")
         p.add_argument("--normalize", default="zscore", choices=["zscore", "none"], help="standardise rewards over the pool before mixing")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--trainer", default="bon-sft", choices=["bon-sft", "grpo"], help="best-of-n selection SFT (default) or online GRPO")
+        p.add_argument("--grpo-steps", type=int, default=15)
+        p.add_argument("--grpo-beta", type=float, default=0.0, help="GRPO KL penalty")
 
     p = add("train", cmd_train, "train one LoRA adapter for a reward-weight vector")
     common_train(p)
@@ -171,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompts", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
+    p.add_argument("--base", default=DEFAULT_BASE)
+
+    p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
+    p.add_argument("--task", required=True)
     p.add_argument("--base", default=DEFAULT_BASE)
 
     p = add("bench", cmd_bench, "benchmarks; results under assets/bench/")

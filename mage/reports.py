@@ -6,6 +6,7 @@ prompt; the table shows means ± standard errors and each ingredient's paired ga
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -59,3 +60,32 @@ def markdown_table(result: dict) -> str:
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None) -> dict:
+    """Objective correlations over the base-model training pool: is the trade-off real?"""
+    import statistics
+
+    from scipy.stats import pearsonr, spearmanr
+
+    from .models import load_base
+    from .pools import sample_pool
+    from .tasks import get_task
+    from .training import default_pool
+
+    model, tokenizer = load_base(base)
+    pool = sample_pool(get_task(task), model, tokenizer, default_pool(get_task(task)))
+    objectives = list(get_task(task).objectives)
+    values = {o: [r["scores"][o] for r in pool] for o in objectives}
+    pairs = {}
+    for i, a in enumerate(objectives):
+        for b in objectives[i + 1:]:
+            pairs[f"{a}~{b}"] = {"pearson": float(pearsonr(values[a], values[b])[0]), "spearman": float(spearmanr(values[a], values[b])[0])}
+    result = {"task": task, "n_samples": len(pool), "objectives": objectives,
+              "mean": {o: sum(v) / len(v) for o, v in values.items()},
+              "std": {o: statistics.pstdev(v) for o, v in values.items()},
+              "finished_fraction": sum(r["finished"] for r in pool) / len(pool), "correlations": pairs,
+              "command": f"python -m mage pool-stats --task {task}"}
+    write_json_atomic(out or RESULTS / f"{task}-pool.json", result)
+    print(json.dumps(result, indent=2))
+    return result

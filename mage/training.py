@@ -45,13 +45,24 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 8
     seed: int = 0
-    pool: PoolConfig = field(default_factory=PoolConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)  # bon-sft: the sample pool; grpo: prompts, generations, sampling
+    trainer: str = "bon-sft"  # or "grpo" (see docs/TRAINING.md for the measured comparison)
+    grpo_steps: int = 15
+    grpo_beta: float = 0.0  # KL penalty; TRL's default is 0
 
     def __post_init__(self):
+        if self.trainer not in ("bon-sft", "grpo"):
+            raise ValueError(f"trainer={self.trainer!r}; fix: use 'bon-sft' or 'grpo'")
         if self.normalize not in ("zscore", "none"):
             raise ValueError(f"normalize={self.normalize!r}; fix: use 'zscore' or 'none'")
         if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError(f"rank, epochs, batch_size must be >= 1 and learning_rate > 0; got {self}")
+
+
+def default_pool(task: Task, **overrides) -> PoolConfig:
+    """The task's default best-of-n pool (what the committed checkpoints used), with overrides."""
+    settings = dict(samples_per_prompt=task.pool_samples, max_prompts=task.pool_prompts, batch_size=task.pool_batch)
+    return PoolConfig(**{**settings, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def standardize(pool: Sequence[dict], objectives: Sequence[str], normalize: str) -> dict[str, tuple[float, float]]:
@@ -93,43 +104,75 @@ def git_commit() -> str:
         return "unknown"
 
 
-def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path, config: TrainConfig = TrainConfig(), *, command: str | None = None) -> Path:
-    """Train one LoRA adapter for the reward weights ``weights`` and save it (with manifest, README)."""
-    from datasets import Dataset
+def _lora(config: "TrainConfig"):
     from peft import LoraConfig
+
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+
+
+def _common_args(config: "TrainConfig", scratch: str) -> dict:
+    """Trainer arguments right for a CPU (TRL's defaults assume bf16 on a GPU)."""
+    return dict(output_dir=scratch, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size, logging_steps=5,
+                save_strategy="no", report_to=[], seed=config.seed, bf16=False, fp16=False, gradient_checkpointing=False,
+                use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+
+
+def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "TrainConfig", scratch: str):
+    """Best-of-n selection from the shared base pool, then TRL SFT of a LoRA adapter."""
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    task = get_task(task_name)
-    weights = normalize_weights(weights, len(task.objectives))
-    started = time.time()
-    # 1. the shared pool of base-model samples (cached across weight vectors)
-    model, tokenizer = load_base(config.base)
-    base_fp, tok_fp = fingerprint_model(model), fingerprint_tokenizer(tokenizer)
     pool = sample_pool(task, model, tokenizer, config.pool)
-    # 2. best-of-n selection by the mixed reward
     chosen = select_best(pool, task.objectives, weights, config.normalize)
     means = {n: sum(r["scores"][n] for r in chosen) / len(chosen) for n in task.objectives}
     print(f"mage: selected {len(chosen)} of {len(pool)} samples for weights {weights}; their mean rewards {means}", flush=True)
-    dataset = Dataset.from_list(sft_examples(task, tokenizer, chosen))
-    # 3. supervised fine-tuning of a LoRA adapter with TRL
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    args = SFTConfig(**_common_args(config, scratch), num_train_epochs=config.epochs, lr_scheduler_type="cosine", warmup_steps=2,
+                     completion_only_loss=True, max_length=1024)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_examples(task, tokenizer, chosen)), processing_class=tokenizer, peft_config=_lora(config))
+    result = trainer.train()
+    return trainer, {"train_loss": float(result.training_loss), "selected_means": means, "n_pool": len(pool), "n_selected": len(chosen)}
+
+
+def fit_grpo(task: Task, weights: list[float], model, tokenizer, config: "TrainConfig", scratch: str):
+    """Online GRPO (TRL ``GRPOTrainer``) with one reward function per objective and ``reward_weights`` = w.
+
+    Each objective is standardised within its group before weighting (``normalize_then_sum``), the
+    online counterpart of the z-scored mixing of :func:`fit_bon_sft`.
+    """
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .objectives import get_objective
+
+    examples = task.examples(config.pool.split)[: config.pool.max_prompts]
+    dataset = Dataset.from_list([{"prompt": task.messages(ex), "input": ex.input} for ex in examples])
+    args = GRPOConfig(**_common_args(config, scratch), max_steps=config.grpo_steps, num_generations=config.pool.samples_per_prompt,
+                      max_completion_length=config.pool.max_new_tokens or task.max_new_tokens, temperature=config.pool.temperature, top_p=config.pool.top_p,
+                      beta=config.grpo_beta, reward_weights=list(weights), multi_objective_aggregation="normalize_then_sum", lr_scheduler_type="constant")
+    reward_funcs = [get_objective(n).as_reward_fn() for n in task.objectives]
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_lora(config))
+    result = trainer.train()
+    return trainer, {"train_loss": float(result.training_loss), "n_prompts": len(examples), "steps": config.grpo_steps}
+
+
+TRAINERS = {"bon-sft": fit_bon_sft, "grpo": fit_grpo}
+
+
+def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path, config: TrainConfig = TrainConfig(), *, command: str | None = None) -> Path:
+    """Train one LoRA adapter for the reward weights ``weights`` and save it (with manifest, README)."""
+    task = get_task(task_name)
+    weights = normalize_weights(weights, len(task.objectives))
+    started = time.time()
+    model, tokenizer = load_base(config.base)
+    base_fp, tok_fp = fingerprint_model(model), fingerprint_tokenizer(tokenizer)
     with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(
-            output_dir=scratch, num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=2, logging_steps=5,
-            save_strategy="no", report_to=[], seed=config.seed, bf16=False, fp16=False, gradient_checkpointing=False,
-            use_cpu=not torch.cuda.is_available(), completion_only_loss=True, max_length=1024, dataloader_num_workers=0,
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
-        result = trainer.train()
-    # 4. save atomically: adapter (fp16) + manifest + README with the exact recipe
-    out_dir = Path(out_dir)
+        trainer, stats = TRAINERS[config.trainer](task, weights, model, tokenizer, config, scratch)
     info = {
-        "task": task.name, "objectives": list(task.objectives), "weights": weights, "config": _jsonable(asdict(config)),
-        "train_loss": float(result.training_loss), "selected_means": means, "n_pool": len(pool), "n_selected": len(chosen),
-        "wall_time_s": round(time.time() - started, 1), "commit": git_commit(), "command": command or " ".join(sys.argv),
+        "task": task.name, "objectives": list(task.objectives), "weights": weights, "trainer": config.trainer, "config": _jsonable(asdict(config)),
+        **stats, "wall_time_s": round(time.time() - started, 1), "commit": git_commit(), "command": command or " ".join(sys.argv),
     }
-    if trainer.accelerator.is_main_process:
+    out_dir = Path(out_dir)
+    if trainer.accelerator.is_main_process:  # save atomically: adapter (fp16) + manifest + README with the recipe
         with atomic_dir(out_dir) as tmp:
             save_adapter(trainer.model, tmp, base_fingerprint=base_fp, tokenizer_fingerprint=tok_fp, info=info)
             write_text_atomic(tmp / "README.md", checkpoint_readme(info))
@@ -145,10 +188,10 @@ def checkpoint_readme(info: dict) -> str:
     weights = ", ".join(f"{n}={w:.3g}" for n, w in zip(info["objectives"], info["weights"]))
     return (
         f"# {info['task']} adapter — reward weights {weights}\n\n"
-        f"Trained by mage (best-of-n selection fine-tuning, TRL SFTTrainer + peft LoRA).\n\n"
+        f"Trained by mage ({info['trainer']}: TRL + peft LoRA).\n\n"
         f"- command: `{info['command']}`\n- commit: {info['commit']}\n- wall time: {info['wall_time_s']} s\n"
-        f"- data: the task's `{info['config']['pool']['split']}` split; pool of {info['n_pool']} base-model samples, "
-        f"{info['n_selected']} selected (best per prompt)\n- mean rewards of the selected samples: "
-        + ", ".join(f"{k}={v:.3f}" for k, v in info["selected_means"].items())
+        f"- data: the task's `{info['config']['pool']['split']}` split"
+        + (f"; pool of {info['n_pool']} base-model samples, {info['n_selected']} selected (best per prompt)\n- mean rewards of the selected samples: "
+           + ", ".join(f"{k}={v:.3f}" for k, v in info["selected_means"].items()) if "n_pool" in info else f"; {info.get('steps')} GRPO steps")
         + f"\n- final train loss: {info['train_loss']:.4f}\n\n## Config\n\n```json\n{json.dumps(info['config'], indent=2)}\n```\n"
     )

@@ -90,3 +90,15 @@ def test_cli_generate_json_and_errors(tiny_checkpoints):
     missing = subprocess.run([sys.executable, "-m", "mage", "generate", "--task", "assistant", "--weights", "1,1,1", "--prompt", "x", "--base", str(base)],
                              capture_output=True, text=True, env=env)
     assert "are not trained" in missing.stderr and "python -m mage train-set" in missing.stderr
+
+
+def test_grpo_trainer_runs_through_trl_and_saves_the_same_format(tiny_checkpoints, tmp_path):
+    from mage.adapters import load_adapter
+
+    _, base = tiny_checkpoints
+    config = TrainConfig(base=str(base), trainer="grpo", grpo_steps=1, batch_size=4, pool=PoolConfig(samples_per_prompt=4, max_prompts=2, max_new_tokens=6))
+    folder = train_adapter("summary", [0.5, 0.5], tmp_path / "grpo", config, command="test")
+    adapter = load_adapter(folder)
+    assert adapter.meta["info"]["trainer"] == "grpo" and adapter.meta["info"]["steps"] == 1
+    with pytest.raises(ValueError, match="trainer='ppo'"):
+        TrainConfig(trainer="ppo")
