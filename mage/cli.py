@@ -88,9 +88,16 @@ def cmd_objectives(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .reports import ingredient_table
+    from pathlib import Path
 
-    ingredient_table(args.task, split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, beta=args.beta, base=args.base)
+    from .reports import RESULTS, adapter_table, ingredient_table
+
+    common = dict(split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, base=args.base, command=_command())
+    if args.adapter:
+        pairs = dict(item.split("=", 1) for item in args.adapter)
+        adapter_table(args.task, pairs, out=Path(args.out) if args.out else RESULTS / f"{args.task}-adapters.json", **common)
+    else:
+        ingredient_table(args.task, beta=args.beta, out=Path(args.out) if args.out else None, **common)
 
 
 def cmd_pool_stats(args) -> None:
@@ -179,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
     p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--adapter", action="append", default=[], help="label=folder; evaluate these adapters instead of the task's checkpoints")
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-ingredients.json)")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)

@@ -12,6 +12,7 @@ from typing import Sequence
 from .decoding import SamplingConfig, generate
 from .objectives import score_all
 from .policy import PolicyBank
+from .tasks import Task
 
 EVAL_SAMPLING = dict(temperature=1.0, top_p=0.9, top_k=0)  # the papers' setting (SPEC §4)
 
@@ -25,16 +26,14 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def evaluate_point(bank: PolicyBank, method: str, weights: Sequence[float], *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:
-    """Scores of one (method, μ) on a split: per-objective mean and standard error over prompts."""
-    task = bank.task
+def evaluate_model(model, tokenizer, task: Task, *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:
+    """Scores of the model as it is now on a split: per-objective mean and standard error over prompts."""
     examples = task.examples(split)[:max_prompts]
     sampling = sampling or SamplingConfig(max_new_tokens=task.max_new_tokens, **EVAL_SAMPLING)
     inputs = [ex.input for ex in examples for _ in range(samples)]
     seeds = [seed + 1000 * p + s for p in range(len(examples)) for s in range(samples)]
     started = time.time()
-    bank.merge(method, weights)
-    gens = generate(bank.model, bank.tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, progress=progress)
+    gens = generate(model, tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, progress=progress)
     scores = score_all(task.objectives, inputs, [g.text for g in gens])
     means, stderr, per_prompt = {}, {}, {}
     for name in task.objectives:
@@ -42,9 +41,14 @@ def evaluate_point(bank: PolicyBank, method: str, weights: Sequence[float], *, s
         means[name], stderr[name] = mean_stderr(per_prompt[name])
     lengths = [len(g.token_ids) for g in gens]
     return {
-        "method": method, "weights": bank.current.weights, "coefficients": bank.current.coefficients,
         "means": means, "stderr": stderr, "n_prompts": len(examples), "samples_per_prompt": samples,
         "mean_tokens": sum(lengths) / len(lengths), "finished_fraction": sum(g.finished for g in gens) / len(gens),
         "wall_time_s": round(time.time() - started, 1), "per_prompt": per_prompt,
         "examples": [{"input": inputs[i][:200], "response": gens[i].text} for i in range(0, len(gens), max(1, len(gens) // 4))][:4],
     }
+
+
+def evaluate_point(bank: PolicyBank, method: str, weights: Sequence[float], **kwargs) -> dict:
+    """Merge the bank for (method, μ), then :func:`evaluate_model`."""
+    merged = bank.merge(method, weights)
+    return {"method": method, "weights": merged.weights, "coefficients": merged.coefficients, **evaluate_model(bank.model, bank.tokenizer, bank.task, **kwargs)}

@@ -10,11 +10,10 @@ import json
 import time
 from pathlib import Path
 
-from .evaluation import evaluate_point, mean_stderr
+from .evaluation import evaluate_model, mean_stderr
 from .io import write_json_atomic
 from .merging import DEFAULT_BETA
 from .models import DEFAULT_BASE
-from .policy import PolicyBank
 
 RESULTS = Path("assets/results")
 
@@ -25,26 +24,42 @@ def paired_gain(point: dict, base: dict, objective: str) -> tuple[float, float]:
     return mean_stderr(diffs)
 
 
-def ingredient_table(task: str, *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, beta: float = DEFAULT_BETA, base: str = DEFAULT_BASE, out: Path | None = None) -> dict:
-    bank = PolicyBank(task, base=base, beta=beta, strict=True)
-    objectives = list(bank.task.objectives)
-    n = len(objectives)
-    rows = [("base", "base", [1.0] * n)]
-    rows += [(f"expert:{o}", "rs", [1.0 if k == i else 0.0 for k in range(n)]) for i, o in enumerate(objectives)]
-    rows += [(f"backbone:{j}", "aba", [1.0 if k == j else 0.0 for k in range(n)]) for j in range(n)]
+def adapter_table(task: str, adapters: dict[str, str | Path], *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "", sampling=None) -> dict:
+    """Evaluate the base model and each labelled adapter folder (alone, coefficient 1) on a split."""
+    from .adapters import load_adapter
+    from .merging import Soup
+    from .models import fingerprint_model, fingerprint_tokenizer, load_base
+    from .tasks import get_task
+
+    model, tokenizer = load_base(base)
+    fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+    labels = list(adapters)
+    soup = Soup(model, [load_adapter(adapters[label], **fps) for label in labels])
+    objectives = list(get_task(task).objectives)
     started = time.time()
     points = {}
-    for label, method, weights in rows:
+    for row, label in enumerate(["base", *labels]):
         print(f"mage: evaluating {label} on {task}/{split}", flush=True)
-        points[label] = evaluate_point(bank, method, weights, split=split, samples=samples, seed=seed, max_prompts=max_prompts, progress=True)
-    for label, point in points.items():
+        soup.apply([1.0 if k == row - 1 else 0.0 for k in range(len(labels))])
+        points[label] = evaluate_model(model, tokenizer, get_task(task), split=split, samples=samples, seed=seed, max_prompts=max_prompts, sampling=sampling, progress=True)
+    for point in points.values():
         point["gain_over_base"] = {o: dict(zip(("mean", "stderr"), paired_gain(point, points["base"], o))) for o in objectives}
-    result = {"task": task, "split": split, "objectives": objectives, "samples_per_prompt": samples, "seed": seed, "beta": beta,
-              "rows": points, "wall_time_s": round(time.time() - started, 1),
-              "command": f"python -m mage table --task {task} --split {split} --samples {samples} --seed {seed}"}
+    result = {"task": task, "split": split, "objectives": objectives, "samples_per_prompt": samples, "seed": seed,
+              "adapters": {k: str(v) for k, v in adapters.items()}, "rows": points, "wall_time_s": round(time.time() - started, 1), "command": command}
     write_json_atomic(out or RESULTS / f"{task}-ingredients.json", result)
     print(markdown_table(result))
     return result
+
+
+def ingredient_table(task: str, *, beta: float = DEFAULT_BETA, **kwargs) -> dict:
+    """The expert × objective table of a task's committed experts and backbones."""
+    from .policy import ingredient_dir, ingredient_names
+    from .tasks import get_task
+
+    t = get_task(task)
+    folders = {f"expert:{n}": ingredient_dir(t, "experts") / n for n in ingredient_names(t, "experts")}
+    folders |= {f"backbone:{n}": ingredient_dir(t, "backbones", beta) / n for n in ingredient_names(t, "backbones")}
+    return adapter_table(task, folders, **kwargs)
 
 
 def markdown_table(result: dict) -> str:

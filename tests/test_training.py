@@ -102,3 +102,18 @@ def test_grpo_trainer_runs_through_trl_and_saves_the_same_format(tiny_checkpoint
     assert adapter.meta["info"]["trainer"] == "grpo" and adapter.meta["info"]["steps"] == 1
     with pytest.raises(ValueError, match="trainer='ppo'"):
         TrainConfig(trainer="ppo")
+
+
+def test_ingredient_table_pairs_every_ingredient_with_the_base(tiny_checkpoints, tmp_path):
+    from mage.decoding import SamplingConfig
+    from mage.reports import ingredient_table, markdown_table
+
+    _, base = tiny_checkpoints
+    result = ingredient_table("summary", base=str(base), max_prompts=3, samples=1, out=tmp_path / "t.json", sampling=SamplingConfig(max_new_tokens=3))
+    assert list(result["rows"]) == ["base", "expert:faithful", "expert:concise", "backbone:0", "backbone:1"]
+    base_row = result["rows"]["base"]
+    assert base_row["gain_over_base"]["concise"] == {"mean": 0.0, "stderr": 0.0}
+    for label, row in result["rows"].items():
+        diff = [a - b for a, b in zip(row["per_prompt"]["faithful"], base_row["per_prompt"]["faithful"])]
+        assert row["gain_over_base"]["faithful"]["mean"] == pytest.approx(sum(diff) / 3)
+    assert (tmp_path / "t.json").is_file() and markdown_table(result).count("\n") == 6
