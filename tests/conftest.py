@@ -39,6 +39,25 @@ def lora_model(model, n_adapters: int, *, rank: int = 4, seed: int = 0, targets=
     return peft_model.eval()
 
 
+class Biased(torch.nn.Module):
+    """A causal LM whose logits get a fixed bias: a model with known token preferences."""
+
+    def __init__(self, model, bias: torch.Tensor):
+        super().__init__()
+        self.model, self.bias = model, bias
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits = out.logits + self.bias
+        return out
+
+
+def biased(model, token: int, amount: float):
+    bias = torch.zeros(model.config.vocab_size)
+    bias[token] = amount
+    return Biased(model, bias)
+
+
 @pytest.fixture
 def ids(tokenizer):
     return tokenizer(["Hello there, soup!", "A second prompt."], return_tensors="pt", padding=True)["input_ids"]

@@ -7,6 +7,8 @@ import torch
 from mage.decoding import SamplingConfig, apply_repetition_penalty, filter_top_k_top_p, generate
 from mage.models import tiny_model
 
+from .conftest import biased
+
 PROMPTS = [[{"role": "user", "content": "Tell me about soup."}], [{"role": "user", "content": "Hi"}], "raw text prompt"]
 
 
@@ -37,21 +39,8 @@ def test_greedy_matches_transformers_generate(base, tokenizer):
 
 
 def test_stops_at_end_of_turn(tokenizer):
-    model = tiny_model(tokenizer, seed=0)
-    bias = torch.zeros(len(tokenizer))  # makes <|im_end|> overwhelmingly likely
-    bias[tokenizer.eos_token_id] = 50.0
-
-    class Biased(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, **kw):
-            out = self.m(**kw)
-            out.logits = out.logits + bias
-            return out
-
-    gens = generate(Biased(model), tokenizer, PROMPTS[:2], SamplingConfig(max_new_tokens=8), seed=0)
+    model = biased(tiny_model(tokenizer, seed=0), tokenizer.eos_token_id, 50.0)  # <|im_end|> overwhelmingly likely
+    gens = generate(model, tokenizer, PROMPTS[:2], SamplingConfig(max_new_tokens=8), seed=0)
     assert all(g.finished and g.token_ids == [] for g in gens)
 
 
