@@ -56,22 +56,41 @@ def _sampling(args, task) -> SamplingConfig:
 
 
 def cmd_generate(args) -> None:
+    from .methods import Engine, get_method
     from .objectives import score_all
-    from .policy import PolicyBank
     from .tasks import get_task
 
     task = get_task(args.task)
     sampling = _sampling(args, task)
+    get_method(args.method)
     if not args.prompt.strip():
         raise SystemExit("mage generate: --prompt is empty; fix: pass the request (or article) to respond to")
-    bank = PolicyBank(task, base=args.base, beta=args.beta)
-    gen = bank.generate(args.method, args.weights, [args.prompt], sampling, seed=args.seed)[0]
+    engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates)
+    gen = engine.generate(args.method, args.weights, [args.prompt], sampling, strength=args.strength, seed=args.seed)[0]
     if args.json:
+        merged = engine.policy.current
         scores = {k: v[0] for k, v in score_all(task.objectives, [args.prompt], [gen.text]).items()}
-        print(json.dumps({"task": task.name, "method": args.method, "weights": bank.current.weights, "coefficients": bank.current.coefficients,
+        print(json.dumps({"task": task.name, "method": args.method, "weights": merged.weights if merged else None,
+                          "coefficients": merged.coefficients if merged else None, "strength": args.strength,
                           "seed": args.seed, "response": gen.text, "finished": gen.finished, "scores": scores}, ensure_ascii=False))
     else:
         print(gen.text)
+
+
+def cmd_train_values(args) -> None:
+    from .tasks import get_task
+    from .training import default_pool
+    from .values import ValueConfig, train_value, value_dir
+
+    task = get_task(args.task)
+    config = ValueConfig(kind=args.kind, base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed,
+                         pool=default_pool(task, max_prompts=args.max_prompts))
+    for objective in args.objective or task.objectives:
+        folder = value_dir(task, args.kind) / objective
+        if (folder / "mage_manifest.json").is_file() and not args.force:
+            print(f"mage: {folder} exists, skipping (use --force to retrain)")
+            continue
+        train_value(task.name, objective, folder, config, command=_command())
 
 
 def cmd_objectives(args) -> None:
@@ -157,9 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup beta (backbones only)")
     p.add_argument("--force", action="store_true", help="retrain folders that already exist")
 
+    p = add("train-values", cmd_train_values, "train a task's explicit or implicit value models (one per objective) into checkpoints/")
+    p.add_argument("--task", required=True)
+    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--objective", action="append", default=None, help="only this objective (repeatable)")
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--max-prompts", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
     p.add_argument("--task", required=True)
-    p.add_argument("--method", default="bone", help="base, rs, bone or aba")
+    p.add_argument("--method", default="bone", help="base, rs, bone, aba, mage-e, mage-i, ensemble-e, ensemble-i, sft+e, sft+i, mod")
+    p.add_argument("--strength", type=float, default=1.0, help="guidance strength w (guided methods; 0 = plain decoding)")
+    p.add_argument("--top-k-candidates", type=int, default=10, help="candidates re-scored by explicit value guidance")
     p.add_argument("--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)")
     p.add_argument("--prompt", required=True, help="the request (assistant) or the article (summary)")
     p.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save
 from .adapters import CheckpointError, LoraAdapter, load_adapter, save_adapter
 from .io import atomic_dir, write_bytes_atomic, write_text_atomic
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
-from .pools import sample_pool
+from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
 from .training import _jsonable, default_pool, git_commit, sft_examples, standardize
 
@@ -52,7 +52,7 @@ class ValueConfig:
     seed: int = 0
     init_seed: int = 1234  # shared by every value model of a kind: the common initialisation φ_0
     implicit_beta: float = 0.1  # β_r of the implicit (GenARM) loss
-    max_prompts: int | None = None  # None = the task's default training pool
+    pool: PoolConfig | None = None  # None = the task's default training pool (shared with stage 1)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -131,7 +131,7 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
-            losses.append(float(loss))
+            losses.append(loss.item())
     value = accelerator.unwrap_model(value)
     return value.lm, value.head, {"train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]), "reward_mean": mean, "reward_std": std, "steps": len(losses)}
 
@@ -178,7 +178,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
     started = time.time()
     model, tokenizer = load_base(config.base)
     fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
-    pool = sample_pool(task, model, tokenizer, default_pool(task, max_prompts=config.max_prompts))
+    pool = sample_pool(task, model, tokenizer, config.pool or default_pool(task))
     head = None
     if config.kind == "explicit":
         peft_model, head, stats = fit_explicit(task, objective, model, tokenizer, pool, config)

@@ -79,6 +79,11 @@ def tiny_checkpoints(tmp_path_factory):
     for kind in ("experts", "backbones"):
         for name, w in zip(ingredient_names(task, kind), training_weights(kind, 2)):
             train_adapter("summary", w, ingredient_dir(task, kind) / name, config, command="test")
+    from mage.values import ValueConfig, train_value, value_dir
+
+    for kind in ("explicit", "implicit"):
+        for objective in task.objectives:
+            train_value("summary", objective, value_dir(task, kind) / objective, ValueConfig(kind=kind, base=str(base), pool=config.pool, batch_size=4), command="test")
     yield root, base
     os.environ.pop("MAGE_CACHE_DIR")
     os.environ.pop("MAGE_CHECKPOINTS")

@@ -1,0 +1,144 @@
+"""Every method name of SPEC §3 → a policy and an optional guide, and one engine that runs them.
+
+| method        | policy                        | guidance                                   |
+|---------------|-------------------------------|--------------------------------------------|
+| base          | the base model                | —                                          |
+| rs / bone / aba | stage-1 merge for μ         | —                                          |
+| mage-e/-i     | Bone Soup for μ               | merged explicit / implicit value model φ(μ)|
+| ensemble-e/-i | Bone Soup for μ               | prediction ensemble Σ μ_i of n value models|
+| sft+e/-i      | the base (fixed) model        | merged value model φ(μ) (compatibility baseline) |
+| mod           | MOD: Σ μ_i log π_i over the n experts | —                                  |
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .adapters import CheckpointError
+from .decoding import Generation, SamplingConfig, generate
+from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
+from .merging import DEFAULT_BETA, Soup, normalize_weights
+from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
+from .policy import PolicyBank
+from .tasks import Task, get_task
+from .values import ExplicitValueModel, load_values, merge_heads
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    policy: str  # "base", "rs", "bone", "aba" (a stage-1 merge) or "mod"
+    guide: str | None = None  # "explicit" or "implicit"
+    mode: str | None = None  # "merged" or "ensemble"
+    description: str = ""
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("base", "base", description="the untouched base model"),
+    Method("rs", "rs", description="Rewarded Soup: experts merged with λ = μ"),
+    Method("bone", "bone", description="Bone Soup: backbones merged with λ = B⁻¹μ"),
+    Method("aba", "aba", description="Bone Soup without the inverse: backbones merged with λ = μ"),
+    Method("mage-e", "bone", "explicit", "merged", "MAGE: Bone Soup + merged explicit value guidance"),
+    Method("mage-i", "bone", "implicit", "merged", "MAGE: Bone Soup + merged implicit value guidance"),
+    Method("ensemble-e", "bone", "explicit", "ensemble", "Bone Soup + ensemble of explicit value models"),
+    Method("ensemble-i", "bone", "implicit", "ensemble", "Bone Soup + ensemble of implicit value models"),
+    Method("sft+e", "base", "explicit", "merged", "fixed base + merged explicit guidance"),
+    Method("sft+i", "base", "implicit", "merged", "fixed base + merged implicit guidance"),
+    Method("mod", "mod", description="MOD: next-token Σ μ_i log π_i over the experts"),
+)}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; fix: use one of {list(METHODS)}")
+    return METHODS[name]
+
+
+class GuidanceBank:
+    """A task's value models of one kind on their own copy of the base model.
+
+    ``merged(μ)`` folds φ(μ) = φ_0 + Σ μ_i Δφ_i into the copy (heads merged alike) — one model;
+    ``ensemble(μ)`` returns the n value models as separate members weighted by μ_i.
+    """
+
+    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None):
+        self.task, self.kind = task, kind
+        self.model, self.tokenizer = load_base(base)
+        if policy_tokenizer is not None and fingerprint_tokenizer(policy_tokenizer) != fingerprint_tokenizer(self.tokenizer):
+            raise ValueError(f"the {kind} guidance models use a different tokenizer than the policy; fix: train value models on the policy's base model")
+        fps = dict(base_fingerprint=fingerprint_model(self.model), tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer))
+        self.values = load_values(task, kind, **fps)
+        self.soup = Soup(self.model, [v.adapter for v in self.values])
+        self._members: list[torch.nn.Module] | None = None
+
+    def _wrap(self, model, heads_weights: Sequence[float]):
+        if self.kind == "implicit":
+            return model
+        return ExplicitValueModel(model, merge_heads([v.head for v in self.values], heads_weights))
+
+    def merged(self, weights: Sequence[float]) -> list[Member]:
+        self.soup.apply(list(weights))
+        return [Member(self._wrap(self.model, weights), 1.0)]
+
+    def ensemble(self, weights: Sequence[float]) -> list[Member]:
+        if self._members is None:  # n separate models: the ensemble's cost is the point
+            self._members = []
+            n = len(self.values)
+            for j in range(n):
+                one_hot = [1.0 if k == j else 0.0 for k in range(n)]
+                self.soup.apply(one_hot)
+                self._members.append(self._wrap(copy.deepcopy(self.model), one_hot))
+        return [Member(m, w) for m, w in zip(self._members, weights) if w > 0]
+
+
+class Engine:
+    """One task: the stage-1 policy bank plus lazily loaded guidance banks and MOD experts."""
+
+    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, top_k: int = 10, policy: PolicyBank | None = None):
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.base, self.top_k = base, top_k
+        self.policy = policy or PolicyBank(self.task, base=base, beta=beta)
+        self._guides: dict[str, GuidanceBank] = {}
+        self._experts: list[torch.nn.Module] | None = None
+
+    def guidance(self, kind: str) -> GuidanceBank:
+        if kind not in self._guides:
+            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer)
+        return self._guides[kind]
+
+    def experts(self) -> list[torch.nn.Module]:
+        """n copies of the base model, expert i folded into copy i (for MOD)."""
+        if self._experts is None:
+            if "experts" in self.policy.missing:
+                raise CheckpointError(f"method 'mod' is unavailable: {self.policy.missing['experts']}")
+            group = self.policy.groups["experts"]
+            n = group.stop - group.start
+            self._experts = []
+            for j in range(n):
+                self.policy.merge("rs", [1.0 if k == j else 0.0 for k in range(n)])
+                self._experts.append(copy.deepcopy(self.policy.model))
+        return self._experts
+
+    def prepare(self, method: str, weights: Sequence[float], strength: float = 1.0):
+        """(policy model, guide or None) for a method and preference μ."""
+        spec = get_method(method)
+        mu = normalize_weights(weights, len(self.task.objectives))
+        if spec.policy == "mod":
+            return ProductOfExperts(self.experts(), mu), None
+        self.policy.merge(spec.policy, mu)
+        if spec.guide is None:
+            return self.policy.model, None
+        bank = self.guidance(spec.guide)
+        members = bank.merged(mu) if spec.mode == "merged" else bank.ensemble(mu)
+        guide = ExplicitGuide(members, strength, self.top_k) if spec.guide == "explicit" else ImplicitGuide(members, strength)
+        return self.policy.model, guide
+
+    def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, strength: float = 1.0,
+                 seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False) -> list[Generation]:
+        model, guide = self.prepare(method, weights, strength)
+        config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
+        prompts = [self.task.messages(x) for x in inputs]
+        return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress)
