@@ -36,10 +36,10 @@ def show_weights(task: str, *sliders: float) -> str:
     return "Preference μ (normalised): " + ", ".join(f"**{n}** {w:.2f}" for n, w in zip(names, mu))
 
 
-def run(task: str, prompt: str, methods: list[str], max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool, *sliders: float):
+def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool, *sliders: float):
     names = SERVICE.objectives(task)
     try:
-        replies, notices = SERVICE.generate(task, prompt, sliders[: len(names)], methods[:SLOTS], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, greedy=greedy)
+        replies, notices = SERVICE.generate(task, prompt, sliders[: len(names)], methods[:SLOTS], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, greedy=greedy, strength=strength)
     except ValueError as err:
         raise gr.Error(str(err)) from None
     for notice in notices:
@@ -63,8 +63,9 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
             task = gr.Dropdown(list(TASKS), value="assistant", label="Task", elem_id="task")
             sliders = [gr.Slider(0, 1, value=1.0, step=0.05, label=TASKS["assistant"].objectives[i] if i < 3 else "", elem_id=f"slider-{i}") for i in range(MAX_OBJECTIVES)]
             weights_md = gr.Markdown(show_weights("assistant", *[1.0] * MAX_OBJECTIVES), elem_id="weights")
-            methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["bone", "rs"], label="Methods", elem_id="methods")
+            methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["mage-i", "bone", "rs"], label="Methods (up to 4 side by side)", elem_id="methods")
             with gr.Accordion("Generation settings", open=False):
+                strength = gr.Slider(0, 5, value=1.0, step=0.1, label="Guidance strength w (MAGE, ensembles, base + guidance)")
                 max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="Max new tokens")
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
@@ -84,7 +85,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
     task.change(slider_updates, task, sliders, api_name="task_objectives")
     for s in sliders:
         s.change(show_weights, [task, *sliders], weights_md, api_name=False)
-    inputs = [task, prompt, methods, max_new_tokens, temperature, top_p, seed, greedy, *sliders]
+    inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, *sliders]
     button.click(run, inputs, slots, api_name="generate", concurrency_limit=1)
     prompt.submit(run, inputs, slots, api_name=False, concurrency_limit=1)
 

@@ -11,7 +11,8 @@ from typing import Sequence
 
 from .decoding import SamplingConfig, generate
 from .objectives import score_all
-from .policy import PolicyBank
+from .merging import normalize_weights
+from .methods import Engine
 from .tasks import Task
 
 EVAL_SAMPLING = dict(temperature=1.0, top_p=0.9, top_k=0)  # the papers' setting (SPEC §4)
@@ -26,14 +27,14 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def evaluate_model(model, tokenizer, task: Task, *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:
+def evaluate_model(model, tokenizer, task: Task, *, guide=None, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:
     """Scores of the model as it is now on a split: per-objective mean and standard error over prompts."""
     examples = task.examples(split)[:max_prompts]
     sampling = sampling or SamplingConfig(max_new_tokens=task.max_new_tokens, **EVAL_SAMPLING)
     inputs = [ex.input for ex in examples for _ in range(samples)]
     seeds = [seed + 1000 * p + s for p in range(len(examples)) for s in range(samples)]
     started = time.time()
-    gens = generate(model, tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, progress=progress)
+    gens = generate(model, tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress)
     scores = score_all(task.objectives, inputs, [g.text for g in gens])
     means, stderr, per_prompt = {}, {}, {}
     for name in task.objectives:
@@ -48,7 +49,10 @@ def evaluate_model(model, tokenizer, task: Task, *, split: str = "test", samples
     }
 
 
-def evaluate_point(bank: PolicyBank, method: str, weights: Sequence[float], **kwargs) -> dict:
-    """Merge the bank for (method, μ), then :func:`evaluate_model`."""
-    merged = bank.merge(method, weights)
-    return {"method": method, "weights": merged.weights, "coefficients": merged.coefficients, **evaluate_model(bank.model, bank.tokenizer, bank.task, **kwargs)}
+def evaluate_point(engine: Engine, method: str, weights: Sequence[float], *, strength: float = 1.0, **kwargs) -> dict:
+    """Prepare ``method`` for μ (merge, guidance) on the engine, then :func:`evaluate_model`."""
+    model, guide = engine.prepare(method, weights, strength)
+    merged = engine.policy.current
+    return {"method": method, "weights": normalize_weights(weights, len(engine.task.objectives)), "strength": strength if guide else None,
+            "coefficients": merged.coefficients if merged and method != "mod" else None,
+            **evaluate_model(model, engine.policy.tokenizer, engine.task, guide=guide, **kwargs)}

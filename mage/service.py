@@ -1,7 +1,7 @@
 """What the UI calls: plain values in, plain values out. No gradio here.
 
-One :class:`~mage.policy.PolicyBank` per task is loaded lazily and shared; every request merges
-for its own preference and generates while holding that bank's lock, so concurrent users with
+One :class:`~mage.methods.Engine` per task is loaded lazily and shared; every request merges
+for its own preference and generates while holding that engine's lock, so concurrent users with
 different preferences never see each other's merges.
 """
 from __future__ import annotations
@@ -16,13 +16,16 @@ from .decoding import SamplingConfig
 from .merging import normalize_weights
 from .models import DEFAULT_BASE, pick_device
 from .objectives import score_all
-from .policy import PolicyBank
+from .methods import METHODS, Engine
 from .tasks import TASKS, get_task
 
 MAX_PROMPT_CHARS = 4000  # longer prompts are truncated (with a notice)
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 
-METHOD_LABELS = {"bone": "Bone Soup", "rs": "Rewarded Soup", "aba": "Bone Soup, no inverse (ABA)", "base": "Base model"}
+METHOD_LABELS = {"mage-i": "MAGE (implicit guidance)", "mage-e": "MAGE (explicit guidance)", "bone": "Bone Soup", "rs": "Rewarded Soup",
+                 "mod": "MOD", "ensemble-i": "Bone Soup + implicit ensemble", "ensemble-e": "Bone Soup + explicit ensemble",
+                 "sft+i": "Base + implicit guidance", "sft+e": "Base + explicit guidance", "aba": "Bone Soup, no inverse (ABA)", "base": "Base model"}
+assert set(METHOD_LABELS) == set(METHODS)
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Reply:
 class Service:
     def __init__(self, base: str = DEFAULT_BASE):
         self.base = base
-        self._banks: dict[str, PolicyBank] = {}
+        self._engines: dict[str, Engine] = {}
         self._locks = {name: threading.Lock() for name in TASKS}
         self._load_lock = threading.Lock()
 
@@ -52,13 +55,13 @@ class Service:
         """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
         return normalize_weights([float(s) for s in sliders], len(get_task(task).objectives))
 
-    def bank(self, task: str) -> PolicyBank:
+    def engine(self, task: str) -> Engine:
         with self._load_lock:
-            if task not in self._banks:
-                self._banks[task] = PolicyBank(task, base=self.base)
-            return self._banks[task]
+            if task not in self._engines:
+                self._engines[task] = Engine(task, base=self.base)
+            return self._engines[task]
 
-    def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, greedy: bool = False) -> tuple[list[Reply], list[str]]:
+    def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> tuple[list[Reply], list[str]]:
         """Generate with each method for the sliders' preference. Returns (replies, notices)."""
         notices = []
         prompt = (prompt or "").strip()
@@ -73,16 +76,19 @@ class Service:
             raise ValueError(f"seed {seed} is out of range; use a whole number from 0 to 2147483647")
         mu = self.preference(task, sliders)
         sampling = SamplingConfig(max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy)
-        bank = self.bank(task)
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; use some of {list(METHODS)}")
+        engine = self.engine(task)
         replies = []
         for method in methods:
             try:
                 with self._locks[task]:
-                    gen = bank.generate(method, mu, [prompt], sampling, seed=int(seed))[0]
-                    coefs = bank.current.coefficients
+                    gen = engine.generate(method, mu, [prompt], sampling, strength=strength, seed=int(seed))[0]
+                    coefs = engine.policy.current.coefficients if method != "mod" else []
             except CheckpointError as err:
                 replies.append(Reply(method, METHOD_LABELS.get(method, method), "", {}, [], error=str(err)))
                 continue
-            scores = {k: v[0] for k, v in score_all(bank.task.objectives, [prompt], [gen.text]).items()}
+            scores = {k: v[0] for k, v in score_all(engine.task.objectives, [prompt], [gen.text]).items()}
             replies.append(Reply(method, METHOD_LABELS.get(method, method), gen.text, scores, coefs))
         return replies, notices
