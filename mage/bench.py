@@ -161,3 +161,94 @@ def run_bench(part: str = "all", repeats: int = 20) -> None:
         result = {"part": name, "machine": machine(), "command": f"python -m mage bench {name} --repeats {repeats}", **PARTS[name](repeats=repeats)}
         write_json_atomic(OUT / f"{name}.json", result)
         print(json.dumps(result, indent=2))
+
+
+# --------------------------------------------------------------------------- guided decoding
+
+GUIDED_VARIANTS = ("plain", "mage-i", "mage-e", "ensemble-i", "ensemble-e", "mod")
+
+
+def _random_adapters(model, n: int, seed: int = 0):
+    from .adapters import LoraAdapter
+
+    gen = torch.Generator().manual_seed(seed)
+    modules = {name: m for name, m in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
+    return [LoraAdapter(f"r{j}", 2.0, {name: (0.01 * torch.randn(8, m.in_features, generator=gen), 0.01 * torch.randn(m.out_features, 8, generator=gen))
+                                       for name, m in modules.items()}) for j in range(n)]
+
+
+def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: int = 48, repeats: int = 3, top_k: int = 10) -> dict:
+    """One (variant, K) measurement in a fresh process, so peak RSS belongs to it alone.
+
+    Value models and experts are random rank-8 adapters: speed and memory do not depend on training.
+    """
+    import copy
+    import resource
+
+    from .decoding import SamplingConfig, generate
+    from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
+    from .merging import Soup
+    from .models import load_base
+    from .values import ExplicitValueModel, _new_head
+
+    torch.set_num_threads(2)
+    mu = [1.0 / k_objectives] * k_objectives
+    policy, tokenizer = load_base()
+    Soup(policy, _random_adapters(policy, k_objectives, seed=1)).apply(mu)  # the merged stage-1 policy
+    guide, model = None, policy
+    if variant in ("mage-i", "mage-e", "ensemble-i", "ensemble-e"):
+        value_base, _ = load_base()
+        soup = Soup(value_base, _random_adapters(value_base, k_objectives, seed=2))
+        wrap = (lambda m: ExplicitValueModel(m, _new_head(m.config.hidden_size, 0))) if variant.endswith("-e") else (lambda m: m)
+        if variant.startswith("mage"):
+            soup.apply(mu)
+            members = [Member(wrap(value_base), 1.0)]
+        else:
+            members = []
+            for j in range(k_objectives):
+                soup.apply([1.0 if i == j else 0.0 for i in range(k_objectives)])
+                members.append(Member(wrap(copy.deepcopy(value_base)), mu[j]))
+        guide = ExplicitGuide(members, 1.0, top_k) if variant.endswith("-e") else ImplicitGuide(members, 1.0)
+    elif variant == "mod":
+        soup = Soup(policy, _random_adapters(policy, k_objectives, seed=1))
+        experts = []
+        for j in range(k_objectives):
+            soup.apply([1.0 if i == j else 0.0 for i in range(k_objectives)])
+            experts.append(copy.deepcopy(policy))
+        model = ProductOfExperts(experts, mu)
+    prompts = [[{"role": "user", "content": f"Tell me something about topic number {i}."}] for i in range(batch)]
+    config = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, top_p=0.9)
+    tokens = []
+
+    def run():
+        gens = generate(model, tokenizer, prompts, config, seed=len(tokens), batch_size=batch, guide=guide)
+        tokens.append(max(len(g.token_ids) for g in gens))
+
+    result = timed(run, repeats)
+    steps = sum(tokens[1:]) / max(1, len(tokens) - 1)  # decoding steps of the timed runs (the warm-up excluded)
+    return {"variant": variant, "k": k_objectives, "batch": batch, "steps": steps, "s_per_step": result["median_s"] / max(1.0, steps),
+            "timing": result, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_guided(repeats: int = 3) -> dict:
+    """Per-step decode time of every guided variant relative to plain decoding of the same merged policy, K = 2, 3, 4."""
+    import subprocess
+    import sys
+
+    rows = []
+    for k in (2, 3, 4):
+        for variant in GUIDED_VARIANTS:
+            code = f"import json; from mage.bench import guided_worker; print('RESULT' + json.dumps(guided_worker({variant!r}, {k}, repeats={repeats})))"
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.split("RESULT", 1)[1])
+            rows.append(row)
+            print(f"mage bench guided: K={k} {variant}: {row['s_per_step'] * 1000:.1f} ms/step, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    plain = {r["k"]: r["s_per_step"] for r in rows if r["variant"] == "plain"}
+    for r in rows:
+        r["ratio_vs_plain"] = r["s_per_step"] / plain[r["k"]]
+    by = {(r["variant"], r["k"]): r for r in rows}
+    flat = {v: by[(v, 4)]["s_per_step"] / by[(v, 2)]["s_per_step"] - 1.0 for v in GUIDED_VARIANTS}
+    return {"rows": rows, "change_k2_to_k4": flat, "targets": {"mage-i": "<= 2.0x plain", "mage-e (k=10)": "<= 2.5x plain", "mage flat in K": "<= 10 % change K=2..4"}}
+
+
+PARTS["guided"] = bench_guided
