@@ -119,6 +119,18 @@ def cmd_table(args) -> None:
         ingredient_table(args.task, beta=args.beta, out=Path(args.out) if args.out else None, **common)
 
 
+def cmd_evaluate(args) -> None:
+    from pathlib import Path
+
+    from .sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(task=args.task, methods=tuple(args.methods.split(",")), prompts=args.prompts, samples=args.samples, seed=args.seed,
+                         split=args.split, strength=args.strength, base=args.base, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    result = run_sweep(config, Path(args.out) if args.out else None)
+    for method, s in result.get("summary", {}).items():
+        print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
+
+
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
@@ -221,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--adapter", action="append", default=[], help="label=folder; evaluate these adapters instead of the task's checkpoints")
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-ingredients.json)")
+
+    p = add("evaluate", cmd_evaluate, "sweep the preference grid for each method; writes assets/results/<task>.json")
+    p.add_argument("--task", required=True)
+    p.add_argument("--methods", default="rs,bone", help="comma-separated method names")
+    p.add_argument("--prompts", type=int, default=None, help="first N prompts of the split (default: all)")
+    p.add_argument("--samples", type=int, default=1, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test")
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json)")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)

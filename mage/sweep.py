@@ -1,0 +1,142 @@
+"""Preference-grid sweeps (SPEC §4): every method × every grid point, scored, written as one results file.
+
+``assets/results/<task>.json`` schema (see docs/RESULTS.md):
+  task, objectives (names, in order), reference_point (list), records, plus settings —
+  each record: method, weights (objective order), means / stderr (objective → float), n_prompts,
+  coefficients, strength, wall_time_s, per_prompt (objective → list, for paired statistics).
+Points are journaled as they finish, so an interrupted sweep resumes and an unchanged point costs
+nothing on a re-run. Under ``torchrun`` / ``accelerate launch`` the points are shared out over the
+processes; every point is generated with the same batches and seeds as in one process, so the
+results are identical.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .decoding import SamplingConfig
+from .evaluation import EVAL_SAMPLING, evaluate_point
+from .io import read_jsonl, sha256_text, write_json_atomic
+from .methods import Engine, get_method
+from .models import DEFAULT_BASE, cache_dir, fingerprint_model
+from .pareto import controllability, hypervolume, pareto_front, reference_point
+from .tasks import get_task
+
+GRID_3 = [(0, 0, 1), (0, 1, 0), (1, 0, 0), (0.1, 0.1, 0.8), (0.1, 0.8, 0.1), (0.8, 0.1, 0.1), (0.2, 0.2, 0.6), (0.2, 0.6, 0.2),
+          (0.6, 0.2, 0.2), (0.2, 0.4, 0.4), (0.4, 0.2, 0.4), (0.4, 0.4, 0.2), (1 / 3, 1 / 3, 1 / 3)]
+
+
+def preference_grid(n: int) -> list[list[float]]:
+    """SPEC §4: 11 points for two objectives, the 13 listed points for three."""
+    if n == 2:
+        return [[i / 10, 1 - i / 10] for i in range(11)]
+    if n == 3:
+        return [list(p) for p in GRID_3]
+    raise ValueError(f"no preference grid for {n} objectives; fix: tasks have 2 or 3 objectives")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    task: str
+    methods: tuple[str, ...] = ("rs", "bone")
+    prompts: int | None = None  # first N prompts of the split; None = all
+    samples: int = 1
+    seed: int = 0
+    split: str = "test"
+    strength: float = 1.0
+    batch_size: int = 16
+    base: str = DEFAULT_BASE
+    max_new_tokens: int | None = None  # None = the task's cap
+    temperature: float = EVAL_SAMPLING["temperature"]
+    top_p: float = EVAL_SAMPLING["top_p"]
+    grid: tuple[tuple[float, ...], ...] | None = None  # None = SPEC §4's grid
+
+
+def _point_key(config: SweepConfig, method: str, weights) -> str:
+    settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size")}
+    return sha256_text(json.dumps([settings, method, [round(w, 6) for w in weights]]))[:16]
+
+
+def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
+    return cache_dir() / "sweeps" / config.task / f"{fingerprint}.part{rank}.jsonl"
+
+
+def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None) -> dict:
+    for m in config.methods:
+        get_method(m)
+    task = get_task(config.task)
+    grid = [list(p) for p in config.grid] if config.grid else preference_grid(len(task.objectives))
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    engine = engine or Engine(task, base=config.base)
+    fingerprint = fingerprint_model(engine.policy.model) + "-" + checkpoint_hash(engine)
+    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+    points = [(m, w) for m in config.methods for w in grid]
+    mine = points[rank::world]
+    journal = _journal(config, fingerprint, rank)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["key"] for r in _read(journal)}
+    started = time.time()
+    with open(journal, "a", encoding="utf-8") as f:
+        for method, weights in tqdm(mine, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
+            key = _point_key(config, method, weights)
+            if key in done:
+                continue
+            record = evaluate_point(engine, method, weights, strength=config.strength, split=config.split, samples=config.samples, seed=config.seed,
+                                    max_prompts=config.prompts, sampling=sampling, batch_size=config.batch_size)
+            f.write(json.dumps({"key": key, **record}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    _barrier(world)
+    result = None
+    if rank == 0:
+        by_key = {r["key"]: r for k in range(world) for r in _read(_journal(config, fingerprint, k))}
+        records = [by_key[_point_key(config, m, w)] for m, w in points]
+        result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
+                           hashes={"base_model": fingerprint_model(engine.policy.model), "checkpoints": checkpoint_hash(engine)})
+        result["wall_time_s"] = round(time.time() - started, 1)
+        write_json_atomic(out or Path("assets/results") / f"{task.name}.json", result)
+    _barrier(world)
+    return result or {}
+
+
+def _read(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a killed run
+    return rows
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=True).wait_for_everyone()
+
+
+def checkpoint_hash(engine: Engine) -> str:
+    """A hash over the manifests of every loaded adapter (which checkpoints produced the numbers)."""
+    digests = [json.dumps(a.meta.get("files", {}), sort_keys=True) for a in (engine.policy.soup.adapters if engine.policy.soup else [])]
+    return sha256_text("".join(digests))[:16]
+
+
+def summarise(task: str, objectives: list[str], records: list[dict], *, settings: dict, hashes: dict) -> dict:
+    """The results file: records, the shared reference point, and per-method front / HV / controllability."""
+    means = [[r["means"][o] for o in objectives] for r in records]
+    ref = reference_point(means)
+    methods = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        rows = [r for r in records if r["method"] == method]
+        pts = [[r["means"][o] for o in objectives] for r in rows]
+        methods[method] = {"front": [list(p) for p in pareto_front(pts)], "hypervolume": hypervolume(pts, ref),
+                           "controllability": controllability([r["weights"] for r in rows], pts),
+                           "mean_scalarised": sum(sum(w * x for w, x in zip(r["weights"], p)) for r, p in zip(rows, pts)) / len(rows)}
+    return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
