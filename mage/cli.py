@@ -93,6 +93,19 @@ def cmd_train_values(args) -> None:
         train_value(task.name, objective, folder, config, command=_command())
 
 
+def cmd_react_calibrate(args) -> None:
+    from .methods import Engine
+    from .react import calibrate, react_path
+
+    engine = Engine(args.task, base=args.base)
+    state = calibrate(engine, prompts_per_objective=args.prompts, beta=args.beta, seed=args.seed)
+    path = react_path(engine.task)
+    state.meta["command"] = _command()
+    state.save(path)
+    (path.parent / "README.md").write_text(f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n")
+    print(f"mage: ReACT corrections for {state.objectives} saved to {path} ({state.meta['wall_time_s']} s)")
+
+
 def cmd_objectives(args) -> None:
     from .objective_checks import check_objectives, write_report
     from .objectives import fit_humor_probe
@@ -200,9 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 
+    p = add("react-calibrate", cmd_react_calibrate, "compute ReACT's per-objective corrections W_i, C_i for a task (unlabeled calibration)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--prompts", type=int, default=32, help="training prompts per objective (expert responses, teacher-forced)")
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", default=DEFAULT_BASE)
+
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
     p.add_argument("--task", required=True)
-    p.add_argument("--method", default="bone", help="base, rs, bone, aba, mage-e, mage-i, ensemble-e, ensemble-i, sft+e, sft+i, mod")
+    p.add_argument("--method", default="bone", help="base, rs, bone, aba, mage-e, mage-i, ensemble-e, ensemble-i, sft+e, sft+i, mod, react")
     p.add_argument("--strength", type=float, default=1.0, help="guidance strength w (guided methods; 0 = plain decoding)")
     p.add_argument("--top-k-candidates", type=int, default=10, help="candidates re-scored by explicit value guidance")
     p.add_argument("--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)")

@@ -8,6 +8,7 @@
 | ensemble-e/-i | Bone Soup for μ               | prediction ensemble Σ μ_i of n value models|
 | sft+e/-i      | the base (fixed) model        | merged value model φ(μ) (compatibility baseline) |
 | mod           | MOD: Σ μ_i log π_i over the n experts | —                                  |
+| react         | uniform expert soup, final hidden state h ← W_μ h | —                      |
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sft+e", "base", "explicit", "merged", "fixed base + merged explicit guidance"),
     Method("sft+i", "base", "implicit", "merged", "fixed base + merged implicit guidance"),
     Method("mod", "mod", description="MOD: next-token Σ μ_i log π_i over the experts"),
+    Method("react", "react", description="ReACT: uniform soup of the experts + closed-form correction W_μ of the final representation"),
 )}
 
 
@@ -103,6 +105,20 @@ class Engine:
         self.policy = policy or PolicyBank(self.task, base=base, beta=beta)
         self._guides: dict[str, GuidanceBank] = {}
         self._experts: list[torch.nn.Module] | None = None
+        self._react = None
+        self._head = self.policy.model.lm_head  # restored before every method; ReACT wraps it
+
+    def react_state(self):
+        from .react import ReactState, react_path
+
+        if self._react is None:
+            path = react_path(self.task)
+            if not path.is_file():
+                raise CheckpointError(f"{path} is missing: ReACT is not calibrated for task {self.task.name!r}; fix: python -m mage react-calibrate --task {self.task.name}")
+            self._react = ReactState.load(path)
+            if self._react.ws.shape[-1] != self.policy.model.config.hidden_size:
+                raise CheckpointError(f"{path} was calibrated for hidden size {self._react.ws.shape[-1]}, the model has {self.policy.model.config.hidden_size}; fix: recalibrate")
+        return self._react
 
     def guidance(self, kind: str) -> GuidanceBank:
         if kind not in self._guides:
@@ -124,10 +140,18 @@ class Engine:
 
     def prepare(self, method: str, weights: Sequence[float], strength: float = 1.0):
         """(policy model, guide or None) for a method and preference μ."""
+        from .react import CorrectedHead
+
         spec = get_method(method)
         mu = normalize_weights(weights, len(self.task.objectives))
+        self.policy.model.lm_head = self._head
         if spec.policy == "mod":
             return ProductOfExperts(self.experts(), mu), None
+        if spec.policy == "react":
+            w = self.react_state().for_preference(mu)
+            self.policy.merge("rs", [1.0 / len(mu)] * len(mu))
+            self.policy.model.lm_head = CorrectedHead(self._head, w)
+            return self.policy.model, None
         self.policy.merge(spec.policy, mu)
         if spec.guide is None:
             return self.policy.model, None

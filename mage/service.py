@@ -24,7 +24,7 @@ MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 
 METHOD_LABELS = {"mage-i": "MAGE (implicit guidance)", "mage-e": "MAGE (explicit guidance)", "bone": "Bone Soup", "rs": "Rewarded Soup",
                  "mod": "MOD", "ensemble-i": "Bone Soup + implicit ensemble", "ensemble-e": "Bone Soup + explicit ensemble",
-                 "sft+i": "Base + implicit guidance", "sft+e": "Base + explicit guidance", "aba": "Bone Soup, no inverse (ABA)", "base": "Base model"}
+                 "sft+i": "Base + implicit guidance", "sft+e": "Base + explicit guidance", "aba": "Bone Soup, no inverse (ABA)", "react": "ReACT", "base": "Base model"}
 assert set(METHOD_LABELS) == set(METHODS)
 
 
@@ -85,7 +85,7 @@ class Service:
             try:
                 with self._locks[task]:
                     gen = engine.generate(method, mu, [prompt], sampling, strength=strength, seed=int(seed))[0]
-                    coefs = engine.policy.current.coefficients if method != "mod" else []
+                    coefs = engine.policy.current.coefficients if method not in ("mod", "react") else []
             except CheckpointError as err:
                 replies.append(Reply(method, METHOD_LABELS.get(method, method), "", {}, [], error=str(err)))
                 continue

@@ -84,6 +84,10 @@ def tiny_checkpoints(tmp_path_factory):
     for kind in ("explicit", "implicit"):
         for objective in task.objectives:
             train_value("summary", objective, value_dir(task, kind) / objective, ValueConfig(kind=kind, base=str(base), pool=config.pool, batch_size=4), command="test")
+    from mage.methods import Engine
+    from mage.react import calibrate, react_path
+
+    calibrate(Engine("summary", base=str(base)), prompts_per_objective=3, max_new_tokens=5, progress=False).save(react_path(task))
     yield root, base
     os.environ.pop("MAGE_CACHE_DIR")
     os.environ.pop("MAGE_CHECKPOINTS")

@@ -1,0 +1,143 @@
+"""ReACT: closed-form correction of a merged model's final representation (arXiv 2511.10943, SPEC §5).
+
+Given the merged model f_m and the experts f_i, with final hidden states (the input of the output
+head) on unlabeled calibration inputs as columns — Z_i^m = f_m(X_i), Z_i = f_i(X_i), each (D, N_i):
+
+    W_i = argmin_W ‖W Z_i^m − Z_i‖² + β‖W − O_i‖²,   O_i = U Vᵀ  from  U Σ Vᵀ = Z_i Z_i^mᵀ
+        = (Z_i Z_i^mᵀ + β O_i)(Z_i^m Z_i^mᵀ + β I)⁻¹
+    W_μ = (Σ_i μ_i W_i C_i)(Σ_i μ_i C_i)⁻¹,   C_i = Z_i^m Z_i^mᵀ + β I
+
+(W_μ is the minimiser of Σ_i μ_i [‖W Z_i^m − Z_i‖² + β‖W − O_i‖²].) At inference h ← W_μ h before the
+output head. The paper corrected CLIP classifiers; here [ours] f_m is the uniform soup of the
+experts of a generative LM, calibration samples are the tokens of expert-generated responses
+(teacher-forced), and W_μ is applied to the last hidden state at every decoding step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save
+
+from .io import write_bytes_atomic
+
+DEFAULT_BETA = 0.1
+
+
+def procrustes(cross: torch.Tensor) -> torch.Tensor:
+    """The orthogonal O = U Vᵀ closest to ``cross`` (D, D)."""
+    u, _, vh = torch.linalg.svd(cross)
+    return u @ vh
+
+
+def correction(z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = DEFAULT_BETA) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_i, C_i) for one objective from (D, N) representation matrices; float64 internally."""
+    zm, z = z_merged.double(), z_expert.double()
+    eye = torch.eye(zm.shape[0], dtype=torch.float64)
+    cross = z @ zm.T  # (D, D)
+    c = zm @ zm.T + beta * eye
+    w = torch.linalg.solve(c, (cross + beta * procrustes(cross)).T).T  # (cross + βO) C⁻¹, C symmetric
+    return w, c
+
+
+def preference_correction(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """W_μ = (Σ μ_i W_i C_i)(Σ μ_i C_i)⁻¹: one D×D solve per preference."""
+    numerator = sum(m * (w.double() @ c.double()) for m, w, c in zip(weights, ws, cs))
+    denominator = sum(m * c.double() for m, c in zip(weights, cs))
+    return torch.linalg.solve(denominator, numerator.T).T  # denominator is symmetric
+
+
+class CorrectedHead(torch.nn.Module):
+    """The output head applied to W h: logits = head(h Wᵀ). Swap it in for ``lm_head``."""
+
+    def __init__(self, head: torch.nn.Module, w: torch.Tensor):
+        super().__init__()
+        self.head = head
+        self.register_buffer("w_t", w.T.to(head.weight.dtype).contiguous(), persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden @ self.w_t)
+
+    @property
+    def weight(self):  # tied-embedding code paths read lm_head.weight
+        return self.head.weight
+
+
+@dataclass
+class ReactState:
+    """Per-objective corrections of one task: W_i and C_i, (n, D, D) each."""
+
+    objectives: list[str]
+    ws: torch.Tensor
+    cs: torch.Tensor
+    meta: dict
+
+    def for_preference(self, weights: Sequence[float]) -> torch.Tensor:
+        return preference_correction(list(self.ws), list(self.cs), weights).float()
+
+    def save(self, path: str | Path) -> None:
+        meta = {k: str(v) for k, v in self.meta.items()} | {"objectives": ",".join(self.objectives)}
+        write_bytes_atomic(path, save({"W": self.ws.float().contiguous(), "C": self.cs.float().contiguous()}, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ReactState":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+        return cls(meta.pop("objectives").split(","), tensors["W"].double(), tensors["C"].double(), meta)
+
+
+@torch.no_grad()
+def final_states(model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[list[int]], batch_size: int = 8) -> torch.Tensor:
+    """Teacher-forced final hidden states at the response positions, stacked as columns: (D, N)."""
+    from .decoding import encode_prompts
+
+    columns = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size]))
+        for prompt, response in chunk:
+            if not response:
+                continue
+            ids, _ = encode_prompts(tokenizer, [prompt], "cpu")
+            full = torch.cat([ids, torch.tensor([response])], dim=1)
+            hidden = model.get_decoder()(input_ids=full).last_hidden_state[0]  # (T, D), after the final norm
+            columns.append(hidden[ids.shape[1] - 1: full.shape[1] - 1].T)  # states that predict the response tokens
+    return torch.cat(columns, dim=1).double()
+
+
+def react_path(task) -> Path:
+    from .policy import checkpoints_root
+
+    return checkpoints_root() / task.name / "react" / "react.safetensors"
+
+
+def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = DEFAULT_BETA, seed: int = 0, max_new_tokens: int | None = None, progress: bool = True) -> ReactState:
+    """W_i, C_i for every objective of the engine's task from expert-generated responses (no labels)."""
+    from tqdm.auto import tqdm
+
+    from .decoding import SamplingConfig, generate
+
+    task, bank = engine.task, engine.policy
+    n = len(task.objectives)
+    examples = task.examples("train")[:prompts_per_objective]
+    prompts = [task.messages(ex) for ex in examples]
+    started = time.time()
+    ws, cs = [], []
+    for i in tqdm(range(n), desc="react calibration", disable=not progress):
+        one_hot = [1.0 if k == i else 0.0 for k in range(n)]
+        bank.merge("rs", one_hot)  # expert i generates the calibration responses
+        gens = generate(bank.model, bank.tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens or task.max_new_tokens), seed=seed, batch_size=8)
+        responses = [g.token_ids for g in gens]
+        z_expert = final_states(bank.model, bank.tokenizer, prompts, responses)
+        bank.merge("rs", [1.0 / n] * n)  # f_m: the uniform soup of the experts
+        z_merged = final_states(bank.model, bank.tokenizer, prompts, responses)
+        w, c = correction(z_merged, z_expert, beta)
+        ws.append(w)
+        cs.append(c)
+    meta = {"beta": beta, "prompts_per_objective": prompts_per_objective, "seed": seed, "tokens": int(cs[0].shape[0]), "wall_time_s": round(time.time() - started, 1)}
+    return ReactState(list(task.objectives), torch.stack(ws), torch.stack(cs), meta)
