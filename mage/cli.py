@@ -25,7 +25,7 @@ def _train_config(args):
     from .training import TrainConfig, default_pool
 
     pool = default_pool(get_task(args.task), samples_per_prompt=args.samples, max_prompts=args.max_prompts, batch_size=args.pool_batch_size, seed=args.seed)
-    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed, normalize=args.normalize, pool=pool,
+    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, batch_size=args.batch_size, seed=args.seed, normalize=args.normalize, pool=pool,
                        trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta)
 
 
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
         p.add_argument("--rank", type=int, default=8)
+        p.add_argument("--batch-size", type=int, default=8, help="SFT examples per step; for GRPO, completions per step")
         p.add_argument("--samples", type=int, default=None, help="samples per training prompt in the best-of-n pool (default: the task's)")
         p.add_argument("--max-prompts", type=int, default=None, help="use only the first N training prompts (default: the task's)")
         p.add_argument("--pool-batch-size", type=int, default=None, help="sampling batch size of the pool (default: the task's)")
