@@ -45,6 +45,19 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_journal(path: str | Path) -> list[dict]:
+    """Rows of an append-only JSONL journal; a torn last line (a run killed mid-write) is dropped."""
+    rows = []
+    path = Path(path)
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
 def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 

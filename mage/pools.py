@@ -16,9 +16,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig, decode_batch
-from .io import read_jsonl, sha256_text, write_jsonl_atomic
+from .io import read_journal, read_jsonl, sha256_text, write_jsonl_atomic
 from .models import cache_dir, fingerprint_model
 from .objectives import score_all
+from .parallel import barrier, rank_world
 from .tasks import Task
 
 
@@ -39,22 +40,6 @@ def pool_path(task: Task, model, config: PoolConfig, tag: str = "base") -> Path:
     return cache_dir() / "pools" / task.name / f"{tag}-{key}.jsonl"
 
 
-def _read_journal(path: Path) -> list[dict]:
-    """Rows of a journal; a torn last line (killed mid-write) is dropped."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
-
-
-def _rank_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(), *, tag: str = "base", progress: bool = True) -> list[dict]:
     """Sample, score and return the pool (cached: a finished pool is read back, not re-sampled).
 
@@ -66,11 +51,11 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
         return read_jsonl(final)
     examples = task.examples(config.split)[: config.max_prompts]
     jobs = [(p, s, ex) for p, ex in enumerate(examples) for s in range(config.samples_per_prompt)]
-    rank, world = _rank_world()
+    rank, world = rank_world()
     batches = [jobs[i:i + config.batch_size] for i in range(0, len(jobs), config.batch_size)][rank::world]
     journal = final.with_suffix(f".part{rank}")
     journal.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["id"], r["sample"]) for r in _read_journal(journal)}
+    done = {(r["id"], r["sample"]) for r in read_journal(journal)}
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     start = time.time()
     with open(journal, "a", encoding="utf-8") as out:
@@ -83,9 +68,9 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             os.fsync(out.fileno())
-    _barrier(world)
+    barrier(world)
     if rank == 0:
-        rows = [r for k in range(world) for r in _read_journal(final.with_suffix(f".part{k}"))]
+        rows = [r for k in range(world) for r in read_journal(final.with_suffix(f".part{k}"))]
         order = {ex.id: i for i, ex in enumerate(examples)}
         rows.sort(key=lambda r: (order[r["id"]], r["sample"]))
         scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])
@@ -95,12 +80,6 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
         for k in range(world):
             final.with_suffix(f".part{k}").unlink(missing_ok=True)
         print(f"mage: pool of {len(rows)} samples written to {final} in {time.time() - start:.0f} s")
-    _barrier(world)
+    barrier(world)
     return read_jsonl(final)
 
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        from accelerate import PartialState
-
-        PartialState(cpu=True).wait_for_everyone()

@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig
 from .evaluation import EVAL_SAMPLING, evaluate_point
-from .io import read_jsonl, sha256_text, write_json_atomic
+from .io import read_journal, sha256_text, write_json_atomic
 from .methods import Engine, get_method
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
+from .parallel import barrier, rank_world
 from .pareto import controllability, hypervolume, pareto_front, reference_point
 from .tasks import get_task
 
@@ -71,7 +72,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
         get_method(m)
     task = get_task(config.task)
     grid = [list(p) for p in config.grid] if config.grid else preference_grid(len(task.objectives))
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = rank_world()
     engine = engine or Engine(task, base=config.base)
     fingerprint = fingerprint_model(engine.policy.model) + "-" + checkpoint_hash(engine)
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
@@ -79,7 +80,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     mine = points[rank::world]
     journal = _journal(config, fingerprint, rank)
     journal.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in _read(journal)}
+    done = {r["key"] for r in read_journal(journal)}
     started = time.time()
     with open(journal, "a", encoding="utf-8") as f:
         for method, weights in tqdm(mine, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
@@ -91,35 +92,17 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
             f.write(json.dumps({"key": key, **record}, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
-    _barrier(world)
+    barrier(world)
     result = None
     if rank == 0:
-        by_key = {r["key"]: r for k in range(world) for r in _read(_journal(config, fingerprint, k))}
+        by_key = {r["key"]: r for k in range(world) for r in read_journal(_journal(config, fingerprint, k))}
         records = [by_key[_point_key(config, m, w)] for m, w in points]
         result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
                            hashes={"base_model": fingerprint_model(engine.policy.model), "checkpoints": checkpoint_hash(engine)})
         result["wall_time_s"] = round(time.time() - started, 1)
         write_json_atomic(out or Path("assets/results") / f"{task.name}.json", result)
-    _barrier(world)
+    barrier(world)
     return result or {}
-
-
-def _read(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a killed run
-    return rows
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        from accelerate import PartialState
-
-        PartialState(cpu=True).wait_for_everyone()
 
 
 def checkpoint_hash(engine: Engine) -> str:
