@@ -61,7 +61,8 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
     with gr.Row():
         with gr.Column(scale=1):
             task = gr.Dropdown(list(TASKS), value="assistant", label="Task", elem_id="task")
-            sliders = [gr.Slider(0, 1, value=1.0, step=0.05, label=TASKS["assistant"].objectives[i] if i < 3 else "", elem_id=f"slider-{i}") for i in range(MAX_OBJECTIVES)]
+            first = TASKS["assistant"].objectives
+            sliders = [gr.Slider(0, 1, value=1.0, step=0.05, label=first[i] if i < len(first) else "", visible=i < len(first), elem_id=f"slider-{i}") for i in range(MAX_OBJECTIVES)]
             weights_md = gr.Markdown(show_weights("assistant", *[1.0] * MAX_OBJECTIVES), elem_id="weights")
             methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["mage-i", "bone", "rs"], label="Methods (up to 4 side by side)", elem_id="methods")
             with gr.Accordion("Generation settings", open=False):

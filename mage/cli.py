@@ -8,6 +8,7 @@ import sys
 from typing import Callable
 
 from .decoding import SamplingConfig
+from .io import write_text_atomic
 from .merging import DEFAULT_BETA, training_weights
 from .models import DEFAULT_BASE
 
@@ -68,7 +69,7 @@ def cmd_generate(args) -> None:
     engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates)
     gen = engine.generate(args.method, args.weights, [args.prompt], sampling, strength=args.strength, seed=args.seed)[0]
     if args.json:
-        merged = engine.policy.current
+        merged = engine.current
         scores = {k: v[0] for k, v in score_all(task.objectives, [args.prompt], [gen.text]).items()}
         print(json.dumps({"task": task.name, "method": args.method, "weights": merged.weights if merged else None,
                           "coefficients": merged.coefficients if merged else None, "strength": args.strength,
@@ -102,7 +103,7 @@ def cmd_react_calibrate(args) -> None:
     path = react_path(engine.task)
     state.meta["command"] = _command()
     state.save(path)
-    (path.parent / "README.md").write_text(f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n")
+    write_text_atomic(path.parent / "README.md", f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n")
     print(f"mage: ReACT corrections for {state.objectives} saved to {path} ({state.meta['wall_time_s']} s)")
 
 

@@ -74,18 +74,18 @@ def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str], device) -> tu
 
 def stop_token_ids(tokenizer) -> list[int]:
     """Tokens that end a response: EOS and the start of a new dialogue turn."""
-    ids = {tokenizer.eos_token_id}
-    for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
-            ids.add(tid)
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id} | {vocab[t] for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>") if t in vocab}
     return sorted(i for i in ids if i is not None)
 
 
-def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
-    """(B, V) logits; tokens present in ``input_ids`` get logit/penalty (>0) or logit*penalty (<0)."""
+def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, V) logits; tokens present in ``input_ids`` get logit/penalty (>0) or logit*penalty (<0).
+    Padding (``mask`` == 0) does not count: it is replaced by the row's last token."""
     if penalty == 1.0:
         return logits
+    if mask is not None:
+        input_ids = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
     seen = torch.gather(logits, 1, input_ids)
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)
     return logits.scatter(1, input_ids, seen)
@@ -108,11 +108,16 @@ def filter_top_k_top_p(logprobs: torch.Tensor, top_k: int, top_p: float) -> torc
 
 
 def sample_rows(logprobs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Inverse-CDF sampling, one uniform draw per row from that row's generator. (B, V) → (B,)."""
-    probs = torch.softmax(logprobs.float(), dim=-1)
+    """Inverse-CDF sampling, one uniform draw per row from that row's generator. (B, V) → (B,).
+
+    The first token whose cumulative mass exceeds u; never a token of probability 0 (u = 0 and
+    rounding at the top end included)."""
+    probs = torch.softmax(logprobs.double(), dim=-1)
     cdf = torch.cumsum(probs, dim=-1)
-    u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device) * cdf[:, -1]
-    return torch.searchsorted(cdf, u.unsqueeze(1)).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).to(cdf.device) * cdf[:, -1]
+    picked = torch.searchsorted(cdf, u.unsqueeze(1), right=True).squeeze(1)
+    last = probs.shape[-1] - 1 - torch.argmax(torch.flip(probs > 0, dims=[-1]).int(), dim=-1)  # last token with mass
+    return torch.minimum(picked, last)
 
 
 def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -139,7 +144,7 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
         guide.start(input_ids, mask)
     for step in range(config.max_new_tokens):
         # 3. policy scores → repetition penalty → temperature → log-probabilities
-        logits = apply_repetition_penalty(logits, input_ids, config.repetition_penalty)
+        logits = apply_repetition_penalty(logits, input_ids, config.repetition_penalty, mask)
         logprobs = torch.log_softmax(logits / config.temperature, dim=-1)  # (B, V)
         # 4. guidance re-weights the scores (MAGE stage 2); plain decoding skips this
         if guide is not None:
@@ -154,8 +159,8 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
         ended |= is_stop
         new_tokens.append(torch.where(done | is_stop, -1, token))
         done |= is_stop
-        if bool(done.all()):
-            break
+        if bool(done.all()) or step == config.max_new_tokens - 1:
+            break  # no forward pass for a token that will not be sampled
         # 6. append and advance the caches by one token
         input_ids = torch.cat([input_ids, token[:, None]], dim=1)
         mask = torch.cat([mask, (~done).long()[:, None]], dim=1)

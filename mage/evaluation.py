@@ -52,7 +52,6 @@ def evaluate_model(model, tokenizer, task: Task, *, guide=None, split: str = "te
 def evaluate_point(engine: Engine, method: str, weights: Sequence[float], *, strength: float = 1.0, **kwargs) -> dict:
     """Prepare ``method`` for μ (merge, guidance) on the engine, then :func:`evaluate_model`."""
     model, guide = engine.prepare(method, weights, strength)
-    merged = engine.policy.current
-    return {"method": method, "weights": normalize_weights(weights, len(engine.task.objectives)), "strength": strength if guide else None,
-            "coefficients": merged.coefficients if merged and method != "mod" else None,
+    return {"method": method, "weights": engine.current.weights, "strength": strength if guide else None,
+            "coefficients": engine.current.coefficients or None,
             **evaluate_model(model, engine.policy.tokenizer, engine.task, guide=guide, **kwargs)}

@@ -70,18 +70,22 @@ class ImplicitGuide:
             self._caches[i], self._logits[i] = out.past_key_values, out.logits[:, -1, :].float()
 
 
-def tree_mask(prefix_mask: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, T) prefix mask → (B, 1, k, T + k) bool mask: candidate j sees the prefix and itself only."""
+def tree_mask(prefix_mask: torch.Tensor, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, T) prefix mask → (B, 1, k, T + k) additive mask (0 = attend, dtype min = blocked):
+    candidate j sees the prefix and itself only. Additive, so eager and SDPA attention read it alike."""
     batch, width = prefix_mask.shape
     prefix = prefix_mask.bool()[:, None, None, :].expand(batch, 1, k, width)
     own = torch.eye(k, dtype=torch.bool, device=prefix_mask.device)[None, None].expand(batch, 1, k, k)
-    return torch.cat([prefix, own], dim=-1)
+    allowed = torch.cat([prefix, own], dim=-1)
+    return torch.zeros(allowed.shape, dtype=dtype, device=prefix_mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def keep_candidates(cache, prefix_len: int, chosen: torch.Tensor) -> None:
     """Drop the k candidate positions appended after ``prefix_len`` except row b's ``chosen[b]``."""
     rows = torch.arange(chosen.shape[0], device=chosen.device)
     for layer in cache.layers:
+        if type(layer).__name__ != "DynamicLayer":
+            raise NotImplementedError(f"explicit guidance needs full-attention dynamic KV caches, got {type(layer).__name__}")
         for name in ("keys", "values"):
             full = getattr(layer, name)  # (B, H, T + k, D)
             kept = full[rows, :, prefix_len + chosen, :]  # (B, H, D)
@@ -112,7 +116,7 @@ class ExplicitGuide:
         top = torch.topk(logprobs, min(self.top_k, logprobs.shape[-1]), dim=-1)
         k = top.indices.shape[1]
         # 2. one forward per value model scores all k candidates of every row (tree mask)
-        mask4 = tree_mask(state.attention_mask, k)
+        mask4 = tree_mask(state.attention_mask, k, next(self.members[0].model.parameters()).dtype)
         positions = state.attention_mask.sum(-1, keepdim=True).expand(-1, k)
         values = torch.zeros_like(top.values)
         for m, cache in zip(self.members, self._caches):
@@ -145,11 +149,14 @@ class ProductOfExperts(torch.nn.Module):
         super().__init__()
         if len(experts) != len(weights):
             raise ValueError(f"{len(experts)} experts but {len(weights)} weights")
-        self.experts, self.weights = torch.nn.ModuleList(experts), [float(w) for w in weights]
+        active = [(e, float(w)) for e, w in zip(experts, weights) if w != 0]  # weight 0: never needed, never run
+        if not active:
+            raise ValueError("MOD needs at least one expert with a non-zero weight")
+        self.experts, self.weights = torch.nn.ModuleList([e for e, _ in active]), [w for _, w in active]
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, **kwargs):
         caches = past_key_values or [None] * len(self.experts)
         outs = [e(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=c, use_cache=use_cache)
                 for e, c in zip(self.experts, caches)]
-        logits = sum(w * torch.log_softmax(o.logits.float(), dim=-1) for w, o in zip(self.weights, outs) if w != 0.0)
+        logits = sum(w * torch.log_softmax(o.logits.float(), dim=-1) for w, o in zip(self.weights, outs))
         return SimpleNamespace(logits=logits, past_key_values=[o.past_key_values for o in outs])

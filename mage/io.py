@@ -22,6 +22,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -30,6 +31,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -46,7 +53,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def read_journal(path: str | Path) -> list[dict]:
-    """Rows of an append-only JSONL journal; a torn last line (a run killed mid-write) is dropped."""
+    """Rows of an append-only JSONL journal; torn lines (a run killed mid-write) are skipped."""
     rows = []
     path = Path(path)
     if path.is_file():
@@ -54,8 +61,21 @@ def read_journal(path: str | Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                break
+                continue
     return rows
+
+
+def open_journal(path: str | Path):
+    """Open a journal for appending, first cutting a torn last line so new rows start on a fresh line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(end)
+    return open(path, "a", encoding="utf-8")
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
@@ -67,18 +87,34 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a scratch folder; on success it replaces ``path`` whole, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
         if path.exists():
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists() and not path.exists():
+                os.replace(old, path)  # roll back: the previous version stays
+            raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(path: str | Path) -> None:
+    """If a crash fell between the two renames of :func:`atomic_dir`, put the previous version back."""
+    path = Path(path)
+    if not path.exists() and path.parent.is_dir():
+        for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+            os.replace(old, path)
+            break
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

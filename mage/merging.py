@@ -15,6 +15,7 @@ peft's ``combination_type="linear"`` does) adds cross terms B_i A_j and is *not*
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -31,7 +32,7 @@ def normalize_weights(weights: Sequence[float], n: int) -> list[float]:
     if len(values) != n:
         raise ValueError(f"weights {values} have {len(values)} entries but the task has {n} objectives; fix: give one weight per objective")
     for w in values:
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not math.isfinite(w):
             raise ValueError(f"weight {w!r} in {values} is not a finite number; fix: use numbers like 0.2,0.8")
         if w < 0:
             raise ValueError(f"weight {w} in {values} is negative; fix: weights are preferences, use values >= 0")

@@ -23,7 +23,7 @@ from .decoding import Generation, SamplingConfig, generate
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
 from .merging import DEFAULT_BETA, Soup, normalize_weights
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
-from .policy import PolicyBank
+from .policy import MergedPolicy, PolicyBank
 from .tasks import Task, get_task
 from .values import ExplicitValueModel, load_values, merge_heads
 
@@ -106,6 +106,7 @@ class Engine:
         self._guides: dict[str, GuidanceBank] = {}
         self._experts: list[torch.nn.Module] | None = None
         self._react = None
+        self.current: MergedPolicy | None = None  # what the last prepare() set up
         self._head = self.policy.model.lm_head  # restored before every method; ReACT wraps it
 
     def react_state(self):
@@ -116,6 +117,8 @@ class Engine:
             if not path.is_file():
                 raise CheckpointError(f"{path} is missing: ReACT is not calibrated for task {self.task.name!r}; fix: python -m mage react-calibrate --task {self.task.name}")
             self._react = ReactState.load(path)
+            if self._react.objectives != list(self.task.objectives):
+                raise CheckpointError(f"{path} holds corrections for {self._react.objectives}, the task has {list(self.task.objectives)}; fix: recalibrate")
             if self._react.ws.shape[-1] != self.policy.model.config.hidden_size:
                 raise CheckpointError(f"{path} was calibrated for hidden size {self._react.ws.shape[-1]}, the model has {self.policy.model.config.hidden_size}; fix: recalibrate")
         return self._react
@@ -145,14 +148,19 @@ class Engine:
         spec = get_method(method)
         mu = normalize_weights(weights, len(self.task.objectives))
         self.policy.model.lm_head = self._head
+        self.current = None
         if spec.policy == "mod":
-            return ProductOfExperts(self.experts(), mu), None
+            experts = self.experts()
+            self.current = MergedPolicy(method, mu, [])
+            return ProductOfExperts(experts, mu), None
         if spec.policy == "react":
             w = self.react_state().for_preference(mu)
-            self.policy.merge("rs", [1.0 / len(mu)] * len(mu))
+            uniform = self.policy.merge("rs", [1.0 / len(mu)] * len(mu))
+            self.current = MergedPolicy(method, mu, uniform.coefficients)
             self.policy.model.lm_head = CorrectedHead(self._head, w)
             return self.policy.model, None
-        self.policy.merge(spec.policy, mu)
+        merged = self.policy.merge(spec.policy, mu)
+        self.current = MergedPolicy(method, mu, merged.coefficients)
         if spec.guide is None:
             return self.policy.model, None
         bank = self.guidance(spec.guide)

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig, decode_batch
-from .io import read_journal, read_jsonl, sha256_text, write_jsonl_atomic
+from .io import open_journal, read_journal, read_jsonl, sha256_text, write_jsonl_atomic
 from .models import cache_dir, fingerprint_model
 from .objectives import score_all
 from .parallel import barrier, rank_world
@@ -54,14 +54,14 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
     rank, world = rank_world()
     batches = [jobs[i:i + config.batch_size] for i in range(0, len(jobs), config.batch_size)][rank::world]
     journal = final.with_suffix(f".part{rank}")
-    journal.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["id"], r["sample"]) for r in read_journal(journal)}
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     start = time.time()
-    with open(journal, "a", encoding="utf-8") as out:
+    with open_journal(journal) as out:
         for batch in tqdm(batches, desc=f"pool {task.name} [{rank}/{world}]", disable=not progress or rank != 0):
             if all((ex.id, s) in done for _, s, ex in batch):
                 continue
+            batch = [(p, s, ex) for p, s, ex in batch if (ex.id, s) not in done]  # a partly written batch: only the rest
             gens = decode_batch(model, tokenizer, [task.messages(ex) for _, _, ex in batch], sampling, [config.seed + 1000 * p + s for p, s, _ in batch])
             for (p, s, ex), g in zip(batch, gens):
                 row = {"id": ex.id, "sample": s, "input": ex.input, "response": g.text, "token_ids": g.token_ids, "finished": g.finished}
@@ -70,7 +70,8 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
             os.fsync(out.fileno())
     barrier(world)
     if rank == 0:
-        rows = [r for k in range(world) for r in read_journal(final.with_suffix(f".part{k}"))]
+        unique = {(r["id"], r["sample"]): r for k in range(world) for r in read_journal(final.with_suffix(f".part{k}"))}
+        rows = list(unique.values())
         order = {ex.id: i for i, ex in enumerate(examples)}
         rows.sort(key=lambda r: (order[r["id"]], r["sample"]))
         scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])

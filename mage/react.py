@@ -56,7 +56,7 @@ class CorrectedHead(torch.nn.Module):
     def __init__(self, head: torch.nn.Module, w: torch.Tensor):
         super().__init__()
         self.head = head
-        self.register_buffer("w_t", w.T.to(head.weight.dtype).contiguous(), persistent=False)
+        self.register_buffer("w_t", w.T.to(head.weight).contiguous(), persistent=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden @ self.w_t)
@@ -93,20 +93,20 @@ class ReactState:
 
 
 @torch.no_grad()
-def final_states(model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[list[int]], batch_size: int = 8) -> torch.Tensor:
-    """Teacher-forced final hidden states at the response positions, stacked as columns: (D, N)."""
+def final_states(model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[list[int]]) -> torch.Tensor:
+    """Teacher-forced final hidden states at the response positions, stacked as columns: (D, N).
+    One sequence at a time (no padding to get wrong; calibration is small)."""
     from .decoding import encode_prompts
 
+    device = next(model.parameters()).device
     columns = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size]))
-        for prompt, response in chunk:
-            if not response:
-                continue
-            ids, _ = encode_prompts(tokenizer, [prompt], "cpu")
-            full = torch.cat([ids, torch.tensor([response])], dim=1)
-            hidden = model.get_decoder()(input_ids=full).last_hidden_state[0]  # (T, D), after the final norm
-            columns.append(hidden[ids.shape[1] - 1: full.shape[1] - 1].T)  # states that predict the response tokens
+    for prompt, response in zip(prompts, responses):
+        if not response:
+            continue
+        ids, _ = encode_prompts(tokenizer, [prompt], device)
+        full = torch.cat([ids, torch.tensor([response], device=device)], dim=1)
+        hidden = model.get_decoder()(input_ids=full).last_hidden_state[0]  # (T, D), after the final norm
+        columns.append(hidden[ids.shape[1] - 1: full.shape[1] - 1].T.cpu())  # the states that predict the response tokens
     return torch.cat(columns, dim=1).double()
 
 
@@ -127,7 +127,7 @@ def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = DEFAULT_
     examples = task.examples("train")[:prompts_per_objective]
     prompts = [task.messages(ex) for ex in examples]
     started = time.time()
-    ws, cs = [], []
+    ws, cs, tokens = [], [], 0
     for i in tqdm(range(n), desc="react calibration", disable=not progress):
         one_hot = [1.0 if k == i else 0.0 for k in range(n)]
         bank.merge("rs", one_hot)  # expert i generates the calibration responses
@@ -137,7 +137,8 @@ def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = DEFAULT_
         bank.merge("rs", [1.0 / n] * n)  # f_m: the uniform soup of the experts
         z_merged = final_states(bank.model, bank.tokenizer, prompts, responses)
         w, c = correction(z_merged, z_expert, beta)
+        tokens += z_merged.shape[1]
         ws.append(w)
         cs.append(c)
-    meta = {"beta": beta, "prompts_per_objective": prompts_per_objective, "seed": seed, "tokens": int(cs[0].shape[0]), "wall_time_s": round(time.time() - started, 1)}
+    meta = {"beta": beta, "prompts_per_objective": prompts_per_objective, "seed": seed, "tokens": tokens, "wall_time_s": round(time.time() - started, 1)}
     return ReactState(list(task.objectives), torch.stack(ws), torch.stack(cs), meta)

@@ -6,6 +6,7 @@ different preferences never see each other's merges.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from .objectives import score_all
 from .methods import METHODS, Engine
 from .tasks import TASKS, get_task
 
+log = logging.getLogger("mage.service")
 MAX_PROMPT_CHARS = 4000  # longer prompts are truncated (with a notice)
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 
@@ -85,9 +87,13 @@ class Service:
             try:
                 with self._locks[task]:
                     gen = engine.generate(method, mu, [prompt], sampling, strength=strength, seed=int(seed))[0]
-                    coefs = engine.policy.current.coefficients if method not in ("mod", "react") else []
+                    coefs = engine.current.coefficients if method != "react" else []
             except CheckpointError as err:
                 replies.append(Reply(method, METHOD_LABELS.get(method, method), "", {}, [], error=str(err)))
+                continue
+            except Exception as err:  # one failing method must not take the others' replies with it
+                log.exception("method %s failed", method)
+                replies.append(Reply(method, METHOD_LABELS.get(method, method), "", {}, [], error=f"{method} failed: {type(err).__name__}: {err}"))
                 continue
             scores = {k: v[0] for k, v in score_all(engine.task.objectives, [prompt], [gen.text]).items()}
             replies.append(Reply(method, METHOD_LABELS.get(method, method), gen.text, scores, coefs))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig
 from .evaluation import EVAL_SAMPLING, evaluate_point
-from .io import read_journal, sha256_text, write_json_atomic
+from .io import open_journal, read_journal, sha256_file, sha256_text, write_json_atomic
 from .methods import Engine, get_method
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
 from .parallel import barrier, rank_world
@@ -79,10 +79,9 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     points = [(m, w) for m in config.methods for w in grid]
     mine = points[rank::world]
     journal = _journal(config, fingerprint, rank)
-    journal.parent.mkdir(parents=True, exist_ok=True)
     done = {r["key"] for r in read_journal(journal)}
     started = time.time()
-    with open(journal, "a", encoding="utf-8") as f:
+    with open_journal(journal) as f:
         for method, weights in tqdm(mine, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
             key = _point_key(config, method, weights)
             if key in done:
@@ -106,8 +105,16 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
 
 
 def checkpoint_hash(engine: Engine) -> str:
-    """A hash over the manifests of every loaded adapter (which checkpoints produced the numbers)."""
+    """A hash over every checkpoint a method may read — policy adapters, value models, ReACT file."""
+    from .react import react_path
+    from .values import value_dir
+
+    task = engine.task
+    manifests = [p for kind in ("explicit", "implicit") for p in sorted(value_dir(task, kind).glob("*/mage_manifest.json"))]
     digests = [json.dumps(a.meta.get("files", {}), sort_keys=True) for a in (engine.policy.soup.adapters if engine.policy.soup else [])]
+    digests += [sha256_file(p) for p in manifests]
+    if react_path(task).is_file():
+        digests.append(sha256_file(react_path(task)))
     return sha256_text("".join(digests))[:16]
 
 

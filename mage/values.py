@@ -115,7 +115,8 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
     value, optimizer = accelerator.prepare(value, optimizer)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    batches = batches[accelerator.process_index::accelerator.num_processes]
+    usable = len(batches) - len(batches) % accelerator.num_processes or len(batches)  # equal shards: DDP steps in lockstep
+    batches = batches[:usable][accelerator.process_index::accelerator.num_processes]
     losses = []
     value.train()
     for epoch in range(config.epochs):
@@ -133,7 +134,8 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
             optimizer.zero_grad()
             losses.append(loss.item())
     value = accelerator.unwrap_model(value)
-    return value.lm, value.head, {"train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]), "reward_mean": mean, "reward_std": std, "steps": len(losses)}
+    stats_main = accelerator.is_main_process
+    return value.lm, value.head, {"main_process": stats_main, "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]), "reward_mean": mean, "reward_std": std, "steps": len(losses)}
 
 
 def preference_pairs(pool: Sequence[dict], objective: str) -> list[tuple[dict, dict]]:
@@ -152,7 +154,6 @@ def preference_pairs(pool: Sequence[dict], objective: str) -> list[tuple[dict, d
 def fit_implicit(task: Task, objective: str, model, tokenizer, pool: Sequence[dict], config: ValueConfig, scratch: str):
     """GenARM's reference-free pairwise loss through TRL's CPOTrainer (sigmoid loss, no SFT term)."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     pairs = preference_pairs(pool, objective)
@@ -162,12 +163,10 @@ def fit_implicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
                      num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size, logging_steps=5, save_strategy="no",
                      report_to=[], seed=config.seed, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=not torch.cuda.is_available(),
                      max_length=1024, dataloader_num_workers=0)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.init_seed)  # the LoRA A matrices are drawn when the trainer wraps the model
-        trainer = CPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+    # wrap in LoRA ourselves: CPOTrainer reseeds with args.seed before it would draw the A matrices
+    trainer = CPOTrainer(model=_lora_model(model, config), args=args, train_dataset=data, processing_class=tokenizer)
     result = trainer.train()
-    return trainer.model, {"train_loss": float(result.training_loss), "n_pairs": len(pairs)}
+    return trainer.model, {"main_process": trainer.accelerator.is_main_process, "train_loss": float(result.training_loss), "n_pairs": len(pairs)}
 
 
 def train_value(task_name: str, objective: str, out_dir: str | Path, config: ValueConfig = ValueConfig(), *, command: str | None = None) -> Path:
@@ -185,6 +184,8 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
     else:
         with tempfile.TemporaryDirectory() as scratch:
             peft_model, stats = fit_implicit(task, objective, model, tokenizer, pool, config, scratch)
+    if not stats.pop("main_process", True):
+        return Path(out_dir)  # under several processes only rank 0 writes
     info = {"task": task.name, "objective": objective, "kind": config.kind, "config": _jsonable(asdict(config)), **stats, "n_pool": len(pool),
             "wall_time_s": round(time.time() - started, 1), "commit": git_commit(), "command": command or " ".join(sys.argv)}
     out_dir = Path(out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mage.decoding import SamplingConfig, apply_repetition_penalty, filter_top_k_top_p, generate
+from mage.decoding import SamplingConfig, apply_repetition_penalty, filter_top_k_top_p, generate, sample_rows, stop_token_ids
 from mage.models import tiny_model
 
 from .conftest import biased
@@ -58,3 +58,24 @@ def test_filters_and_penalty_on_hand_built_scores():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="bad sampling setting"):
         SamplingConfig(**kwargs)
+
+
+def test_sampling_never_picks_a_filtered_token(monkeypatch):
+    lp = torch.log(torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0]]))
+    gens = [torch.Generator().manual_seed(0)] * 2
+    real_rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: real_rand(*a, **k) * 0)  # u = 0 exactly
+    assert sample_rows(lp, gens).tolist() == [1, 2]
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: real_rand(*a, **k) * 0 + 1)  # u at the very top
+    assert sample_rows(lp, gens).tolist() == [2, 2]
+
+
+def test_repetition_penalty_ignores_padding():
+    logits = torch.tensor([[2.0, 2.0, 2.0]])
+    ids = torch.tensor([[0, 0, 1]])  # two pad columns (token 0), then token 1
+    mask = torch.tensor([[0, 0, 1]])
+    assert apply_repetition_penalty(logits, ids, 2.0, mask).tolist() == [[2.0, 1.0, 2.0]]
+
+
+def test_end_of_text_stops_even_when_it_is_the_unknown_token(tokenizer):
+    assert tokenizer.eos_token_id in stop_token_ids(tokenizer)

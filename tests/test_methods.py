@@ -76,3 +76,26 @@ def test_guidance_with_another_tokenizer_is_refused(tiny_checkpoints):
     other.add_tokens(["<extra>"])
     with pytest.raises(ValueError, match="different tokenizer"):
         GuidanceBank(get_task("summary"), "implicit", base=str(base), policy_tokenizer=other)
+
+
+def test_implicit_value_models_start_from_init_seed_whatever_the_training_seed(tokenizer, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from trl.experimental.cpo import CPOTrainer
+
+    from mage.models import tiny_model
+    from mage.tasks import get_task
+    from mage.values import ValueConfig, _lora_model, fit_implicit
+
+    monkeypatch.setattr(CPOTrainer, "train", lambda self: SimpleNamespace(training_loss=0.0))
+    pool = [{"id": "p", "sample": s, "input": "news", "response": r, "scores": {"concise": v}} for s, (r, v) in enumerate([("long answer here", 0.2), ("short", 0.9)])]
+    a_of = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "lora_A" in n]
+    reference = a_of(_lora_model(tiny_model(tokenizer), ValueConfig(init_seed=11)))
+    for seed in (0, 5):
+        model, _ = fit_implicit(get_task("summary"), "concise", tiny_model(tokenizer), tokenizer, pool, ValueConfig(kind="implicit", seed=seed, init_seed=11), str(tmp_path))
+        assert all(torch.equal(x, y) for x, y in zip(a_of(model), reference))
+
+
+def test_mod_reports_the_preference_not_a_leftover_merge(engine):
+    engine.prepare("mod", [0.3, 0.7])
+    assert engine.current.method == "mod" and engine.current.weights == pytest.approx([0.3, 0.7])
