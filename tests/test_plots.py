@@ -1,0 +1,31 @@
+"""Figures are drawn from results files: one trace per method and its front, highlights, live points."""
+from __future__ import annotations
+
+from mage.plots import front_figure, front_figure_3d
+
+RESULT = {
+    "task": "t", "objectives": ["a", "b", "c"], "settings": {"split": "test"},
+    "records": [{"method": m, "weights": w, "means": {"a": x, "b": y, "c": z}}
+                for m, pts in {"bone": [((1, 0, 0), (1.0, 0.2, 0.1)), ((0, 1, 0), (0.2, 1.0, 0.3)), ((0.5, 0.5, 0), (0.5, 0.5, 0.2))],
+                               "rs": [((1, 0, 0), (0.9, 0.1, 0.1)), ((0, 1, 0), (0.1, 0.9, 0.1)), ((0.5, 0.5, 0), (0.1, 0.1, 0.1))]}.items()
+                for w, (x, y, z) in pts],
+}
+
+
+def test_front_figure_has_points_fronts_highlights_and_live_samples():
+    fig = front_figure(RESULT, highlight=[0.5, 0.5, 0.0], live=[{"method": "bone", "scores": {"a": 0.4, "b": 0.6, "c": 0.0}}])
+    names = [t.name for t in fig.data]
+    assert names.count("bone") == 1 and names.count("rs") == 1 and "live: bone" in names
+    bone_front = fig.data[1]
+    assert list(bone_front.x) == [0.2, 0.5, 1.0]  # all three bone points are non-dominated, sorted
+    rs_front = fig.data[4]
+    assert list(rs_front.x) == [0.1, 0.9]  # rs's (0.1, 0.1) is dominated and drops out
+    ring = fig.data[2]
+    assert list(ring.x) == [0.5] and list(ring.y) == [0.5]
+    assert fig.layout.xaxis.title.text == "a" and fig.layout.yaxis.title.text == "b"
+
+
+def test_projection_axes_and_3d_view():
+    fig = front_figure(RESULT, axes=(1, 2), methods=["rs"])
+    assert fig.layout.xaxis.title.text == "b" and fig.layout.yaxis.title.text == "c" and len(fig.data) == 2
+    assert len(front_figure_3d(RESULT).data) == 2
