@@ -36,6 +36,11 @@ def show_weights(task: str, *sliders: float) -> str:
     return "Preference μ (normalised): " + ", ".join(f"**{n}** {w:.2f}" for n, w in zip(names, mu))
 
 
+def pareto(task: str, *sliders: float):
+    names = SERVICE.objectives(task)
+    return SERVICE.pareto_figure(task, sliders[: len(names)])
+
+
 def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool, *sliders: float):
     names = SERVICE.objectives(task)
     try:
@@ -44,11 +49,12 @@ def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tok
         raise gr.Error(str(err)) from None
     for notice in notices:
         gr.Info(notice)
-    outputs = []
+    outputs = [SERVICE.pareto_figure(task, sliders[: len(names)], replies)]
     for slot in range(SLOTS):
         if slot < len(replies):
             r = replies[slot]
             head = f"### {r.label}" + (f"\nλ = ({', '.join(f'{c:+.2f}' for c in r.coefficients)})" if r.coefficients else "")
+            head += ("\n\n" + " · ".join(f"{k} **{v:.3f}**" for k, v in r.scores.items())) if r.scores else ""
             outputs += [gr.update(value=head, visible=True), gr.update(value=r.error or r.text, visible=True), gr.update(value={k: max(0.0, v) for k, v in r.scores.items()} or None, visible=True)]
         else:
             outputs += [gr.update(visible=False)] * 3
@@ -82,13 +88,15 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                     with gr.Column(min_width=200):
                         slots += [gr.Markdown(visible=False, elem_id=f"head-{i}"), gr.Textbox(visible=False, lines=6, show_label=False, elem_id=f"text-{i}"),
                                   gr.Label(visible=False, label="Scores", elem_id=f"scores-{i}")]
+            plot = gr.Plot(pareto("assistant", *[1.0] * MAX_OBJECTIVES), label="Pareto fronts (cached evaluation; ring = your preference, stars = these samples)", elem_id="pareto")
 
-    task.change(slider_updates, task, sliders, api_name="task_objectives")
+    task.change(slider_updates, task, sliders, api_name="task_objectives").then(pareto, [task, *sliders], plot, api_name=False)
     for s in sliders:
         s.change(show_weights, [task, *sliders], weights_md, api_name=False)
+        s.release(pareto, [task, *sliders], plot, api_name=False)
     inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, *sliders]
-    button.click(run, inputs, slots, api_name="generate", concurrency_limit=1)
-    prompt.submit(run, inputs, slots, api_name=False, concurrency_limit=1)
+    button.click(run, inputs, [plot, *slots], api_name="generate", concurrency_limit=1)
+    prompt.submit(run, inputs, [plot, *slots], api_name=False, concurrency_limit=1)
 
 demo.queue(max_size=16, default_concurrency_limit=1)
 

@@ -6,10 +6,12 @@ different preferences never see each other's merges.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from .adapters import CheckpointError
@@ -21,6 +23,7 @@ from .methods import METHODS, Engine
 from .tasks import TASKS, get_task
 
 log = logging.getLogger("mage.service")
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "results"
 MAX_PROMPT_CHARS = 4000  # longer prompts are truncated (with a notice)
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 
@@ -52,6 +55,26 @@ class Service:
 
     def objectives(self, task: str) -> list[str]:
         return list(get_task(task).objectives)
+
+    def results(self, task: str) -> dict | None:
+        """The cached sweep results of a task (``assets/results/<task>.json``), or None."""
+        path = RESULTS_DIR / f"{get_task(task).name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[Reply] = ()):
+        """The Pareto-front figure from cached results, the current preference highlighted and the
+        live replies' scores added; None when no results are cached."""
+        from .plots import front_figure
+
+        result = self.results(task)
+        if result is None:
+            return None
+        try:
+            mu = self.preference(task, sliders) if sliders is not None else None
+        except ValueError:
+            mu = None
+        points = [{"method": r.method, "scores": r.scores} for r in live if r.scores]
+        return front_figure(result, highlight=mu, live=points)
 
     def preference(self, task: str, sliders: Sequence[float]) -> list[float]:
         """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
