@@ -145,6 +145,19 @@ def cmd_evaluate(args) -> None:
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
 
 
+def cmd_choose_strength(args) -> None:
+    from pathlib import Path
+
+    from .sweep import choose_strength
+
+    strengths = [float(s) for s in args.strengths.split(",")]
+    out = Path(args.out or f"assets/results/{args.task}-strength-{args.method}.json")
+    choice = choose_strength(args.task, args.method, strengths, prompts=args.prompts, base=args.base, seed=args.seed, max_new_tokens=args.max_new_tokens, out=out)
+    for row in choice["rows"]:
+        print(f"w={row['strength']:<5g} mean scalarised {row['mean_scalarised']:.4f}  hypervolume {row['hypervolume']:.4f}")
+    print(f"chosen strength: {choice['chosen']:g} (written to {out})")
+
+
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
@@ -268,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json)")
+
+    p = add("choose-strength", cmd_choose_strength, "pick a guidance strength on the validation split (best mean Σ μ_i r_i over the grid)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True, help="a guided method, e.g. mage-i")
+    p.add_argument("--strengths", default="0,0.5,1,2,4")
+    p.add_argument("--prompts", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--out", default=None)
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)

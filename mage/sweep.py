@@ -67,7 +67,8 @@ def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
     return cache_dir() / "sweeps" / config.task / f"{fingerprint}.part{rank}.jsonl"
 
 
-def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None) -> dict:
+def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None, write: bool = True) -> dict:
+    """Sweep and summarise; the results file goes to ``out`` (default ``assets/results/<task>.json``) unless ``write`` is False."""
     for m in config.methods:
         get_method(m)
     task = get_task(config.task)
@@ -99,7 +100,8 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
         result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
                            hashes={"base_model": fingerprint_model(engine.policy.model), "checkpoints": checkpoint_hash(engine)})
         result["wall_time_s"] = round(time.time() - started, 1)
-        write_json_atomic(out or Path("assets/results") / f"{task.name}.json", result)
+        if write:
+            write_json_atomic(out or Path("assets/results") / f"{task.name}.json", result)
     barrier(world)
     return result or {}
 
@@ -130,3 +132,21 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
                            "controllability": controllability([r["weights"] for r in rows], pts),
                            "mean_scalarised": sum(sum(w * x for w, x in zip(r["weights"], p)) for r, p in zip(rows, pts)) / len(rows)}
     return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
+
+
+def choose_strength(task: str, method: str, strengths: list[float], *, prompts: int | None = 30, base: str = DEFAULT_BASE, seed: int = 0,
+                    max_new_tokens: int | None = None, out: Path | None = None) -> dict:
+    """Pick a guidance strength on the validation split: the one with the best mean scalarised reward Σ μ_i r_i
+    over the preference grid (ties: the smaller strength). Writes every strength's summary."""
+    engine = Engine(task, base=base)
+    rows = []
+    for strength in strengths:
+        config = SweepConfig(task=task, methods=(method,), prompts=prompts, seed=seed, split="validation", strength=strength, base=base, max_new_tokens=max_new_tokens)
+        result = run_sweep(config, out.with_name(f"{out.stem}-w{strength:g}.json") if out else None, engine=engine, write=out is not None)
+        rows.append({"strength": strength, **{k: result["summary"][method][k] for k in ("mean_scalarised", "hypervolume")}})
+    best = max(rows, key=lambda r: (r["mean_scalarised"], -r["strength"]))
+    choice = {"task": task, "method": method, "split": "validation", "prompts": prompts, "rows": rows, "chosen": best["strength"],
+              "command": f"python -m mage choose-strength --task {task} --method {method} --strengths {','.join(f'{s:g}' for s in strengths)}"}
+    if out is not None:
+        write_json_atomic(out, choice)
+    return choice

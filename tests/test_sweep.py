@@ -54,3 +54,13 @@ def test_two_processes_give_the_same_results_as_one(tiny_checkpoints, tmp_path):
     for r in one["records"]:
         other = index[(r["method"], tuple(round(w, 6) for w in r["weights"]))]
         assert other["means"] == r["means"] and other["per_prompt"] == r["per_prompt"]
+
+
+def test_choose_strength_scores_each_strength_on_validation(tiny_checkpoints, tmp_path):
+    from mage.sweep import choose_strength
+
+    _, base = tiny_checkpoints
+    choice = choose_strength("summary", "mage-i", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
+    assert [r["strength"] for r in choice["rows"]] == [0.0, 2.0] and choice["chosen"] in (0.0, 2.0)
+    best = max(choice["rows"], key=lambda r: r["mean_scalarised"])
+    assert choice["chosen"] == best["strength"] and (tmp_path / "c.json").is_file()
