@@ -52,13 +52,7 @@ def _adapters(model, tokenizer, n: int):
         adapters = load_ingredients(get_task("assistant"), "experts", base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
         return adapters[:n], "trained assistant experts"
     except ValueError:
-        from .adapters import LoraAdapter
-
-        gen = torch.Generator().manual_seed(0)
-        modules = {name: m for name, m in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
-        adapters = [LoraAdapter(f"r{j}", 2.0, {name: (0.01 * torch.randn(8, m.in_features, generator=gen), 0.01 * torch.randn(m.out_features, 8, generator=gen))
-                                              for name, m in modules.items()}) for j in range(n)]
-        return adapters, "random rank-8 adapters (no trained experts found)"
+        return _random_adapters(model, n), "random rank-8 adapters (no trained experts found)"
 
 
 def bench_merge(repeats: int = 20) -> dict:
@@ -147,9 +141,6 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
             results[f"{label}_b{batch}"] = {**t, "tokens": tokens, "s_per_token": t["median_s"] / max(1, tokens) * batch}
         results[f"ratio_merged_over_base_b{batch}"] = results[f"merged_b{batch}"]["median_s"] / results[f"base_b{batch}"]["median_s"]
     return results
-
-
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode}
 
 
 def run_bench(part: str = "all", repeats: int = 20) -> None:
@@ -251,4 +242,4 @@ def bench_guided(repeats: int = 3) -> dict:
     return {"rows": rows, "change_k2_to_k4": flat, "targets": {"mage-i": "<= 2.0x plain", "mage-e (k=10)": "<= 2.5x plain", "mage flat in K": "<= 10 % change K=2..4"}}
 
 
-PARTS["guided"] = bench_guided
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided}
