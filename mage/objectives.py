@@ -37,6 +37,12 @@ class Objective:
     score_fn: ScoreFn = field(repr=False, compare=False)
     description: str = ""
     direction: int = 1
+    version: str = "1"  # bump when the scorer's behaviour changes: cached pool scores are then recomputed
+
+    @property
+    def signature(self) -> str:
+        """Identifies the scorer's behaviour (name, description, direction, version) for caches."""
+        return f"{self.name}|{self.description}|{self.direction}|{self.version}"
 
     def __call__(self, inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
         if len(inputs) != len(responses):

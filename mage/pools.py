@@ -16,9 +16,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig, decode_batch
-from .io import open_journal, read_journal, read_jsonl, sha256_text, write_jsonl_atomic
+from .io import open_journal, read_journal, read_json, read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
 from .models import cache_dir, fingerprint_model
-from .objectives import score_all
+from .objectives import get_objective, score_all
 from .parallel import barrier, rank_world
 from .tasks import Task
 
@@ -36,8 +36,37 @@ class PoolConfig:
 
 
 def pool_path(task: Task, model, config: PoolConfig, tag: str = "base") -> Path:
-    key = sha256_text(json.dumps([task.name, task.max_new_tokens, asdict(config), fingerprint_model(model)]))[:12]
+    """The cache file of a pool: keyed by everything that changes the *samples* (prompt template,
+    cap, pool settings, model weights). Scores are keyed separately (:func:`scorer_signatures`)."""
+    key = sha256_text(json.dumps([task.name, task.template, task.max_new_tokens, asdict(config), fingerprint_model(model)]))[:12]
     return cache_dir() / "pools" / task.name / f"{tag}-{key}.jsonl"
+
+
+def scorer_signatures(task: Task) -> dict[str, str]:
+    return {name: get_objective(name).signature for name in task.objectives}
+
+
+def _signatures_path(final: Path) -> Path:
+    return final.with_suffix(".scorers.json")
+
+
+def score_pool(task: Task, final: Path, rows: list[dict]) -> list[dict]:
+    """Score every row by every objective of the task and write the pool (and its scorer signatures) atomically."""
+    scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])
+    for k, row in enumerate(rows):
+        row["scores"] = {n: scores[n][k] for n in task.objectives}
+    write_jsonl_atomic(final, rows)
+    write_json_atomic(_signatures_path(final), scorer_signatures(task))
+    return rows
+
+
+def _rescore_if_stale(task: Task, final: Path) -> None:
+    """A finished pool scored by other scorers (a changed objective) is re-scored, not re-sampled."""
+    sig_path = _signatures_path(final)
+    if sig_path.is_file() and read_json(sig_path) == scorer_signatures(task):
+        return
+    print(f"mage: the scorers of {final.name} changed; re-scoring its samples", flush=True)
+    score_pool(task, final, read_jsonl(final))
 
 
 def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(), *, tag: str = "base", progress: bool = True) -> list[dict]:
@@ -47,11 +76,14 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
     ``scores`` (objective → float). Row (prompt p, sample s) is seeded ``seed + 1000·p + s``.
     """
     final = pool_path(task, model, config, tag)
+    rank, world = rank_world()
     if final.is_file():
+        if rank == 0:
+            _rescore_if_stale(task, final)
+        barrier(world)
         return read_jsonl(final)
     examples = task.examples(config.split)[: config.max_prompts]
     jobs = [(p, s, ex) for p, ex in enumerate(examples) for s in range(config.samples_per_prompt)]
-    rank, world = rank_world()
     batches = [jobs[i:i + config.batch_size] for i in range(0, len(jobs), config.batch_size)][rank::world]
     journal = final.with_suffix(f".part{rank}")
     done = {(r["id"], r["sample"]) for r in read_journal(journal)}
@@ -74,10 +106,7 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
         rows = list(unique.values())
         order = {ex.id: i for i, ex in enumerate(examples)}
         rows.sort(key=lambda r: (order[r["id"]], r["sample"]))
-        scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])
-        for k, row in enumerate(rows):
-            row["scores"] = {n: scores[n][k] for n in task.objectives}
-        write_jsonl_atomic(final, rows)
+        score_pool(task, final, rows)
         for k in range(world):
             final.with_suffix(f".part{k}").unlink(missing_ok=True)
         print(f"mage: pool of {len(rows)} samples written to {final} in {time.time() - start:.0f} s")

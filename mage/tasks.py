@@ -103,7 +103,7 @@ TASKS: dict[str, Task] = {
     "summary": Task(
         name="summary",
         objectives=("faithful", "concise"),
-        template="Summarize the following news article.\n\n{input}",
+        template="Summarize the following news article in a few sentences.\n\n{input}",  # "in a few sentences": 75 % of base summaries end before the cap (vs 33 %), so conciseness has room
         max_new_tokens=96,
         load_examples=_summary_examples,
         description="News summarisation: faithful vs concise (the papers' Reddit-summary setting).",
