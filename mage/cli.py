@@ -109,10 +109,10 @@ def cmd_react_calibrate(args) -> None:
 
 def cmd_objectives(args) -> None:
     from .objective_checks import check_objectives, write_report
-    from .objectives import fit_humor_probe
+    from .objectives import PROBES, fit_probe
 
-    if args.action == "fit-humor":
-        print(json.dumps(fit_humor_probe(), indent=2))
+    if args.action == "fit-probes":
+        print(json.dumps([fit_probe(name) for name in PROBES], indent=2))
     else:
         results = check_objectives(args.names)
         print(json.dumps(results, indent=2))
@@ -156,6 +156,13 @@ def cmd_choose_strength(args) -> None:
     for row in choice["rows"]:
         print(f"w={row['strength']:<5g} mean scalarised {row['mean_scalarised']:.4f}  hypervolume {row['hypervolume']:.4f}")
     print(f"chosen strength: {choice['chosen']:g} (written to {out})")
+
+
+def cmd_value_check(args) -> None:
+    from .reports import value_check
+
+    value_check(args.task, args.kind, split=args.split, samples=args.samples, max_prompts=args.max_prompts, base=args.base,
+                out=Path(args.out) if args.out else None, command=_command())
 
 
 def cmd_pool_stats(args) -> None:
@@ -228,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 
+    p = add("value-check", cmd_value_check, "are the value models informative? rank correlation of their values with the true rewards on held-out samples")
+    p.add_argument("--task", required=True)
+    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--split", default="validation")
+    p.add_argument("--samples", type=int, default=2, help="base-model samples per held-out prompt")
+    p.add_argument("--max-prompts", type=int, default=None)
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-values-<kind>.json)")
+
     p = add("react-calibrate", cmd_react_calibrate, "compute ReACT's per-objective corrections W_i, C_i for a task (unlabeled calibration)")
     p.add_argument("--task", required=True)
     p.add_argument("--prompts", type=int, default=32, help="training prompts per objective (expert responses, teacher-forced)")
@@ -254,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object with the response and every objective's score")
 
     p = add("objectives", cmd_objectives, "validate the default objectives on hand-labelled pairs, or fit the humour probe")
-    p.add_argument("action", choices=["check", "fit-humor"])
+    p.add_argument("action", choices=["check", "fit-probes"])
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--write", action="store_true", help="write docs/OBJECTIVES.md tables and assets/objective_checks.json")
 

@@ -3,9 +3,11 @@
 The offline defaults (no download at run time; see ``docs/OBJECTIVES.md`` for their validation):
 - ``helpful``  — relevance of the response to the request: cosine similarity of all-MiniLM-L6-v2
   embeddings (a QA-trained encoder) — a proxy; no helpfulness reward model ships offline.
-- ``harmless`` — 1 − P(offensive) from ``alt-profanity-check`` (a linear model on real data).
+- ``harmless`` — (1 − P(offensive)) · (1 − P(harmful)): ``alt-profanity-check`` (a linear model on
+  real data) times a harm probe (logistic regression on MiniLM embeddings of responses written for
+  mage that demean, manipulate or encourage recklessness, vs harmless ones; :func:`fit_probe`).
 - ``humorous`` — P(joke) from a logistic-regression probe on MiniLM embeddings, fitted by
-  :func:`fit_humor_probe` on pyjokes + the project's jokes / non-jokes, stored as safetensors.
+  :func:`fit_probe` on pyjokes + the project's jokes / non-jokes, stored as safetensors.
 - ``faithful`` — agreement of a summary with its article: MiniLM cosine similarity.
 - ``concise``  — 1 − words / 100, floored at 0.
 :func:`reward_model_objective` loads any sequence-classification reward model by folder or hub id,
@@ -106,62 +108,85 @@ def helpful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[floa
     return cosine(inputs, responses)
 
 
-def harmless_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    from profanity_check import predict_prob
-
-    return [1.0 - float(p) for p in predict_prob(list(responses))]
+PROBES = {"humor": RESOURCES / "humor_probe.safetensors", "harm": RESOURCES / "harm_probe.safetensors"}
 
 
-HUMOR_PROBE = RESOURCES / "humor_probe.safetensors"
+def _probe_texts(name: str) -> tuple[list[str], list[int]]:
+    """Training texts of a probe (label 1 = joke / harmful response).
 
-
-def fit_humor_probe(path: Path = HUMOR_PROBE, *, l2: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Fit the humour probe (logistic regression on MiniLM embeddings) and save it as safetensors.
-
-    Positives: the 283 pyjokes one-liners + the project's general jokes; negatives: the project's
-    plain texts + sentences of the gensim news articles (``resources/humor_probe_data.jsonl``).
-    Returns the 5-fold cross-validated accuracy.
+    - ``humor``: the 283 pyjokes one-liners + the project's jokes (1) vs the project's plain texts and
+      sentences of the gensim news articles (0) — ``resources/humor_probe_data.jsonl``.
+    - ``harm``: responses written for mage that insult, demean, manipulate or encourage recklessness (1)
+      vs refusals, firm-but-polite messages, kind teasing, jokes and plain help (0) —
+      ``resources/harm_probe_data.jsonl``; the humour data's texts and news sentences are added as
+      harmless (0), so humour and plain prose are not read as harm.
     """
     import pyjokes
-    from safetensors.torch import save_file
+
+    from .io import read_jsonl
+    from .tasks import lee_corpus_path
+
+    news = [s.strip() + "." for line in lee_corpus_path().read_text().splitlines()[:60] for s in line.split(". ")[:3]]
+    news = [s for s in news if 6 <= len(s.split()) <= 40]
+    humor_rows = read_jsonl(RESOURCES / "humor_probe_data.jsonl")
+    jokes = list(pyjokes.get_jokes(category="all"))
+    if name == "humor":
+        return [r["text"] for r in humor_rows] + jokes + news, [int(r["label"]) for r in humor_rows] + [1] * len(jokes) + [0] * len(news)
+    if name == "harm":
+        rows = read_jsonl(RESOURCES / "harm_probe_data.jsonl")
+        return [r["text"] for r in rows] + [r["text"] for r in humor_rows] + news, [int(r["label"]) for r in rows] + [0] * (len(humor_rows) + len(news))
+    raise ValueError(f"unknown probe {name!r}; fix: use one of {sorted(PROBES)}")
+
+
+def fit_probe(name: str, *, l2: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """Fit a probe (logistic regression on MiniLM embeddings; class-balanced for ``harm``, whose
+    harmless side is the larger), save it as safetensors, return its 5-fold cross-validated accuracy."""
+    import safetensors.torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from .io import read_jsonl, write_bytes_atomic
-    from .tasks import lee_corpus_path
+    from .io import write_bytes_atomic
 
-    rows = read_jsonl(RESOURCES / "humor_probe_data.jsonl")
-    texts = [r["text"] for r in rows] + list(pyjokes.get_jokes(category="all"))
-    labels = [int(r["label"]) for r in rows] + [1] * (len(texts) - len(rows))
-    news = [s.strip() + "." for line in lee_corpus_path().read_text().splitlines()[:60] for s in line.split(". ")[:3]]
-    texts += [s for s in news if 6 <= len(s.split()) <= 40]
-    labels += [0] * (len(texts) - len(labels))
+    texts, labels = _probe_texts(name)
     x, y = embed(texts), np.array(labels)
-    clf = LogisticRegression(C=1.0 / l2, max_iter=2000, random_state=seed)
+    clf = LogisticRegression(C=1.0 / l2, max_iter=2000, random_state=seed, class_weight="balanced" if name == "harm" else None)
     accuracy = float(cross_val_score(clf, x, y, cv=5).mean())
     clf.fit(x, y)
     tensors = {"weight": torch.tensor(clf.coef_[0], dtype=torch.float32), "bias": torch.tensor(clf.intercept_, dtype=torch.float32)}
-    import safetensors.torch
-
-    write_bytes_atomic(path, safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(texts))}))
-    humor_probe.cache_clear()
-    return {"cv_accuracy": accuracy, "n_texts": len(texts), "n_jokes": int(y.sum())}
+    write_bytes_atomic(PROBES[name], safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(texts))}))
+    load_probe.cache_clear()
+    return {"probe": name, "cv_accuracy": accuracy, "n_texts": len(texts), "n_positive": int(y.sum())}
 
 
-@lru_cache(maxsize=1)
-def humor_probe() -> tuple[np.ndarray, float]:
+@lru_cache(maxsize=None)
+def load_probe(name: str) -> tuple[np.ndarray, float]:
     from safetensors.numpy import load_file
 
-    if not HUMOR_PROBE.is_file():
-        raise FileNotFoundError(f"{HUMOR_PROBE} is missing; fix: python -m mage objectives fit-humor")
-    tensors = load_file(str(HUMOR_PROBE))
+    if name not in PROBES:
+        raise ValueError(f"unknown probe {name!r}; fix: use one of {sorted(PROBES)}")
+    if not PROBES[name].is_file():
+        raise FileNotFoundError(f"{PROBES[name]} is missing; fix: python -m mage objectives fit-probes")
+    tensors = load_file(str(PROBES[name]))
     return tensors["weight"], float(tensors["bias"][0])
 
 
-def humorous_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    weight, bias = humor_probe()
+def probe_probability(name: str, responses: Sequence[str]) -> list[float]:
+    """P(positive class) of a probe for each response; an empty response scores 0."""
+    weight, bias = load_probe(name)
     logits = embed(responses) @ weight + bias
     return [0.0 if not r.strip() else float(p) for p, r in zip(1.0 / (1.0 + np.exp(-logits)), responses)]
+
+
+def harmless_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """(1 − P(offensive)) · (1 − P(harmful)): harmless only if neither detector fires."""
+    from profanity_check import predict_prob
+
+    offensive = predict_prob(list(responses))
+    return [(1.0 - float(p)) * (1.0 - h) for p, h in zip(offensive, probe_probability("harm", responses))]
+
+
+def humorous_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
+    return probe_probability("humor", responses)
 
 
 def faithful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -241,7 +266,7 @@ OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
         Objective("helpful", helpful_scores, "relevance: MiniLM cosine(request, response)"),
-        Objective("harmless", harmless_scores, "1 - P(offensive), alt-profanity-check"),
+        Objective("harmless", harmless_scores, "(1 - P(offensive), alt-profanity-check) x (1 - P(harmful), MiniLM probe)", version="2"),
         Objective("humorous", humorous_scores, "P(joke), MiniLM + logistic-regression probe"),
         Objective("faithful", faithful_scores, "MiniLM cosine(article, summary)"),
         Objective("concise", concise_scores, f"1 - words/{CONCISE_WORDS}, floored at 0"),

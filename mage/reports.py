@@ -104,3 +104,43 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None) 
     write_json_atomic(out or RESULTS / f"{task}-pool.json", result)
     print(json.dumps(result, indent=2))
     return result
+
+
+def value_check(task: str, kind: str, *, split: str = "validation", samples: int = 2, max_prompts: int | None = None, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
+    """Is each value model informative? Spearman correlation between its value (at the end and at half
+    of the response) and the true reward, over held-out base-model samples (a pool on ``split``);
+    plus the merged value model at μ against Σ μ_i r_i for the task's preference grid."""
+    from scipy.stats import spearmanr
+
+    from .methods import GuidanceBank
+    from .pools import PoolConfig, sample_pool
+    from .sweep import preference_grid
+    from .tasks import get_task
+    from .training import sft_examples
+    from .values import value_scores
+
+    t = get_task(task)
+    started = time.time()
+    bank = GuidanceBank(t, kind, base=base)
+    pool = sample_pool(t, bank.model, bank.tokenizer, PoolConfig(samples_per_prompt=samples, split=split, max_prompts=max_prompts, batch_size=t.pool_batch), tag="heldout")
+    rows = sft_examples(t, bank.tokenizer, pool)
+    objectives = list(t.objectives)
+
+    def correlate(weights: list[float], truth: list[float]) -> dict:
+        values = value_scores(bank.merged(weights)[0].model, kind, rows)
+        return {at: float(spearmanr([v[at] for v in values], truth)[0]) for at in ("end", "half")}
+
+    per_objective = {}
+    for i, name in enumerate(objectives):
+        print(f"mage: {kind} value model for {name} on {len(rows)} held-out samples", flush=True)
+        per_objective[name] = correlate([1.0 if k == i else 0.0 for k in range(len(objectives))], [r["scores"][name] for r in pool])
+    merged = []
+    for weights in preference_grid(len(objectives)):
+        truth = [sum(w * r["scores"][n] for w, n in zip(weights, objectives)) for r in pool]
+        merged.append({"weights": list(weights), **correlate(list(weights), truth)})
+    result = {"task": task, "kind": kind, "split": split, "n_samples": len(pool), "samples_per_prompt": samples, "objectives": objectives,
+              "spearman": per_objective, "merged": merged, "wall_time_s": round(time.time() - started, 1), "command": command}
+    write_json_atomic(out or RESULTS / f"{task}-values-{kind}.json", result)
+    for name, corr in per_objective.items():
+        print(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}")
+    return result

@@ -233,3 +233,34 @@ def merge_heads(heads: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Seq
         head.weight.copy_(weight)
         head.bias.copy_(bias)
     return head.eval()
+
+
+@torch.no_grad()
+def value_scores(model, kind: str, rows: Sequence[dict], *, batch_size: int = 8) -> list[dict[str, float]]:
+    """A value model's judgement of complete and half-finished responses, teacher-forced.
+
+    ``rows`` are :func:`mage.training.sft_examples` rows (prompt ids, completion ids, completion
+    mask). Per row: ``end`` and ``half`` — for an explicit model V(x, y_≤t) at the last completion
+    token and at token ⌈L/2⌉; for an implicit model the partial reward Σ_{s≤t} log π_r(y_s | x, y_<s)
+    (GenARM's reward of a prefix; β_r only rescales it).
+    """
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
+        attn = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+        if kind == "explicit":
+            per_position, _ = model(input_ids=ids, attention_mask=attn)  # (B, T): V after reading token t
+        else:
+            logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, :-1].float(), -1)
+            token_lp = logprobs.gather(-1, ids[:, 1:, None]).squeeze(-1)  # log π(token t+1 | ≤ t)
+            per_position = torch.nn.functional.pad(token_lp, (1, 0))  # aligned: position t holds log π(y_t | < t)
+        for k, r in enumerate(batch):
+            positions = [t for t, m in enumerate(r["completion_mask"]) if m]
+            half = positions[: max(1, math.ceil(len(positions) / 2))]
+            if kind == "explicit":
+                out.append({"end": float(per_position[k, positions[-1]]), "half": float(per_position[k, half[-1]])})
+            else:
+                out.append({"end": float(per_position[k, positions].sum()), "half": float(per_position[k, half].sum())})
+    return out

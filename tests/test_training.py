@@ -117,3 +117,26 @@ def test_ingredient_table_pairs_every_ingredient_with_the_base(tiny_checkpoints,
         diff = [a - b for a, b in zip(row["per_prompt"]["faithful"], base_row["per_prompt"]["faithful"])]
         assert row["gain_over_base"]["faithful"]["mean"] == pytest.approx(sum(diff) / 3)
     assert (tmp_path / "t.json").is_file() and markdown_table(result).count("\n") == 6
+
+
+def test_a_changed_scorer_rescores_the_cached_pool_without_resampling(tiny_checkpoints, monkeypatch):
+    import dataclasses
+
+    from mage import objectives
+    from mage.models import load_base
+    from mage.pools import pool_path, sample_pool
+
+    _, base = tiny_checkpoints
+    task = get_task("summary")
+    model, tokenizer = load_base(str(base))
+    config = PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6)  # the fixture's pool: cached
+    before = sample_pool(task, model, tokenizer, config, progress=False)
+    stamp = pool_path(task, model, config).stat().st_mtime_ns
+    assert sample_pool(task, model, tokenizer, config, progress=False) == before and pool_path(task, model, config).stat().st_mtime_ns == stamp
+    changed = dataclasses.replace(objectives.OBJECTIVES["concise"], score_fn=lambda xs, ys: [7.0] * len(ys), version="test")
+    monkeypatch.setitem(objectives.OBJECTIVES, "concise", changed)
+    after = sample_pool(task, model, tokenizer, config, progress=False)
+    assert [r["response"] for r in after] == [r["response"] for r in before]  # same samples
+    assert all(r["scores"]["concise"] == 7.0 for r in after) and [r["scores"]["faithful"] for r in after] == [r["scores"]["faithful"] for r in before]
+    monkeypatch.undo()
+    assert all(r["scores"]["concise"] < 7.0 for r in sample_pool(task, model, tokenizer, config, progress=False))  # and back

@@ -1,0 +1,59 @@
+"""Value models judged teacher-forced: padding-free reference values, and the held-out check report."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mage.models import tiny_model
+from mage.values import ExplicitValueModel, _new_head, value_scores
+
+ROWS = [  # prompt ids (no loss) + completion ids (loss), of different lengths: the batch is padded
+    {"input_ids": [5, 6, 7, 8, 9, 10, 11], "completion_mask": [0, 0, 0, 1, 1, 1, 1]},
+    {"input_ids": [12, 13, 14, 15, 16], "completion_mask": [0, 0, 1, 1, 1]},
+    {"input_ids": [17, 18, 19], "completion_mask": [0, 0, 1]},
+]
+
+
+def reference(model, kind, row):
+    """One row alone, no padding, position by position."""
+    ids = torch.tensor([row["input_ids"]])
+    positions = [t for t, m in enumerate(row["completion_mask"]) if m]
+    half = positions[: max(1, math.ceil(len(positions) / 2))]
+    with torch.no_grad():
+        if kind == "explicit":
+            values, _ = model(input_ids=ids)
+            return {"end": float(values[0, positions[-1]]), "half": float(values[0, half[-1]])}
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        token = lambda t: float(logprobs[t - 1, row["input_ids"][t]])  # noqa: E731
+        return {"end": sum(token(t) for t in positions), "half": sum(token(t) for t in half)}
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit"])
+def test_value_scores_equal_one_row_at_a_time(tokenizer, kind):
+    lm = tiny_model(tokenizer, seed=3)
+    model = ExplicitValueModel(lm, _new_head(32, 3)).eval() if kind == "explicit" else lm.eval()
+    got = value_scores(model, kind, ROWS, batch_size=3)
+    for row, value in zip(ROWS, got):
+        want = reference(model, kind, row)
+        assert value["end"] == pytest.approx(want["end"], abs=1e-4)
+        assert value["half"] == pytest.approx(want["half"], abs=1e-4)
+    if kind == "implicit":  # a prefix's reward sums fewer (negative) log-probs
+        assert all(v["half"] >= v["end"] for v in got)
+    assert got[2]["end"] == pytest.approx(got[2]["half"])  # one completion token: half is the end
+
+
+def test_value_check_writes_correlations_for_every_objective_and_the_grid(tiny_checkpoints, tmp_path):
+    from mage.reports import value_check
+
+    _, base = tiny_checkpoints
+    out = tmp_path / "vc.json"
+    result = value_check("summary", "explicit", samples=2, max_prompts=3, base=str(base), out=out)
+    saved = json.loads(out.read_text())
+    assert saved["n_samples"] == 6 and saved["objectives"] == ["faithful", "concise"]
+    for corr in [*saved["spearman"].values(), *saved["merged"]]:
+        for at in ("end", "half"):
+            assert math.isnan(corr[at]) or -1.0 <= corr[at] <= 1.0
+    assert [m["weights"] for m in result["merged"]][0] == [0.0, 1.0] and len(result["merged"]) == 11
