@@ -1,7 +1,11 @@
-"""mage — Gradio app: preference sliders, live merging, methods side by side.
+"""mage — Gradio app: preference sliders, live merging, methods side by side, streamed.
 
-Layout and event wiring only; all logic lives in :mod:`mage.service`.
+Layout and event wiring only; all logic lives in :mod:`mage.service` (plain values in and out).
 Run: ``python app.py [--host 127.0.0.1] [--port 7860]``.
+
+The service holds one engine per task (models loaded once, read-only between requests); every
+request merges for its own preference while holding the task's lock, so sessions never see each
+other's merges. What belongs to a session (its live sample points) is in ``gr.State``.
 """
 from __future__ import annotations
 
@@ -10,25 +14,31 @@ import os
 
 import gradio as gr
 
-from mage.service import METHOD_LABELS, Service
+from mage.service import MAX_NEW_TOKENS, METHOD_LABELS, Service
 from mage.tasks import TASKS
 
-SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"))  # read-only after start; merges are per request under a lock
+SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"))
 MAX_OBJECTIVES = max(len(t.objectives) for t in TASKS.values())
 SLOTS = 4  # methods shown side by side
+LIVE_POINTS = 24  # live samples a session keeps on its plot
 EXAMPLES = {
     "assistant": ["How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."],
     "summary": [TASKS["summary"].examples("test")[0].input, TASKS["summary"].examples("test")[1].input],
 }
 
 
+def _names(task: str) -> list[str]:
+    return SERVICE.objectives(task)
+
+
 def slider_updates(task: str):
-    names = SERVICE.objectives(task)
-    return [gr.update(visible=i < len(names), label=names[i] if i < len(names) else "", value=1.0) for i in range(MAX_OBJECTIVES)]
+    names = _names(task)
+    sliders = [gr.update(visible=i < len(names), label=names[i] if i < len(names) else "", value=1.0) for i in range(MAX_OBJECTIVES)]
+    return [*sliders, gr.update(choices=[label for label, _ in SERVICE.cached_preferences(task)], value=None), gr.update(samples=[[e] for e in EXAMPLES[task]]), []]
 
 
 def show_weights(task: str, *sliders: float) -> str:
-    names = SERVICE.objectives(task)
+    names = _names(task)
     try:
         mu = SERVICE.preference(task, sliders[: len(names)])
     except ValueError:
@@ -36,67 +46,101 @@ def show_weights(task: str, *sliders: float) -> str:
     return "Preference μ (normalised): " + ", ".join(f"**{n}** {w:.2f}" for n, w in zip(names, mu))
 
 
-def pareto(task: str, *sliders: float):
-    names = SERVICE.objectives(task)
-    return SERVICE.pareto_figure(task, sliders[: len(names)])
+def pareto(task: str, live: list, *sliders: float):
+    return SERVICE.pareto_figure(task, sliders[: len(_names(task))], live or [])
 
 
-def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool, *sliders: float):
-    names = SERVICE.objectives(task)
+def set_from_grid(task: str, label: str | None):
+    """A cached grid point chosen → the sliders take its μ (gr.Plot has no click event)."""
+    chosen = dict(SERVICE.cached_preferences(task)).get(label)
+    if chosen is None:
+        return [gr.skip()] * MAX_OBJECTIVES
+    return [gr.update(value=chosen[i]) if i < len(chosen) else gr.skip() for i in range(MAX_OBJECTIVES)]
+
+
+def _slot_updates(replies) -> list:
+    out = []
+    for slot in range(SLOTS):
+        if slot >= len(replies):
+            out += [gr.update(visible=False)] * 3
+            continue
+        r = replies[slot]
+        head = f"### {r.label}" + ("" if r.done else " …") + (f"\nλ = ({', '.join(f'{c:+.2f}' for c in r.coefficients)})" if r.coefficients else "")
+        head += ("\n\n" + " · ".join(f"{k} **{v:.3f}**" for k, v in r.scores.items())) if r.scores else ""
+        out += [gr.update(value=head, visible=True), gr.update(value=r.error or r.text, visible=True),
+                gr.update(value={k: max(0.0, v) for k, v in r.scores.items()} or None, visible=True)]
+    return out
+
+
+def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool,
+        live: list, *sliders: float):
+    """Stream every chosen method's reply; at the end add the scores to this session's plot points."""
+    names = _names(task)
+    if not SERVICE.loaded(task):
+        yield [gr.skip(), "Loading the models for this task (the first start builds the default model's cache; about a minute)…", gr.skip(),
+               *[gr.skip()] * (3 * SLOTS)]
+    replies, notices = [], []
     try:
-        replies, notices = SERVICE.generate(task, prompt, sliders[: len(names)], methods[:SLOTS], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, greedy=greedy, strength=strength)
+        for replies, notices in SERVICE.stream(task, prompt, sliders[: len(names)], methods[:SLOTS], max_new_tokens=max_new_tokens, temperature=temperature,
+                                               top_p=top_p, seed=seed, greedy=greedy, strength=strength):
+            running = next((r.label for r in replies if not r.done), None)
+            yield [gr.skip(), f"Generating with **{running}**…" if running else "", gr.skip(), *_slot_updates(replies)]
     except ValueError as err:
         raise gr.Error(str(err)) from None
     for notice in notices:
         gr.Info(notice)
-    outputs = [SERVICE.pareto_figure(task, sliders[: len(names)], replies)]
-    for slot in range(SLOTS):
-        if slot < len(replies):
-            r = replies[slot]
-            head = f"### {r.label}" + (f"\nλ = ({', '.join(f'{c:+.2f}' for c in r.coefficients)})" if r.coefficients else "")
-            head += ("\n\n" + " · ".join(f"{k} **{v:.3f}**" for k, v in r.scores.items())) if r.scores else ""
-            outputs += [gr.update(value=head, visible=True), gr.update(value=r.error or r.text, visible=True), gr.update(value={k: max(0.0, v) for k, v in r.scores.items()} or None, visible=True)]
-        else:
-            outputs += [gr.update(visible=False)] * 3
-    return outputs
+    live = ([*(live or []), *[r.point() for r in replies if r.scores]])[-LIVE_POINTS:]
+    yield [pareto(task, live, *sliders), "  \n".join(notices), live, *_slot_updates(replies)]
 
 
 with gr.Blocks(title="mage — controllable multi-objective generation") as demo:
-    gr.Markdown("# mage\nDrag the sliders to say how much each objective matters; every method merges its LoRA models live for that preference.")
-    gr.Markdown(f"Running on **{SERVICE.device()}**.")
+    gr.Markdown("# mage\nDrag the sliders to say how much each objective matters; each method merges its LoRA models live for that preference "
+                "and the replies stream side by side.")
+    gr.Markdown(f"Running on **{SERVICE.device()}**.", elem_id="device")
+    live = gr.State([])  # this session's live sample points on the plot
     with gr.Row():
         with gr.Column(scale=1):
             task = gr.Dropdown(list(TASKS), value="assistant", label="Task", elem_id="task")
             first = TASKS["assistant"].objectives
-            sliders = [gr.Slider(0, 1, value=1.0, step=0.05, label=first[i] if i < len(first) else "", visible=i < len(first), elem_id=f"slider-{i}") for i in range(MAX_OBJECTIVES)]
+            sliders = [gr.Slider(0, 1, value=1.0, step=0.05, label=first[i] if i < len(first) else "", visible=i < len(first), elem_id=f"slider-{i}")
+                       for i in range(MAX_OBJECTIVES)]
             weights_md = gr.Markdown(show_weights("assistant", *[1.0] * MAX_OBJECTIVES), elem_id="weights")
-            methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["mage-i", "bone", "rs"], label="Methods (up to 4 side by side)", elem_id="methods")
+            grid = gr.Dropdown([label for label, _ in SERVICE.cached_preferences("assistant")], value=None, label="Or set the sliders to a point of the plot",
+                               elem_id="grid-point")
+            methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["mage-i", "bone", "rs"], label="Methods (up to 4 side by side)",
+                                       elem_id="methods")
             with gr.Accordion("Generation settings", open=False):
                 strength = gr.Slider(0, 5, value=1.0, step=0.1, label="Guidance strength w (MAGE, ensembles, base + guidance)")
-                max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="Max new tokens")
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
                 seed = gr.Number(0, precision=0, label="Seed", minimum=0)
                 greedy = gr.Checkbox(False, label="Greedy")
         with gr.Column(scale=2):
             prompt = gr.Textbox(lines=4, label="Prompt", placeholder="Ask something, or paste an article for the summary task", elem_id="prompt")
-            gr.Examples([[e] for e in EXAMPLES["assistant"]], inputs=[prompt], label="Examples (assistant)")
+            examples = gr.Dataset(components=[prompt], samples=[[e] for e in EXAMPLES["assistant"]], label="Examples")
             button = gr.Button("Generate", variant="primary", elem_id="generate")
+            status = gr.Markdown("", elem_id="status")
             with gr.Row():
                 slots = []
                 for i in range(SLOTS):
                     with gr.Column(min_width=200):
                         slots += [gr.Markdown(visible=False, elem_id=f"head-{i}"), gr.Textbox(visible=False, lines=6, show_label=False, elem_id=f"text-{i}"),
                                   gr.Label(visible=False, label="Scores", elem_id=f"scores-{i}")]
-            plot = gr.Plot(pareto("assistant", *[1.0] * MAX_OBJECTIVES), label="Pareto fronts (cached evaluation; ring = your preference, stars = these samples)", elem_id="pareto")
+            plot = gr.Plot(pareto("assistant", [], *[1.0] * MAX_OBJECTIVES), label="Pareto fronts (cached evaluation; ring = your preference, stars = your samples)",
+                           elem_id="pareto")
 
-    task.change(slider_updates, task, sliders, api_name="task_objectives").then(pareto, [task, *sliders], plot, api_name=False)
+    examples.click(lambda sample: sample[0], examples, prompt, api_name=False)
+    task.change(slider_updates, task, [*sliders, grid, examples, live], api_name="task_objectives").then(
+        show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
+    grid.change(set_from_grid, [task, grid], sliders, api_name=False)
     for s in sliders:
         s.change(show_weights, [task, *sliders], weights_md, api_name=False)
-        s.release(pareto, [task, *sliders], plot, api_name=False)
-    inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, *sliders]
-    button.click(run, inputs, [plot, *slots], api_name="generate", concurrency_limit=1)
-    prompt.submit(run, inputs, [plot, *slots], api_name=False, concurrency_limit=1)
+        s.release(pareto, [task, live, *sliders], plot, api_name=False)
+    inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, *sliders]
+    outputs = [plot, status, live, *slots]
+    button.click(run, inputs, outputs, api_name="generate", concurrency_limit=1)
+    prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=1)
 
 demo.queue(max_size=16, default_concurrency_limit=1)
 

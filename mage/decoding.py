@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -125,8 +125,13 @@ def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 
 
 @torch.no_grad()
-def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig, seeds: Sequence[int], guide: Guide | None = None) -> list[Generation]:
-    """Generate one response per prompt in a single batch (the narrated loop)."""
+def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig, seeds: Sequence[int], guide: Guide | None = None,
+                 on_token: Callable[[list[int]], None] | None = None) -> list[Generation]:
+    """Generate one response per prompt in a single batch (the narrated loop).
+
+    ``on_token`` (streaming) is called after every step with each row's new token id, −1 for a row
+    that stopped (its stop token included) or had stopped before.
+    """
     device = next(model.parameters()).device
     # 1. encode: left-padded prompts, positions counted from each row's first real token
     input_ids, mask = encode_prompts(tokenizer, prompts, device)
@@ -158,6 +163,8 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
         is_stop = torch.isin(token, stops) & ~done
         ended |= is_stop
         new_tokens.append(torch.where(done | is_stop, -1, token))
+        if on_token is not None:
+            on_token(new_tokens[-1].tolist())
         done |= is_stop
         if bool(done.all()) or step == config.max_new_tokens - 1:
             break  # no forward pass for a token that will not be sampled
@@ -181,6 +188,7 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
 def generate(
     model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig = SamplingConfig(), *, seed: int = 0,
     seeds: Sequence[int] | None = None, batch_size: int = 8, guide: Guide | None = None, progress: bool = False,
+    on_token: Callable[[list[int]], None] | None = None,
 ) -> list[Generation]:
     """Generate for many prompts in batches. Row ``i`` uses seed ``seeds[i]`` (default ``seed + i``)."""
     if batch_size < 1:
@@ -191,5 +199,5 @@ def generate(
     results: list[Generation] = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-        results += decode_batch(model, tokenizer, prompts[start:start + batch_size], config, seeds[start:start + batch_size], guide)
+        results += decode_batch(model, tokenizer, prompts[start:start + batch_size], config, seeds[start:start + batch_size], guide, on_token)
     return results

@@ -169,8 +169,8 @@ class Engine:
         return self.policy.model, guide
 
     def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, strength: float = 1.0,
-                 seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False) -> list[Generation]:
+                 seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False, on_token=None) -> list[Generation]:
         model, guide = self.prepare(method, weights, strength)
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
         prompts = [self.task.messages(x) for x in inputs]
-        return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress)
+        return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress, on_token=on_token)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .adapters import CheckpointError
 from .decoding import SamplingConfig
@@ -23,7 +25,7 @@ from .methods import METHODS, Engine
 from .tasks import TASKS, get_task
 
 log = logging.getLogger("mage.service")
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "results"
+RESULTS_DIR = Path(os.environ.get("MAGE_RESULTS") or Path(__file__).resolve().parent.parent / "assets" / "results")  # cached sweeps the plot draws
 MAX_PROMPT_CHARS = 4000  # longer prompts are truncated (with a notice)
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 
@@ -41,6 +43,10 @@ class Reply:
     scores: dict[str, float]
     coefficients: list[float]
     error: str = ""
+    done: bool = True
+
+    def point(self) -> dict:
+        return {"method": self.method, "scores": dict(self.scores)}
 
 
 class Service:
@@ -61,9 +67,9 @@ class Service:
         path = RESULTS_DIR / f"{get_task(task).name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[Reply] = ()):
-        """The Pareto-front figure from cached results, the current preference highlighted and the
-        live replies' scores added; None when no results are cached."""
+    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[dict] = ()):
+        """The Pareto-front figure from cached results, the current preference highlighted and live
+        points (``{"method", "scores"}``, e.g. :meth:`Reply.point`) added; None when no results are cached."""
         from .plots import front_figure
 
         result = self.results(task)
@@ -73,8 +79,17 @@ class Service:
             mu = self.preference(task, sliders) if sliders is not None else None
         except ValueError:
             mu = None
-        points = [{"method": r.method, "scores": r.scores} for r in live if r.scores]
-        return front_figure(result, highlight=mu, live=points)
+        return front_figure(result, highlight=mu, live=[p for p in live if p.get("scores")])
+
+    def cached_preferences(self, task: str) -> list[tuple[str, list[float]]]:
+        """The preference grid points of the cached results as (label, μ), for setting the sliders."""
+        result = self.results(task)
+        grid = [] if result is None else list(dict.fromkeys(tuple(r["weights"]) for r in result["records"]))
+        names = self.objectives(task)
+        return [(", ".join(f"{n} {w:.2f}" for n, w in zip(names, mu)), list(mu)) for mu in grid]
+
+    def loaded(self, task: str) -> bool:
+        return get_task(task).name in self._engines
 
     def preference(self, task: str, sliders: Sequence[float]) -> list[float]:
         """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
@@ -86,8 +101,9 @@ class Service:
                 self._engines[task] = Engine(task, base=self.base)
             return self._engines[task]
 
-    def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> tuple[list[Reply], list[str]]:
-        """Generate with each method for the sliders' preference. Returns (replies, notices)."""
+    def _request(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int, temperature: float, top_p: float,
+                 seed: int, greedy: bool) -> tuple[str, list[float], SamplingConfig, list[str]]:
+        """Validate a request: (prompt, μ, sampling, notices), or ValueError naming the problem and the fix."""
         notices = []
         prompt = (prompt or "").strip()
         if not prompt:
@@ -97,27 +113,66 @@ class Service:
             notices.append(f"the prompt was truncated to its first {MAX_PROMPT_CHARS} characters")
         if not methods:
             raise ValueError("no method selected; tick at least one method to compare")
-        if not (isinstance(seed, (int, float)) and math.isfinite(seed) and 0 <= seed < 2**31):
-            raise ValueError(f"seed {seed} is out of range; use a whole number from 0 to 2147483647")
-        mu = self.preference(task, sliders)
-        sampling = SamplingConfig(max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy)
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; use some of {list(METHODS)}")
+        if not (isinstance(seed, (int, float)) and math.isfinite(seed) and 0 <= seed < 2**31):
+            raise ValueError(f"seed {seed} is out of range; use a whole number from 0 to 2147483647")
+        if not (isinstance(max_new_tokens, (int, float)) and math.isfinite(max_new_tokens) and max_new_tokens >= 1):
+            raise ValueError(f"max new tokens {max_new_tokens} is out of range; use a whole number from 1 to {MAX_NEW_TOKENS}")
+        if max_new_tokens > MAX_NEW_TOKENS:
+            notices.append(f"max new tokens capped at {MAX_NEW_TOKENS} (asked {int(max_new_tokens)})")
+        mu = self.preference(task, sliders)
+        sampling = SamplingConfig(max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy)
+        return prompt, mu, sampling, notices
+
+    def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
+               top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> Iterator[tuple[list[Reply], list[str]]]:
+        """Generate with each method in turn for the sliders' preference, yielding (replies, notices) after
+        every new token; a finished reply carries its scores (or its error). Validation errors raise
+        ValueError before anything is yielded. Each method merges and decodes holding the task's lock."""
+        prompt, mu, sampling, notices = self._request(task, prompt, sliders, methods, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                      top_p=top_p, seed=seed, greedy=greedy)
         engine = self.engine(task)
-        replies = []
-        for method in methods:
-            try:
-                with self._locks[task]:
-                    gen = engine.generate(method, mu, [prompt], sampling, strength=strength, seed=int(seed))[0]
-                    coefs = engine.current.coefficients if method != "react" else []
-            except CheckpointError as err:
-                replies.append(Reply(method, METHOD_LABELS.get(method, method), "", {}, [], error=str(err)))
-                continue
-            except Exception as err:  # one failing method must not take the others' replies with it
-                log.exception("method %s failed", method)
-                replies.append(Reply(method, METHOD_LABELS.get(method, method), "", {}, [], error=f"{method} failed: {type(err).__name__}: {err}"))
-                continue
-            scores = {k: v[0] for k, v in score_all(engine.task.objectives, [prompt], [gen.text]).items()}
-            replies.append(Reply(method, METHOD_LABELS.get(method, method), gen.text, scores, coefs))
-        return replies, notices
+        replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in methods]
+        for reply in replies:
+            events: queue.Queue = queue.Queue()
+
+            def work(method=reply.method):
+                try:
+                    with self._locks[task]:
+                        gen = engine.generate(method, mu, [prompt], sampling, strength=strength, seed=int(seed), on_token=lambda ids: events.put(ids[0]))[0]
+                        coefs = engine.current.coefficients if method != "react" else []
+                    events.put(("done", gen, coefs))
+                except CheckpointError as err:
+                    events.put(("error", str(err)))
+                except Exception as err:  # one failing method must not take the others' replies with it
+                    log.exception("method %s failed", method)
+                    events.put(("error", f"{method} failed: {type(err).__name__}: {err}"))
+
+            threading.Thread(target=work, daemon=True, name=f"mage-{reply.method}").start()
+            ids: list[int] = []
+            while True:
+                event = events.get()
+                if isinstance(event, int):
+                    if event >= 0:
+                        ids.append(event)
+                        reply.text = engine.policy.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                        yield replies, notices
+                    continue
+                if event[0] == "done":
+                    _, gen, reply.coefficients = event
+                    reply.text = gen.text
+                    reply.scores = {k: v[0] for k, v in score_all(engine.task.objectives, [prompt], [gen.text]).items()}
+                else:
+                    reply.text, reply.error = "", event[1]
+                reply.done = True
+                yield replies, notices
+                break
+
+    def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **kwargs) -> tuple[list[Reply], list[str]]:
+        """:meth:`stream` to the end: (replies, notices)."""
+        last = None
+        for last in self.stream(task, prompt, sliders, methods, **kwargs):
+            pass
+        return last

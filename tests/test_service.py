@@ -42,3 +42,30 @@ def test_missing_checkpoints_are_reported_per_method(service):
     replies, _ = service.generate("assistant", "Hello", [1, 1, 1], ["rs", "base"], max_new_tokens=2, greedy=True)
     assert "are not trained" in replies[0].error and replies[0].text == ""
     assert replies[1].error == ""
+
+
+def test_stream_grows_token_by_token_and_ends_with_the_generate_result(service):
+    kwargs = dict(max_new_tokens=6, greedy=True)
+    snapshots = [([(r.text, r.done) for r in replies]) for replies, _ in service.stream("summary", "Some news today.", [0.5, 0.5], ["bone", "base"], **kwargs)]
+    final, _ = service.generate("summary", "Some news today.", [0.5, 0.5], ["bone", "base"], **kwargs)
+    assert snapshots[-1] == [(r.text, True) for r in final]
+    first_done = next(i for i, s in enumerate(snapshots) if s[0][1])
+    assert first_done >= 1 and all(not s[1][1] for s in snapshots[: first_done + 1])  # methods run in turn
+    texts = [s[0][0] for s in snapshots[:first_done]]
+    assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:]))  # the first reply only grows while it streams
+
+
+def test_concurrent_requests_with_different_preferences_equal_the_same_requests_alone(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [([1.0, 0.0], "bone"), ([0.0, 1.0], "bone"), ([0.3, 0.7], "rs"), ([0.9, 0.1], "rs"), ([0.5, 0.5], "bone"), ([0.2, 0.8], "base")]
+
+    def one(req):
+        replies, _ = service.generate("summary", "Storms hit the coast overnight.", req[0], [req[1]], max_new_tokens=8, greedy=True)
+        return replies[0].text, replies[0].coefficients
+
+    alone = [one(r) for r in requests]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(pool.map(one, requests * 2))
+    assert together == alone * 2
+    assert len({c for _, c in [(t, tuple(c)) for t, c in alone]}) > 2  # the requests did merge differently

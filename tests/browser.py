@@ -1,0 +1,75 @@
+"""Drive the running app in a real browser (Debian's chromium through Playwright; never
+``playwright install``). Used by ``tests/test_app.py``; also a tool for screenshots of a running app:
+
+    python -m tests.browser --url http://127.0.0.1:7860 --task assistant --out assets/screenshots
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise RuntimeError("chromium is not installed; fix: apt-get install -y chromium (make test does it)")
+    return path
+
+
+def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms hit the coast overnight and thousands lost power.",
+          slider: float = 0.2, first_objective: str = "faithful", timeout_ms: int = 180_000) -> dict:
+    """Choose the task, move the first slider, generate, wait for every side-by-side reply to finish;
+    screenshots at desktop and narrow widths. Returns what the page showed."""
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, wait_until="load", timeout=timeout_ms)
+        page.wait_for_selector("#generate", timeout=timeout_ms)
+        if task != "assistant":
+            box = page.locator("#task input")
+            box.click()
+            page.get_by_role("option", name=task).click()
+            page.wait_for_function("(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=30_000)
+        before = page.locator("#weights").inner_text()
+        number = page.locator("#slider-0 input[type=number]")
+        number.fill(str(slider))
+        number.press("Enter")
+        page.wait_for_function("(b) => document.querySelector('#weights').innerText.includes('Preference') && document.querySelector('#weights').innerText !== b",
+                               arg=before, timeout=timeout_ms)
+        seen["weights_before"], seen["weights"] = before, page.locator("#weights").inner_text()
+        plot_before = page.locator("#pareto").inner_html()
+        page.locator("#prompt textarea").fill(prompt)
+        page.locator("#generate").click()
+        page.wait_for_function("document.querySelectorAll('[id^=head-] h3').length >= 3 && "
+                               "![...document.querySelectorAll('[id^=head-] h3')].some(h => h.innerText.includes('…')) && "
+                               "document.querySelector('#pareto').innerHTML.includes('live:')", timeout=timeout_ms)
+        seen["heads"] = [h.inner_text() for h in page.locator("[id^=head-] h3").all()]
+        seen["texts"] = [t.input_value() for t in page.locator("[id^=text-] textarea").all() if t.is_visible()]
+        seen["plot_changed"] = page.locator("#pareto").inner_html() != plot_before
+        seen["live_in_plot"] = "live:" in page.locator("#pareto").inner_html()
+        page.screenshot(path=str(out / "app-desktop.png"), full_page=True)
+        page.set_viewport_size({"width": 420, "height": 1100})
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "app-narrow.png"), full_page=True)
+        browser.close()
+    seen["screenshots"] = [str(out / "app-desktop.png"), str(out / "app-narrow.png")]
+    return seen
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:7860")
+    parser.add_argument("--task", default="assistant")
+    parser.add_argument("--prompt", default="Write a brutal roast of my friend who is always late.")
+    parser.add_argument("--slider", type=float, default=0.2)
+    parser.add_argument("--out", default="assets/screenshots")
+    args = parser.parse_args()
+    print(drive(args.url, Path(args.out), task=args.task, prompt=args.prompt, slider=args.slider))
