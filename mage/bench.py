@@ -7,6 +7,8 @@ Parts:
 - ``merge``  — re-merge for a new preference with 3 adapters: :class:`~mage.merging.Soup` vs peft
   ``add_weighted_adapter(cat)`` + merge, vs full state-dict averaging (the Bone Soups code's way).
 - ``decode`` — per-token decode time of the merged policy vs the untouched base model.
+- ``guided`` — per-step time and peak memory of every guided variant vs plain decoding, K = 2, 3, 4.
+- ``app``    — slider move → first streamed token and → full response in the app's service.
 """
 from __future__ import annotations
 
@@ -242,4 +244,34 @@ def bench_guided(repeats: int = 3) -> dict:
     return {"rows": rows, "change_k2_to_k4": flat, "targets": {"mage-i": "<= 2.0x plain", "mage-e (k=10)": "<= 2.5x plain", "mage flat in K": "<= 10 % change K=2..4"}}
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided}
+def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -> dict:
+    """What a user feels after a slider move: the app's service from request (a new μ) to the first
+    streamed token and to the full response, for MAGE (implicit) and Rewarded Soup, median over μs."""
+    from .service import Service
+
+    service = Service()
+    service.engine(task)  # loading is a one-off start-up cost, not per slider move
+    n = len(service.objectives(task))
+    prefs = [[(i + j) % n + 1.0 for j in range(n)] for i in range(repeats + 1)]  # a different μ every request
+    results = {"task": task, "new_tokens": new_tokens, "goal": "first token <= 0.3 s after a slider move"}
+    for method in ("mage-i", "rs"):
+        firsts, totals, error = [], [], ""
+        for i, sliders in enumerate(prefs):
+            start = time.perf_counter()
+            first = None
+            for replies, _ in service.stream(task, "Write a short poem about the sea.", sliders, [method], max_new_tokens=new_tokens, seed=i):
+                if first is None and replies[0].text:
+                    first = time.perf_counter() - start
+            error = replies[0].error
+            if error:
+                break
+            if i > 0:  # the first request warms caches (guidance bank load)
+                firsts.append(first if first is not None else float("nan"))
+                totals.append(time.perf_counter() - start)
+        results[method] = {"error": error} if error else {
+            "first_token_s": {"median": statistics.median(firsts), "min": min(firsts), "max": max(firsts)},
+            "full_response_s": {"median": statistics.median(totals), "min": min(totals), "max": max(totals)}, "repeats": len(firsts)}
+    return results
+
+
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app}
