@@ -165,6 +165,14 @@ def cmd_value_check(args) -> None:
                 out=Path(args.out) if args.out else None, command=_command())
 
 
+def cmd_lmc(args) -> None:
+    from .reports import lmc_curve
+
+    a, b = (int(x) for x in args.pair.split(","))
+    lmc_curve(args.task, args.kind, pair=(a, b), steps=args.steps, strength=args.strength, split=args.split, prompts=args.prompts, samples=args.samples,
+              seed=args.seed, base=args.base, out=Path(args.out) if args.out else None, command=_command())
+
+
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
@@ -243,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompts", type=int, default=None)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-values-<kind>.json)")
+
+    p = add("lmc", cmd_lmc, "linear mode connectivity: guide with value models interpolated between two objectives")
+    p.add_argument("--task", required=True)
+    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--pair", default="0,1", help="the two objectives, by index (e.g. 0,2)")
+    p.add_argument("--steps", type=int, default=11, help="interpolation points t = 0 … 1")
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--split", default="test")
+    p.add_argument("--prompts", type=int, default=None)
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-lmc-<kind>.json)")
 
     p = add("react-calibrate", cmd_react_calibrate, "compute ReACT's per-objective corrections W_i, C_i for a task (unlabeled calibration)")
     p.add_argument("--task", required=True)

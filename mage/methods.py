@@ -163,10 +163,13 @@ class Engine:
         self.current = MergedPolicy(method, mu, merged.coefficients)
         if spec.guide is None:
             return self.policy.model, None
-        bank = self.guidance(spec.guide)
-        members = bank.merged(mu) if spec.mode == "merged" else bank.ensemble(mu)
-        guide = ExplicitGuide(members, strength, self.top_k) if spec.guide == "explicit" else ImplicitGuide(members, strength)
-        return self.policy.model, guide
+        return self.policy.model, self.guide(spec.guide, mu, strength, mode=spec.mode)
+
+    def guide(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):
+        """A guide from the value models of ``kind``: merged by ``weights`` into one model, or their ensemble."""
+        bank = self.guidance(kind)
+        members = bank.merged(weights) if mode == "merged" else bank.ensemble(weights)
+        return ExplicitGuide(members, strength, self.top_k) if kind == "explicit" else ImplicitGuide(members, strength)
 
     def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, strength: float = 1.0,
                  seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False, on_token=None) -> list[Generation]:

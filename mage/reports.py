@@ -144,3 +144,43 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
     for name, corr in per_objective.items():
         print(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}")
     return result
+
+
+def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: int = 11, strength: float = 1.0, split: str = "test", prompts: int | None = None,
+              samples: int = 1, seed: int = 0, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
+    """Linear mode connectivity of value models (SPEC §4): guide a fixed policy (Bone Soup at uniform μ)
+    with φ(t) = (1−t) φ_a + t φ_b for t = 0 … 1 and compare each objective's achieved reward with the
+    straight line between the endpoints. ``gap`` > 0 means above the chord (the paper's concave path)."""
+    from .methods import Engine
+
+    engine = Engine(task, base=base)
+    objectives = list(engine.task.objectives)
+    n = len(objectives)
+    a, b = pair
+    if not (0 <= a < n and 0 <= b < n and a != b):
+        raise ValueError(f"pair {pair} must name two different objectives by index 0..{n - 1} of {objectives}")
+    if steps < 3:
+        raise ValueError(f"steps={steps}: need at least 3 points (two endpoints and one between)")
+    started = time.time()
+    model, _ = engine.prepare("bone", [1.0 / n] * n)  # the policy stays fixed; only the guide moves
+    rows = []
+    for k in range(steps):
+        t = k / (steps - 1)
+        weights = [0.0] * n
+        weights[a], weights[b] = 1.0 - t, t
+        print(f"mage: LMC {kind} t={t:.2f}", flush=True)
+        point = evaluate_model(model, engine.policy.tokenizer, engine.task, guide=engine.guide(kind, weights, strength), split=split, samples=samples,
+                               seed=seed, max_prompts=prompts)
+        rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
+    gaps = {}
+    for o in objectives:
+        first, last = rows[0]["means"][o], rows[-1]["means"][o]
+        inner = [r["means"][o] - ((1 - r["t"]) * first + r["t"] * last) for r in rows[1:-1]]
+        gaps[o] = {"mean_gap": sum(inner) / len(inner), "fraction_above": sum(g > 0 for g in inner) / len(inner)}
+    result = {"task": task, "kind": kind, "pair": [objectives[a], objectives[b]], "policy": "bone at uniform μ", "strength": strength, "split": split,
+              "n_prompts": rows[0] and len(rows[0]["per_prompt"][objectives[0]]), "samples_per_prompt": samples, "seed": seed, "rows": rows, "chord_gap": gaps,
+              "wall_time_s": round(time.time() - started, 1), "command": command}
+    write_json_atomic(out or RESULTS / f"{task}-lmc-{kind}.json", result)
+    for o, g in gaps.items():
+        print(f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f}, inner points above {g['fraction_above']:.0%}")
+    return result

@@ -57,3 +57,16 @@ def test_value_check_writes_correlations_for_every_objective_and_the_grid(tiny_c
         for at in ("end", "half"):
             assert math.isnan(corr[at]) or -1.0 <= corr[at] <= 1.0
     assert [m["weights"] for m in result["merged"]][0] == [0.0, 1.0] and len(result["merged"]) == 11
+
+
+def test_lmc_curve_interpolates_between_two_value_models(tiny_checkpoints, tmp_path):
+    from mage.reports import lmc_curve
+
+    _, base = tiny_checkpoints
+    result = lmc_curve("summary", "implicit", steps=3, strength=2.0, prompts=2, base=str(base), out=tmp_path / "lmc.json")
+    assert [r["t"] for r in result["rows"]] == [0.0, 0.5, 1.0] and result["pair"] == ["faithful", "concise"]
+    for o in ("faithful", "concise"):
+        first, mid, last = (r["means"][o] for r in result["rows"])
+        assert result["chord_gap"][o]["mean_gap"] == pytest.approx(mid - (first + last) / 2)
+    with pytest.raises(ValueError, match="two different objectives"):
+        lmc_curve("summary", "implicit", pair=(1, 1), base=str(base))
