@@ -139,7 +139,8 @@ def cmd_evaluate(args) -> None:
     from .sweep import SweepConfig, run_sweep
 
     config = SweepConfig(task=args.task, methods=tuple(args.methods.split(",")), prompts=args.prompts, samples=args.samples, seed=args.seed,
-                         split=args.split, strength=args.strength, base=args.base, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                         split=args.split, strength=args.strength, base=args.base, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                         beta=args.beta)
     result = run_sweep(config, Path(args.out) if args.out else None)
     for method, s in result.get("summary", {}).items():
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)")
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json)")
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .decoding import SamplingConfig
 from .evaluation import EVAL_SAMPLING, evaluate_point
 from .io import open_journal, read_journal, sha256_file, sha256_text, write_json_atomic
+from .merging import DEFAULT_BETA
 from .methods import Engine, get_method
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
 from .parallel import barrier, rank_world
@@ -56,6 +57,7 @@ class SweepConfig:
     temperature: float = EVAL_SAMPLING["temperature"]
     top_p: float = EVAL_SAMPLING["top_p"]
     grid: tuple[tuple[float, ...], ...] | None = None  # None = SPEC §4's grid
+    beta: float = DEFAULT_BETA  # which Bone-Soup backbones (checkpoints/<task>/backbones-b<β>) bone / aba / mage-* use
 
 
 def _point_key(config: SweepConfig, method: str, weights) -> str:
@@ -74,7 +76,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     task = get_task(config.task)
     grid = [list(p) for p in config.grid] if config.grid else preference_grid(len(task.objectives))
     rank, world = rank_world()
-    engine = engine or Engine(task, base=config.base)
+    engine = engine or Engine(task, base=config.base, beta=config.beta)
     fingerprint = fingerprint_model(engine.policy.model) + "-" + checkpoint_hash(engine)
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     points = [(m, w) for m in config.methods for w in grid]
