@@ -174,6 +174,13 @@ def cmd_lmc(args) -> None:
               seed=args.seed, base=args.base, out=Path(args.out) if args.out else None, command=_command())
 
 
+def cmd_figures(args) -> None:
+    from .plots import all_figures
+
+    for path in all_figures(args.results, args.out, png=not args.no_png):
+        print(path)
+
+
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
@@ -330,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None)
+
+    p = add("figures", cmd_figures, "Plotly figures (HTML, and PNG when static export works) from the results files")
+    p.add_argument("--results", default="assets/results")
+    p.add_argument("--out", default="assets/figures")
+    p.add_argument("--no-png", action="store_true")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)

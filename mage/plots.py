@@ -65,3 +65,90 @@ def front_figure_3d(result: dict, methods: Sequence[str] | None = None) -> go.Fi
                                        marker=dict(size=4, color=PALETTE.get(method))))
     fig.update_layout(scene=dict(xaxis_title=objectives[0], yaxis_title=objectives[1], zaxis_title=objectives[2]), title=f"{result['task']}: all objectives")
     return fig
+
+
+def lmc_figure(result: dict) -> go.Figure:
+    """Achieved reward along the value-model interpolation φ(t), each objective with its chord."""
+    fig = go.Figure()
+    ts = [r["t"] for r in result["rows"]]
+    for i, o in enumerate(result["rows"][0]["means"]):
+        color = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][i % 4]
+        ys = [r["means"][o] for r in result["rows"]]
+        errs = [r["stderr"][o] for r in result["rows"]]
+        fig.add_trace(go.Scatter(x=ts, y=ys, error_y=dict(type="data", array=errs), mode="lines+markers", name=o, line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=[ts[0], ts[-1]], y=[ys[0], ys[-1]], mode="lines", line=dict(color=color, dash="dash"), name=f"{o}: chord", showlegend=False))
+    a, b = result["pair"]
+    fig.update_layout(title=f"{result['task']}: {result['kind']} value models interpolated {a} (t=0) → {b} (t=1); dashed: chord",
+                      xaxis_title="t", yaxis_title="mean reward", template="plotly_white")
+    return fig
+
+
+def overlay_figure(results: dict[str, dict], method: str, *, axes: tuple[int, int] = (0, 1), title: str = "") -> go.Figure:
+    """One method's front from several results files (e.g. Bone Soup at β = 0.6 / 0.7 / 0.8), labelled by key."""
+    fig = go.Figure()
+    for label, result in results.items():
+        objectives = result["objectives"]
+        pts, _ = _points(result, method, axes)
+        if not pts:
+            continue
+        front = sorted(pareto_front(pts))
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=label, legendgroup=label))
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", legendgroup=label, showlegend=False, hoverinfo="skip"))
+    first = next(iter(results.values()))
+    fig.update_layout(title=title, xaxis_title=first["objectives"][axes[0]], yaxis_title=first["objectives"][axes[1]], template="plotly_white")
+    return fig
+
+
+def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
+    """``<stem>.html`` always; ``<stem>.png`` when static export works (kaleido + a chromium on the PATH)."""
+    from pathlib import Path
+
+    from .io import write_text_atomic
+
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stem.with_suffix(".html"), fig.to_html(include_plotlyjs="cdn", full_html=True))
+    written = [str(stem.with_suffix(".html"))]
+    if png:
+        try:
+            from .io import write_bytes_atomic
+
+            write_bytes_atomic(stem.with_suffix(".png"), fig.to_image(format="png", width=900, height=650))
+            written.append(str(stem.with_suffix(".png")))
+        except Exception as err:  # kaleido missing or no browser: HTML only, say so
+            print(f"mage: no PNG for {stem.name} ({type(err).__name__}: {err}); the HTML is written")
+    return written
+
+
+def all_figures(results_dir="assets/results", out_dir="assets/figures", *, png: bool = True) -> list[str]:
+    """Every figure the results files in ``results_dir`` allow: fronts (pairwise + 3-D), merged vs ensemble,
+    LMC curves, the β ablation (``<task>-beta<β>.json`` next to ``<task>.json``)."""
+    import json
+    from itertools import combinations
+    from pathlib import Path
+
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    written = []
+    for task_file in sorted(results_dir.glob("*.json")):
+        name = task_file.stem
+        if "-" in name:
+            continue
+        result = json.loads(task_file.read_text())
+        if "records" not in result:
+            continue
+        n = len(result["objectives"])
+        for axes in combinations(range(n), 2):
+            written += save_figure(front_figure(result, axes=axes), out_dir / f"{name}-front-{result['objectives'][axes[0]]}-{result['objectives'][axes[1]]}", png=png)
+        if n == 3:
+            written += save_figure(front_figure_3d(result), out_dir / f"{name}-front-3d", png=png)
+        methods = {r["method"] for r in result["records"]}
+        for kind in ("i", "e"):
+            if {f"mage-{kind}", f"ensemble-{kind}"} <= methods:
+                written += save_figure(front_figure(result, methods=[f"mage-{kind}", f"ensemble-{kind}", "bone"], title=f"{name}: merged vs ensemble guidance ({kind})"),
+                                       out_dir / f"{name}-merged-vs-ensemble-{kind}", png=png)
+        betas = {f"β = {p.stem.split('-beta')[1]}": json.loads(p.read_text()) for p in sorted(results_dir.glob(f"{name}-beta*.json"))}
+        if betas:
+            written += save_figure(overlay_figure({**betas, "β = 0.7": result}, "bone", title=f"{name}: Bone Soup fronts by β"), out_dir / f"{name}-beta-ablation", png=png)
+    for lmc_file in sorted(results_dir.glob("*-lmc-*.json")):
+        written += save_figure(lmc_figure(json.loads(lmc_file.read_text())), out_dir / lmc_file.stem, png=png)
+    return written

@@ -29,3 +29,23 @@ def test_projection_axes_and_3d_view():
     fig = front_figure(RESULT, axes=(1, 2), methods=["rs"])
     assert fig.layout.xaxis.title.text == "b" and fig.layout.yaxis.title.text == "c" and len(fig.data) == 2
     assert len(front_figure_3d(RESULT).data) == 2
+
+
+def test_all_figures_writes_fronts_ablation_and_lmc(tmp_path):
+    import json
+
+    from mage.plots import all_figures
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text(json.dumps(RESULT))
+    (results / "summary-beta0.6.json").write_text(json.dumps(RESULT))
+    (results / "summary-ingredients.json").write_text(json.dumps({"rows": {}}))  # other files are left alone
+    lmc = {"task": "summary", "kind": "implicit", "pair": ["faithful", "concise"],
+           "rows": [{"t": t, "means": {"faithful": 0.5 + t / 10, "concise": 0.4 - t / 10}, "stderr": {"faithful": 0.01, "concise": 0.01}} for t in (0, 0.5, 1)]}
+    (results / "summary-lmc-implicit.json").write_text(json.dumps(lmc))
+    written = all_figures(results, tmp_path / "figures", png=False)
+    names = sorted(p.split("/")[-1] for p in written)
+    assert names == ["summary-beta-ablation.html", "summary-front-3d.html", "summary-front-a-b.html", "summary-front-a-c.html", "summary-front-b-c.html",
+                     "summary-lmc-implicit.html"]
+    assert all((tmp_path / "figures" / n).stat().st_size > 1000 for n in names)
