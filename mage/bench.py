@@ -9,6 +9,7 @@ Parts:
 - ``decode`` — per-token decode time of the merged policy vs the untouched base model.
 - ``guided`` — per-step time and peak memory of every guided variant vs plain decoding, K = 2, 3, 4.
 - ``app``    — slider move → first streamed token and → full response in the app's service.
+- ``react``  — ReACT's W_μ for a new μ, calibration vs n, decode overhead of the corrected head.
 """
 from __future__ import annotations
 
@@ -274,4 +275,46 @@ def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -
     return results
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app}
+def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dict:
+    """ReACT: W_μ for a new μ (n = 3, D = 576), the closed-form calibration step vs n (linear), and the
+    decode overhead of the corrected head vs the plain merged model (the uniform soup)."""
+    from .decoding import SamplingConfig, generate
+    from .merging import Soup
+    from .models import load_base
+    from .react import CorrectedHead, ReactState, correction
+
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(hidden, hidden, generator=gen, dtype=torch.float64) / hidden ** 0.5
+    states = [(z, z + 0.1 * mix @ z) for z in (torch.randn(hidden, tokens, generator=gen, dtype=torch.float64) for _ in range(4))]
+    results = {"hidden": hidden, "calibration_tokens_per_objective": tokens, "goal": "W_mu for a new mu <= 10 ms (D = 576, n = 3)"}
+    calib = {}
+    for n in (1, 2, 3, 4):
+        calib[n] = timed(lambda: [correction(zm, z) for zm, z in states[:n]], max(3, repeats // 5))
+    results["calibration_closed_form"] = {str(n): t for n, t in calib.items()}
+    results["calibration_ratio_n4_over_n1"] = calib[4]["median_s"] / calib[1]["median_s"]
+    pairs = [correction(zm, z) for zm, z in states[:3]]
+    state = ReactState(["a", "b", "c"], torch.stack([w for w, _ in pairs]), torch.stack([c for _, c in pairs]), {})
+    prefs = iter([[0.2 + 0.01 * (i % 50), 0.3, 0.5] for i in range(10**6)])
+    results["w_mu_new_preference_explicit"] = timed(lambda: state.for_preference(next(prefs)), 4 * repeats)  # W_μ formed: a solve with D right-hand sides
+    results["w_mu_new_preference"] = timed(lambda: state.factored(next(prefs)), 4 * repeats)  # what decoding uses: one Cholesky
+    results["ratio_explicit_over_factored"] = results["w_mu_new_preference_explicit"]["median_s"] / results["w_mu_new_preference"]["median_s"]
+    # decode overhead: the corrected head on the merged model vs the plain merged model
+    model, tokenizer = load_base()
+    adapters, source = _adapters(model, tokenizer, 3)
+    Soup(model, adapters).apply([1 / 3] * 3)
+    head = model.lm_head
+    corrected = CorrectedHead(head, state.factored([1 / 3] * 3))
+    prompts = [[{"role": "user", "content": "Tell me about the sea."}]]
+    config = SamplingConfig(max_new_tokens=48, greedy=True)
+    for label, h in (("merged", head), ("react", corrected)):
+        model.lm_head = h
+        steps = len(generate(model, tokenizer, prompts, config)[0].token_ids)
+        t = timed(lambda: generate(model, tokenizer, prompts, config), max(3, repeats // 4))
+        results[f"decode_{label}"] = {**t, "tokens": steps, "s_per_token": t["median_s"] / max(1, steps)}
+    model.lm_head = head
+    results["adapters"] = source
+    results["decode_ratio_react_over_merged"] = results["decode_react"]["s_per_token"] / results["decode_merged"]["s_per_token"]
+    return results
+
+
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react}

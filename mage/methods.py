@@ -154,7 +154,7 @@ class Engine:
             self.current = MergedPolicy(method, mu, [])
             return ProductOfExperts(experts, mu), None
         if spec.policy == "react":
-            w = self.react_state().for_preference(mu)
+            w = self.react_state().factored(mu)
             uniform = self.policy.merge("rs", [1.0 / len(mu)] * len(mu))
             self.current = MergedPolicy(method, mu, uniform.coefficients)
             self.policy.model.lm_head = CorrectedHead(self._head, w)

@@ -43,23 +43,49 @@ def correction(z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = DEF
     return w, c
 
 
-def preference_correction(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """W_μ = (Σ μ_i W_i C_i)(Σ μ_i C_i)⁻¹: one D×D solve per preference."""
-    numerator = sum(m * (w.double() @ c.double()) for m, w, c in zip(weights, ws, cs))
+def preference_correction(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor], weights: Sequence[float], *,
+                          products: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """W_μ = (Σ μ_i W_i C_i)(Σ μ_i C_i)⁻¹: one D×D solve per preference (``products`` = the W_i C_i,
+    which do not depend on μ, precomputed)."""
+    products = products if products is not None else [w.double() @ c.double() for w, c in zip(ws, cs)]
+    numerator = sum(m * p for m, p in zip(weights, products))
     denominator = sum(m * c.double() for m, c in zip(weights, cs))
     return torch.linalg.solve(denominator, numerator.T).T  # denominator is symmetric
 
 
-class CorrectedHead(torch.nn.Module):
-    """The output head applied to W h: logits = head(h Wᵀ). Swap it in for ``lm_head``."""
+class FactoredCorrection:
+    """W_μ = N D⁻¹ kept factored: N = Σ μ_i W_i C_i and the Cholesky factor of D = Σ μ_i C_i.
 
-    def __init__(self, head: torch.nn.Module, w: torch.Tensor):
+    A new μ costs one Cholesky factorisation (D³/3 flops) instead of forming W_μ (a solve with D
+    right-hand sides, 2D³); applying it costs two triangular solves and a product per token,
+    O(D²), small next to a decoder layer. float64 throughout, as the calibration.
+    """
+
+    def __init__(self, numerator: torch.Tensor, denominator: torch.Tensor):
+        self.numerator = numerator.double()
+        self.chol = torch.linalg.cholesky(denominator.double())
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        flat = hidden.reshape(-1, hidden.shape[-1]).double().T  # (D, M)
+        return (self.numerator @ torch.cholesky_solve(flat, self.chol)).T.reshape(hidden.shape).to(hidden.dtype)
+
+    def matrix(self) -> torch.Tensor:
+        return self.numerator @ torch.cholesky_inverse(self.chol)
+
+
+class CorrectedHead(torch.nn.Module):
+    """The output head applied to W h: logits = head(W h). Swap it in for ``lm_head``.
+    ``w``: a (D, D) matrix or a :class:`FactoredCorrection`."""
+
+    def __init__(self, head: torch.nn.Module, w: "torch.Tensor | FactoredCorrection"):
         super().__init__()
         self.head = head
-        self.register_buffer("w_t", w.T.to(head.weight).contiguous(), persistent=False)
+        self.factored = w if isinstance(w, FactoredCorrection) else None
+        if self.factored is None:
+            self.register_buffer("w_t", w.T.to(head.weight).contiguous(), persistent=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(hidden @ self.w_t)
+        return self.head(self.factored(hidden) if self.factored is not None else hidden @ self.w_t)
 
     @property
     def weight(self):  # tied-embedding code paths read lm_head.weight
@@ -75,8 +101,16 @@ class ReactState:
     cs: torch.Tensor
     meta: dict
 
+    def __post_init__(self):
+        self._products = [w.double() @ c.double() for w, c in zip(self.ws, self.cs)]  # W_i C_i, once
+
     def for_preference(self, weights: Sequence[float]) -> torch.Tensor:
-        return preference_correction(list(self.ws), list(self.cs), weights).float()
+        return preference_correction(list(self.ws), list(self.cs), weights, products=self._products).float()
+
+    def factored(self, weights: Sequence[float]) -> FactoredCorrection:
+        """W_μ for decoding: one Cholesky factorisation per preference (see :class:`FactoredCorrection`)."""
+        numerator = sum(m * p for m, p in zip(weights, self._products))
+        return FactoredCorrection(numerator, sum(m * c for m, c in zip(weights, self.cs)))
 
     def save(self, path: str | Path) -> None:
         meta = {k: str(v) for k, v in self.meta.items()} | {"objectives": ",".join(self.objectives)}

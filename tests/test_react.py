@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mage.react import CorrectedHead, correction, preference_correction, procrustes
+from mage.react import CorrectedHead, ReactState, correction, preference_correction, procrustes
 
 D, N = 6, 40
 
@@ -91,3 +91,20 @@ def test_react_method_with_one_hot_preference_corrects_toward_that_expert(tiny_c
     assert len(gens[0].token_ids) <= 3
     plain = engine.generate("rs", [0.5, 0.5], ["Some news."], SamplingConfig(max_new_tokens=3, greedy=True))  # head restored
     assert engine.policy.model.lm_head is engine._head and plain[0].token_ids is not None
+
+
+def test_factored_correction_equals_the_explicit_w_mu_and_decodes_the_same():
+    gen = torch.Generator().manual_seed(7)
+    D, N = 12, 40
+    pairs = []
+    for _ in range(3):
+        zm = torch.randn(D, N, generator=gen, dtype=torch.float64)
+        pairs.append(correction(zm, zm + 0.2 * torch.randn(D, N, generator=gen, dtype=torch.float64)))
+    state = ReactState(["a", "b", "c"], torch.stack([w for w, _ in pairs]), torch.stack([c for _, c in pairs]), {})
+    for mu in ([0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5]):
+        explicit = preference_correction([w for w, _ in pairs], [c for _, c in pairs], mu)
+        factored = state.factored(mu)
+        assert torch.allclose(factored.matrix(), explicit, atol=1e-9)
+        h = torch.randn(2, 5, D, generator=gen)
+        head = torch.nn.Linear(D, 9, bias=False)
+        assert torch.allclose(CorrectedHead(head, factored)(h), CorrectedHead(head, explicit.float())(h), atol=1e-5)
