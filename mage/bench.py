@@ -10,6 +10,7 @@ Parts:
 - ``guided`` — per-step time and peak memory of every guided variant vs plain decoding, K = 2, 3, 4.
 - ``app``    — slider move → first streamed token and → full response in the app's service.
 - ``react``  — ReACT's W_μ for a new μ, calibration vs n, decode overhead of the corrected head.
+- ``sweep``  — evaluation-sweep throughput vs plain batched generation of the same merged model.
 """
 from __future__ import annotations
 
@@ -317,4 +318,40 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
     return results
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react}
+def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> dict:
+    """Evaluation-sweep throughput (generation + scoring + journaling, one grid point per method call)
+    relative to plain batched ``generate`` of the same merged model on the same prompts, same run."""
+    import os
+    import tempfile
+    from unittest import mock
+
+    from .decoding import SamplingConfig, generate
+    from .evaluation import EVAL_SAMPLING
+    from .methods import Engine
+    from .sweep import SweepConfig, run_sweep
+    from .tasks import get_task
+
+    t = get_task(task)
+    engine = Engine(t)
+    grid = ((0.2, 0.8), (0.8, 0.2)) if len(t.objectives) == 2 else ((0.6, 0.2, 0.2), (0.2, 0.2, 0.6))
+    sampling = SamplingConfig(max_new_tokens=t.max_new_tokens, **EVAL_SAMPLING)
+    inputs = [ex.input for ex in t.examples("test")[:prompts]]
+    results = {"task": task, "prompts": prompts, "grid_points": len(grid)}
+
+    def plain():
+        for mu in grid:
+            model, _ = engine.prepare("bone", mu)
+            generate(model, engine.policy.tokenizer, [t.messages(x) for x in inputs], sampling, seeds=list(range(len(inputs))), batch_size=16)
+
+    def sweep():
+        with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"MAGE_CACHE_DIR": cache}):  # nothing cached: every point generated
+            run_sweep(SweepConfig(task=task, methods=("bone",), prompts=prompts, grid=grid), engine=engine, write=False)
+
+    results["plain_generate"] = timed(plain, max(1, repeats), warmup=0)
+    results["sweep"] = timed(sweep, max(1, repeats), warmup=0)
+    results["throughput_ratio_sweep_over_plain"] = results["plain_generate"]["median_s"] / results["sweep"]["median_s"]
+    results["goal"] = "sweep throughput >= 0.9x plain batched generate"
+    return results
+
+
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep}
