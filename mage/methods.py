@@ -66,9 +66,9 @@ class GuidanceBank:
     ``ensemble(μ)`` returns the n value models as separate members weighted by μ_i.
     """
 
-    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None):
+    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None, device: str | None = "cpu"):
         self.task, self.kind = task, kind
-        self.model, self.tokenizer = load_base(base)
+        self.model, self.tokenizer = load_base(base, device=device)
         if policy_tokenizer is not None and fingerprint_tokenizer(policy_tokenizer) != fingerprint_tokenizer(self.tokenizer):
             raise ValueError(f"the {kind} guidance models use a different tokenizer than the policy; fix: train value models on the policy's base model")
         fps = dict(base_fingerprint=fingerprint_model(self.model), tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer))
@@ -99,10 +99,12 @@ class GuidanceBank:
 class Engine:
     """One task: the stage-1 policy bank plus lazily loaded guidance banks and MOD experts."""
 
-    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, top_k: int = 10, policy: PolicyBank | None = None):
+    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, top_k: int = 10, policy: PolicyBank | None = None,
+                 device: str | None = "cpu"):
+        """``device``: "cpu" (default), "cuda", or None / "auto" for a GPU when present."""
         self.task = get_task(task) if isinstance(task, str) else task
-        self.base, self.top_k = base, top_k
-        self.policy = policy or PolicyBank(self.task, base=base, beta=beta)
+        self.base, self.top_k, self.device = base, top_k, device
+        self.policy = policy or PolicyBank(self.task, base=base, beta=beta, device=device)
         self._guides: dict[str, GuidanceBank] = {}
         self._experts: list[torch.nn.Module] | None = None
         self._react = None
@@ -125,7 +127,7 @@ class Engine:
 
     def guidance(self, kind: str) -> GuidanceBank:
         if kind not in self._guides:
-            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer)
+            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, device=self.device)
         return self._guides[kind]
 
     def experts(self) -> list[torch.nn.Module]:

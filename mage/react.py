@@ -66,6 +66,8 @@ class FactoredCorrection:
         self.chol = torch.linalg.cholesky(denominator.double())
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.chol.device != hidden.device:
+            self.numerator, self.chol = self.numerator.to(hidden.device), self.chol.to(hidden.device)
         flat = hidden.reshape(-1, hidden.shape[-1]).double().T  # (D, M)
         return (self.numerator @ torch.cholesky_solve(flat, self.chol)).T.reshape(hidden.shape).to(hidden.dtype)
 

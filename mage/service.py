@@ -98,7 +98,7 @@ class Service:
     def engine(self, task: str) -> Engine:
         with self._load_lock:
             if task not in self._engines:
-                self._engines[task] = Engine(task, base=self.base)
+                self._engines[task] = Engine(task, base=self.base, device=self.device())  # a GPU when present
             return self._engines[task]
 
     def _request(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int, temperature: float, top_p: float,
