@@ -14,13 +14,16 @@ import os
 
 import gradio as gr
 
-from mage.service import MAX_NEW_TOKENS, METHOD_LABELS, Service
+from mage.service import MAX_METHODS, MAX_NEW_TOKENS, MAX_STRENGTH, METHOD_LABELS, Service
 from mage.tasks import TASKS
 
 SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"))
 MAX_OBJECTIVES = max(len(t.objectives) for t in TASKS.values())
-SLOTS = 4  # methods shown side by side
+SLOTS = MAX_METHODS  # methods shown side by side
 LIVE_POINTS = 24  # live samples a session keeps on its plot
+# requests decoding at once: 1 suits a 2-core CPU Space (merges are serialised per task anyway);
+# more lets requests of the two tasks overlap, and lets the tests race sessions against the lock
+CONCURRENCY = int(os.environ.get("MAGE_CONCURRENCY", "1"))
 EXAMPLES = {
     "assistant": ["How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."],
     "summary": [TASKS["summary"].examples("test")[0].input, TASKS["summary"].examples("test")[1].input],
@@ -76,20 +79,24 @@ def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tok
         live: list, *sliders: float):
     """Stream every chosen method's reply; at the end add the scores to this session's plot points."""
     names = _names(task)
+    settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, greedy=greedy, strength=strength)
+    try:
+        SERVICE.validate(task, prompt, sliders[: len(names)], methods, **settings)  # bad input: a clear message, nothing started
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
     if not SERVICE.loaded(task):
         yield [gr.skip(), "Loading the models for this task (the first start builds the default model's cache; about a minute)…", gr.skip(),
                *[gr.skip()] * (3 * SLOTS)]
     replies, notices = [], []
     try:
-        for replies, notices in SERVICE.stream(task, prompt, sliders[: len(names)], methods[:SLOTS], max_new_tokens=max_new_tokens, temperature=temperature,
-                                               top_p=top_p, seed=seed, greedy=greedy, strength=strength):
+        for replies, notices in SERVICE.stream(task, prompt, sliders[: len(names)], methods, **settings):
             running = next((r.label for r in replies if not r.done), None)
             yield [gr.skip(), f"Generating with **{running}**…" if running else "", gr.skip(), *_slot_updates(replies)]
-    except ValueError as err:
-        raise gr.Error(str(err)) from None
+    except Exception as err:  # e.g. a model that cannot load: say what happened instead of a bare "Error"
+        raise gr.Error(f"generation failed: {type(err).__name__}: {err}") from None
     for notice in notices:
         gr.Info(notice)
-    live = ([*(live or []), *[r.point() for r in replies if r.scores]])[-LIVE_POINTS:]
+    live = ([*(live or []), *[r.point(task) for r in replies if r.scores]])[-LIVE_POINTS:]
     yield [pareto(task, live, *sliders), "  \n".join(notices), live, *_slot_updates(replies)]
 
 
@@ -110,7 +117,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
             methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["mage-i", "bone", "rs"], label="Methods (up to 4 side by side)",
                                        elem_id="methods")
             with gr.Accordion("Generation settings", open=False):
-                strength = gr.Slider(0, 5, value=1.0, step=0.1, label="Guidance strength w (MAGE, ensembles, base + guidance)")
+                strength = gr.Slider(0, MAX_STRENGTH, value=1.0, step=0.1, label="Guidance strength w (MAGE, ensembles, base + guidance)")
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
@@ -133,16 +140,16 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
     examples.click(lambda sample: sample[0], examples, prompt, api_name=False)
     task.change(slider_updates, task, [*sliders, grid, examples, live], api_name="task_objectives").then(
         show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
-    grid.change(set_from_grid, [task, grid], sliders, api_name=False)
+    grid.change(set_from_grid, [task, grid], sliders, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
     for s in sliders:
         s.change(show_weights, [task, *sliders], weights_md, api_name=False)
         s.release(pareto, [task, live, *sliders], plot, api_name=False)
     inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, *sliders]
     outputs = [plot, status, live, *slots]
-    button.click(run, inputs, outputs, api_name="generate", concurrency_limit=1)
-    prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=1)
+    button.click(run, inputs, outputs, api_name="generate", concurrency_limit=CONCURRENCY, concurrency_id="generate")
+    prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate")
 
-demo.queue(max_size=16, default_concurrency_limit=1)
+demo.queue(max_size=16, default_concurrency_limit=1)  # a bounded queue: the 17th waiting request is refused
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="mage Gradio app")

@@ -28,11 +28,31 @@ log = logging.getLogger("mage.service")
 RESULTS_DIR = Path(os.environ.get("MAGE_RESULTS") or Path(__file__).resolve().parent.parent / "assets" / "results")  # cached sweeps the plot draws
 MAX_PROMPT_CHARS = 4000  # longer prompts are truncated (with a notice)
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
+MAX_METHODS = 4  # methods side by side
+MAX_STRENGTH = 5.0
 
 METHOD_LABELS = {"mage-i": "MAGE (implicit guidance)", "mage-e": "MAGE (explicit guidance)", "bone": "Bone Soup", "rs": "Rewarded Soup",
                  "mod": "MOD", "ensemble-i": "Bone Soup + implicit ensemble", "ensemble-e": "Bone Soup + explicit ensemble",
                  "sft+i": "Base + implicit guidance", "sft+e": "Base + explicit guidance", "aba": "Bone Soup, no inverse (ABA)", "react": "ReACT", "base": "Base model"}
 assert set(METHOD_LABELS) == set(METHODS)
+
+
+class _Cancelled(Exception):
+    """Raised inside a decode whose consumer went away."""
+
+
+@dataclass
+class Request:
+    """A validated request (see :meth:`Service.validate`)."""
+
+    task: str
+    prompt: str
+    mu: list[float]
+    methods: list[str]
+    sampling: SamplingConfig
+    seed: int
+    strength: float
+    notices: list[str]
 
 
 @dataclass
@@ -45,8 +65,8 @@ class Reply:
     error: str = ""
     done: bool = True
 
-    def point(self) -> dict:
-        return {"method": self.method, "scores": dict(self.scores)}
+    def point(self, task: str = "") -> dict:
+        return {"task": task, "method": self.method, "scores": dict(self.scores)}
 
 
 class Service:
@@ -72,14 +92,18 @@ class Service:
         points (``{"method", "scores"}``, e.g. :meth:`Reply.point`) added; None when no results are cached."""
         from .plots import front_figure
 
+        name = get_task(task).name
+        live = [p for p in live if p.get("scores") and p.get("task", name) == name]
         result = self.results(task)
-        if result is None:
-            return None
+        if result is None:  # no cached sweep: the live points alone, and how to get the fronts
+            result = {"task": name, "objectives": self.objectives(task), "records": []}
+            title = f"{name}: no cached fronts yet (python -m mage evaluate --task {name}); stars = your samples"
+            return front_figure(result, live=live, title=title)
         try:
             mu = self.preference(task, sliders) if sliders is not None else None
         except ValueError:
             mu = None
-        return front_figure(result, highlight=mu, live=[p for p in live if p.get("scores")])
+        return front_figure(result, highlight=mu, live=live)
 
     def cached_preferences(self, task: str) -> list[tuple[str, list[float]]]:
         """The preference grid points of the cached results as (label, μ), for setting the sliders."""
@@ -101,9 +125,10 @@ class Service:
                 self._engines[task] = Engine(task, base=self.base, device=self.device())  # a GPU when present
             return self._engines[task]
 
-    def _request(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int, temperature: float, top_p: float,
-                 seed: int, greedy: bool) -> tuple[str, list[float], SamplingConfig, list[str]]:
-        """Validate a request: (prompt, μ, sampling, notices), or ValueError naming the problem and the fix."""
+    def validate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
+                 top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> Request:
+        """Check a request: a :class:`Request`, or ValueError naming the problem and the fix."""
+        get_task(task)
         notices = []
         prompt = (prompt or "").strip()
         if not prompt:
@@ -116,59 +141,81 @@ class Service:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; use some of {list(METHODS)}")
+        if len(methods) > MAX_METHODS:
+            notices.append(f"showing the first {MAX_METHODS} of the {len(methods)} methods ticked")
+            methods = list(methods)[:MAX_METHODS]
         if not (isinstance(seed, (int, float)) and math.isfinite(seed) and 0 <= seed < 2**31):
             raise ValueError(f"seed {seed} is out of range; use a whole number from 0 to 2147483647")
         if not (isinstance(max_new_tokens, (int, float)) and math.isfinite(max_new_tokens) and max_new_tokens >= 1):
             raise ValueError(f"max new tokens {max_new_tokens} is out of range; use a whole number from 1 to {MAX_NEW_TOKENS}")
         if max_new_tokens > MAX_NEW_TOKENS:
             notices.append(f"max new tokens capped at {MAX_NEW_TOKENS} (asked {int(max_new_tokens)})")
+        if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
+            raise ValueError(f"guidance strength {strength} is out of range; use a number from 0 to {MAX_STRENGTH}")
         mu = self.preference(task, sliders)
         sampling = SamplingConfig(max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy)
-        return prompt, mu, sampling, notices
+        return Request(get_task(task).name, prompt, mu, list(methods), sampling, int(seed), float(strength), notices)
 
-    def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
-               top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> Iterator[tuple[list[Reply], list[str]]]:
+    def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **settings) -> Iterator[tuple[list[Reply], list[str]]]:
         """Generate with each method in turn for the sliders' preference, yielding (replies, notices) after
         every new token; a finished reply carries its scores (or its error). Validation errors raise
-        ValueError before anything is yielded. Each method merges and decodes holding the task's lock."""
-        prompt, mu, sampling, notices = self._request(task, prompt, sliders, methods, max_new_tokens=max_new_tokens, temperature=temperature,
-                                                      top_p=top_p, seed=seed, greedy=greedy)
-        engine = self.engine(task)
-        replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in methods]
-        for reply in replies:
-            events: queue.Queue = queue.Queue()
+        ValueError before anything is yielded (``settings``: see :meth:`validate`). Each method merges and
+        decodes holding the task's lock; a consumer that stops reading cancels the decoding at the next token."""
+        req = self.validate(task, prompt, sliders, methods, **settings)
+        engine = self.engine(req.task)
+        replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in req.methods]
+        cancelled = threading.Event()
+        try:
+            for reply in replies:
+                yield from self._stream_one(engine, req, reply, replies, cancelled)
+        finally:
+            cancelled.set()  # a closed generator (the user left) stops the running decode
 
-            def work(method=reply.method):
+    def _stream_one(self, engine: Engine, req: Request, reply: Reply, replies: list[Reply], cancelled: threading.Event):
+        events: queue.Queue = queue.Queue()
+
+        def on_token(ids: list[int]) -> None:
+            if cancelled.is_set():
+                raise _Cancelled
+            events.put(ids[0])
+
+        def work() -> None:
+            try:
+                with self._locks[req.task]:
+                    gen = engine.generate(reply.method, req.mu, [req.prompt], req.sampling, strength=req.strength, seed=req.seed, on_token=on_token)[0]
+                    coefs = engine.current.coefficients if reply.method != "react" else []
+                events.put(("done", gen, coefs))
+            except _Cancelled:
+                events.put(("error", "cancelled"))
+            except CheckpointError as err:
+                events.put(("error", str(err)))
+            except Exception as err:  # one failing method must not take the others' replies with it
+                log.exception("method %s failed", reply.method)
+                events.put(("error", f"{reply.method} failed: {type(err).__name__}: {err}"))
+
+        threading.Thread(target=work, daemon=True, name=f"mage-{reply.method}").start()
+        ids: list[int] = []
+        while True:
+            event = events.get()
+            if isinstance(event, int):
+                if event >= 0:
+                    ids.append(event)
+                    reply.text = engine.policy.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    yield replies, req.notices
+                continue
+            if event[0] == "done":
+                _, gen, reply.coefficients = event
+                reply.text = gen.text
                 try:
-                    with self._locks[task]:
-                        gen = engine.generate(method, mu, [prompt], sampling, strength=strength, seed=int(seed), on_token=lambda ids: events.put(ids[0]))[0]
-                        coefs = engine.current.coefficients if method != "react" else []
-                    events.put(("done", gen, coefs))
-                except CheckpointError as err:
-                    events.put(("error", str(err)))
-                except Exception as err:  # one failing method must not take the others' replies with it
-                    log.exception("method %s failed", method)
-                    events.put(("error", f"{method} failed: {type(err).__name__}: {err}"))
-
-            threading.Thread(target=work, daemon=True, name=f"mage-{reply.method}").start()
-            ids: list[int] = []
-            while True:
-                event = events.get()
-                if isinstance(event, int):
-                    if event >= 0:
-                        ids.append(event)
-                        reply.text = engine.policy.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                        yield replies, notices
-                    continue
-                if event[0] == "done":
-                    _, gen, reply.coefficients = event
-                    reply.text = gen.text
-                    reply.scores = {k: v[0] for k, v in score_all(engine.task.objectives, [prompt], [gen.text]).items()}
-                else:
-                    reply.text, reply.error = "", event[1]
-                reply.done = True
-                yield replies, notices
-                break
+                    reply.scores = {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()}
+                except Exception as err:  # the reply stays; only its scores are missing
+                    log.exception("scoring failed")
+                    reply.error = f"scoring failed: {type(err).__name__}: {err}"
+            else:
+                reply.text, reply.error = "", event[1]
+            reply.done = True
+            yield replies, req.notices
+            return
 
     def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **kwargs) -> tuple[list[Reply], list[str]]:
         """:meth:`stream` to the end: (replies, notices)."""

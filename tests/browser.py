@@ -38,6 +38,18 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
             box.click()
             page.get_by_role("option", name=task).click()
             page.wait_for_function("(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=30_000)
+            page.wait_for_function("(t) => document.querySelector('#pareto').innerText.includes(t + ':')", arg=task, timeout=30_000)  # the new task's plot
+        grid = page.locator("#grid-point input")
+        if grid.count():  # a cached grid point sets the sliders
+            grid.click()
+            options = page.get_by_role("option")
+            if options.count():
+                label = options.first.inner_text()
+                options.first.click()
+                value = float(label.split(",")[0].split()[-1])
+                page.wait_for_function("(v) => Math.abs(parseFloat(document.querySelector('#slider-0 input[type=number]').value) - v) < 1e-6", arg=value,
+                                       timeout=30_000)
+                seen["grid_point"], seen["slider_after_grid"] = label, float(page.locator("#slider-0 input[type=number]").input_value())
         before = page.locator("#weights").inner_text()
         number = page.locator("#slider-0 input[type=number]")
         number.fill(str(slider))

@@ -35,7 +35,7 @@ def results_dir(tiny_checkpoints, tmp_path_factory):
 def server(tiny_checkpoints, results_dir):
     _, base = tiny_checkpoints
     port = _free_port()
-    env = {**os.environ, "MAGE_BASE": str(base), "MAGE_RESULTS": str(results_dir)}
+    env = {**os.environ, "MAGE_BASE": str(base), "MAGE_RESULTS": str(results_dir), "MAGE_CONCURRENCY": "4"}  # sessions really overlap
     log = open(results_dir / "app.log", "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -97,6 +97,7 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
     out = Path(os.environ.get("MAGE_SCREENSHOTS", tmp_path))
     seen = drive(server, out, task="summary", slider=0.2)
     assert "faithful" in seen["weights"] and seen["weights"] != seen["weights_before"]
+    assert seen["grid_point"].startswith("faithful") and seen["slider_after_grid"] == float(seen["grid_point"].split(",")[0].split()[-1])
     assert seen["heads"][:3] == ["MAGE (implicit guidance)", "Bone Soup", "Rewarded Soup"]
     assert len(seen["texts"]) == 3 and seen["plot_changed"] and seen["live_in_plot"]
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])

@@ -69,3 +69,49 @@ def test_concurrent_requests_with_different_preferences_equal_the_same_requests_
         together = list(pool.map(one, requests * 2))
     assert together == alone * 2
     assert len({c for _, c in [(t, tuple(c)) for t, c in alone]}) > 2  # the requests did merge differently
+
+
+def test_settings_out_of_range_and_caps_are_explained(service):
+    with pytest.raises(ValueError, match="guidance strength 9.0 is out of range"):
+        service.generate("summary", "x", [1, 1], ["bone"], max_new_tokens=2, strength=9.0)
+    with pytest.raises(ValueError, match="max new tokens 0 is out of range"):
+        service.generate("summary", "x", [1, 1], ["bone"], max_new_tokens=0)
+    replies, notices = service.generate("summary", "x", [1, 1], ["base", "rs", "bone", "aba", "base"], max_new_tokens=2, greedy=True)
+    assert len(replies) == 4 and any("first 4 of the 5" in n for n in notices)
+    req = service.validate("summary", "x", [1, 1], ["base"], max_new_tokens=10_000)
+    assert req.sampling.max_new_tokens == 256 and any("capped at 256" in n for n in req.notices)
+
+
+def test_a_consumer_that_leaves_releases_the_lock(service, monkeypatch):
+    import time
+
+    engine = service.engine("summary")
+    steps = []
+    original = engine.generate
+
+    def counting(*args, on_token=None, **kwargs):
+        def count(ids):
+            steps.append(ids)
+            on_token(ids)
+        return original(*args, on_token=count, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", counting)
+    stream = service.stream("summary", "Storms hit the coast overnight.", [1, 1], ["base"], max_new_tokens=256)
+    next(stream)  # decoding has started and holds the task's lock
+    stream.close()  # the user went away
+    deadline = time.time() + 30
+    while service._locks["summary"].locked() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not service._locks["summary"].locked()
+    assert len(steps) < 50  # the decode stopped at the next token, not at the 256-token cap
+
+
+def test_plot_without_cached_results_still_shows_live_points(service, monkeypatch, tmp_path):
+    from mage import service as service_module
+
+    monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)  # nothing cached
+    live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "concise": 0.7}},
+            {"task": "assistant", "method": "rs", "scores": {"helpful": 0.5, "harmless": 0.9, "humorous": 0.1}}]  # another task's point is skipped
+    fig = service.pareto_figure("summary", [1, 1], live)
+    assert "mage evaluate --task summary" in fig.layout.title.text
+    assert [t.name for t in fig.data] == ["live: bone"]
