@@ -112,13 +112,30 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def recover_dir(path: str | Path) -> None:
-    """If a crash fell between the two renames of :func:`atomic_dir`, put the previous version back."""
+    """After a crash: if it fell between the two renames of :func:`atomic_dir`, put the previous
+    version back; remove scratch folders that dead processes left behind."""
     path = Path(path)
-    if not path.exists() and path.parent.is_dir():
+    if not path.parent.is_dir():
+        return
+    if not path.exists():
         for old in sorted(path.parent.glob(f".{path.name}.old-*")):
             os.replace(old, path)
             break
+    for scratch in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = scratch.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -49,3 +49,20 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path):
     (old / "a.txt").write_text("v1")
     recover_dir(target)
     assert (target / "a.txt").read_text() == "v1" and not old.exists()
+
+
+def test_scratch_folders_of_dead_processes_are_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+
+    from mage.io import atomic_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".ckpt.tmp-{dead}"
+    stale.mkdir()
+    (stale / "half.bin").write_bytes(b"x")
+    alive = tmp_path / f".ckpt.tmp-{os.getppid()}"  # a live process's scratch is left alone
+    alive.mkdir()
+    with atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert not stale.exists() and alive.exists() and (tmp_path / "ckpt" / "a.txt").read_text() == "new"
