@@ -70,9 +70,12 @@ class StubEngine:
 
     task = SimpleNamespace(name="assistant", objectives=("helpful", "harmless", "humorous"))
     current = SimpleNamespace(coefficients=[1.0, 0.0, 0.0])
+    policy = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids, skip_special_tokens=True: "ok"))
 
-    def generate(self, method, mu, inputs, sampling, strength, seed):
+    def generate(self, method, mu, inputs, sampling, strength, seed, on_token=None):
         assert len(inputs) == 1 and len(inputs[0]) <= 4000 and sampling.max_new_tokens <= 256
+        if on_token is not None:
+            on_token([1])
         return [Generation("ok", [1], True)]
 
 
@@ -92,17 +95,35 @@ TEXT = st.one_of(st.text(max_size=200), st.text(alphabet=st.characters(blacklist
                  st.sampled_from(["", "   ", "\x00\x01\x1b[31m", "مرحبا 你好 👋", "\n\t"]))
 
 
-@MANY
-@given(prompt=TEXT, sliders=st.lists(FLOATS, max_size=4), methods=st.lists(st.sampled_from(["bone", "rs", "mage-i", "nope"]), max_size=3),
-       max_new_tokens=st.integers(-10, 10_000), temperature=FLOATS, top_p=FLOATS, seed=st.one_of(st.integers(-5, 2**40), st.floats()))
-def test_service_generate_works_or_refuses_clearly(service, prompt, sliders, methods, max_new_tokens, temperature, top_p, seed):
-    try:
-        replies, notices = service.generate("assistant", prompt, sliders, methods, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    except ValueError as err:
-        assert str(err) and len(str(err)) < 500
-        return
-    assert len(replies) == len(methods) and all(r.text == "ok" for r in replies)
-    assert bool(notices) == (len(prompt.strip()) > 4000)
+VALID = dict(sliders=st.lists(st.floats(0.01, 1), min_size=3, max_size=3), max_new_tokens=st.integers(1, 256), temperature=st.floats(0.1, 2),
+             top_p=st.floats(0.05, 1), seed=st.integers(0, 100), strength=st.floats(0, 5))
+ANY = dict(sliders=st.lists(FLOATS, max_size=4), max_new_tokens=st.integers(-10, 10_000), temperature=FLOATS, top_p=FLOATS,
+           seed=st.one_of(st.integers(-5, 2**40), st.floats()), strength=FLOATS)
+SETTINGS = st.fixed_dictionaries({k: st.one_of(VALID[k], ANY[k]) for k in VALID})  # each setting valid or not, independently
+
+
+def test_service_generate_works_or_refuses_clearly(service):
+    worked = []
+
+    @MANY
+    @given(prompt=st.one_of(TEXT, st.text(alphabet="abc xyz?", min_size=1, max_size=50).filter(str.strip)),
+           methods=st.one_of(st.lists(st.sampled_from(["bone", "rs", "mage-i", "nope"]), max_size=6), st.lists(st.sampled_from(["bone", "rs", "mage-i"]), min_size=1, max_size=6)),
+           settings=SETTINGS)
+    def run(prompt, methods, settings):
+        settings = dict(settings)
+        sliders, max_new_tokens = settings.pop("sliders"), settings["max_new_tokens"]
+        try:
+            replies, notices = service.generate("assistant", prompt, sliders, methods, **settings)
+        except ValueError as err:
+            assert str(err) and len(str(err)) < 500
+            return
+        assert len(replies) == min(len(methods), 4) and all(r.text == "ok" and not r.error for r in replies)
+        assert any("truncated" in n for n in notices) == (len(prompt.strip()) > 4000)
+        assert any("capped" in n for n in notices) == (max_new_tokens > 256)
+        worked.append(1)
+
+    run()
+    assert len(worked) > 50  # the success path was exercised, not only the refusals (~10 % of examples)
 
 
 @settings(max_examples=200, deadline=None)
