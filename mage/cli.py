@@ -57,6 +57,7 @@ def _sampling(args, task) -> SamplingConfig:
 
 
 def cmd_generate(args) -> None:
+    from .io import clean_text
     from .methods import Engine, get_method
     from .objectives import score_all
     from .tasks import get_task
@@ -64,6 +65,7 @@ def cmd_generate(args) -> None:
     task = get_task(args.task)
     sampling = _sampling(args, task)
     get_method(args.method)
+    args.prompt = clean_text(args.prompt)  # invalid UTF-8 in argv arrives as surrogate escapes
     if not args.prompt.strip():
         raise SystemExit("mage generate: --prompt is empty; fix: pass the request (or article) to respond to")
     engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates)

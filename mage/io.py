@@ -47,6 +47,16 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def clean_text(text: str) -> str:
+    """Text safe to tokenise: bytes that were not UTF-8 (a command line's surrogate escapes) become
+    U+FFFD; lone surrogates from a client become "?"."""
+    return text.encode("utf-8", "surrogateescape" if _has_escapes(text) else "replace").decode("utf-8", "replace")
+
+
+def _has_escapes(text: str) -> bool:
+    return any(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .adapters import CheckpointError
+from .io import clean_text
 from .decoding import SamplingConfig
 from .merging import normalize_weights
 from .models import DEFAULT_BASE, pick_device
@@ -130,7 +131,7 @@ class Service:
         """Check a request: a :class:`Request`, or ValueError naming the problem and the fix."""
         get_task(task)
         notices = []
-        prompt = (prompt or "").strip()
+        prompt = clean_text(prompt or "").strip()
         if not prompt:
             raise ValueError("the prompt is empty; type a request (or paste an article for the summary task)")
         if len(prompt) > MAX_PROMPT_CHARS:

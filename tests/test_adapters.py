@@ -72,3 +72,15 @@ def test_corrupted_manifest_is_named(saved):
     (folder / "mage_manifest.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="mage_manifest.json is corrupted"):
         load_adapter(folder, **fps)
+
+
+def test_no_pickle_loading_and_no_remote_code_anywhere():
+    """Safetensors only: no torch.load / pickle / joblib in the library or the app; trust_remote_code never set."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [*root.joinpath("mage").rglob("*.py"), root / "app.py"]
+    pattern = re.compile(r"torch\.load\(|import pickle|pickle\.load|joblib\.load|trust_remote_code\s*=\s*True|weights_only\s*=\s*False")
+    offenders = [f"{p.relative_to(root)}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []

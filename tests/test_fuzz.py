@@ -5,6 +5,8 @@ generation path is covered by the other tests.
 """
 from __future__ import annotations
 
+import json
+
 import math
 from types import SimpleNamespace
 
@@ -126,10 +128,29 @@ def test_service_generate_works_or_refuses_clearly(service):
     assert len(worked) > 50  # the success path was exercised, not only the refusals (~10 % of examples)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(max_size=12), max_size=6))
-def test_cli_parser_never_crashes_on_odd_arguments(argv):
+SUBCOMMANDS = ["train", "train-set", "train-values", "value-check", "lmc", "react-calibrate", "generate", "objectives", "table", "evaluate",
+               "choose-strength", "figures", "pool-stats", "bench", "build-base"]
+
+
+@MANY
+@given(st.sampled_from(SUBCOMMANDS), st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["--task", "--weights", "--kind", "--method", "-h"])), max_size=6))
+def test_cli_parser_never_crashes_on_odd_arguments(command, argv):
     try:
-        build_parser().parse_args(["generate", *argv])
+        build_parser().parse_args([command, *argv])
     except SystemExit as exit_:
         assert exit_.code in (0, 2)
+
+
+def test_invalid_utf8_on_the_command_line_is_replaced_or_refused(tiny_checkpoints):
+    import os
+    import subprocess
+    import sys
+
+    _, base = tiny_checkpoints
+    run = lambda *args: subprocess.run([os.fsencode(sys.executable), b"-m", b"mage", *args], capture_output=True, env=dict(os.environ), timeout=300)  # noqa: E731
+    out = run(b"generate", b"--task", b"summary", b"--method", b"base", b"--weights", b"1,1", b"--prompt", b"caf\xe9 \xff\xfe news",
+              b"--base", os.fsencode(str(base)), b"--max-new-tokens", b"3", b"--json")
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-1500:]
+    assert json.loads(out.stdout.decode("utf-8").strip().splitlines()[-1])["task"] == "summary"
+    bad = run(b"generate", b"--task", b"summary", b"--weights", b"1,\xff", b"--prompt", b"x")
+    assert bad.returncode == 2 and b"Traceback" not in bad.stderr and b"weights" in bad.stderr
