@@ -154,3 +154,19 @@ def test_invalid_utf8_on_the_command_line_is_replaced_or_refused(tiny_checkpoint
     assert json.loads(out.stdout.decode("utf-8").strip().splitlines()[-1])["task"] == "summary"
     bad = run(b"generate", b"--task", b"summary", b"--weights", b"1,\xff", b"--prompt", b"x")
     assert bad.returncode == 2 and b"Traceback" not in bad.stderr and b"weights" in bad.stderr
+
+
+@MANY
+@given(task=st.sampled_from(["assistant", "summary"]), sliders=st.one_of(st.none(), st.lists(FLOATS, max_size=4)),
+       live=st.lists(st.fixed_dictionaries({"task": st.sampled_from(["assistant", "summary", ""]), "method": st.sampled_from(["bone", "x"]),
+                                            "scores": st.dictionaries(st.sampled_from(["helpful", "harmless", "humorous", "faithful", "concise"]), st.floats(-1, 1))}),
+                     max_size=4))
+def test_pareto_figure_and_preference_never_crash(service, task, sliders, live):
+    live = [p for p in live if set(p["scores"]) >= set(service.objectives(p["task"] or task))]  # complete points, as the app stores them
+    service.pareto_figure(task, sliders, live)
+    try:
+        mu = service.preference(task, sliders or [])
+    except ValueError as err:
+        assert "fix" in str(err) or "objectives" in str(err) or "zero" in str(err)
+    else:
+        assert abs(sum(mu) - 1) < 1e-9
