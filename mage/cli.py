@@ -207,6 +207,10 @@ def _command() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mage", description="mage: controllable multi-objective generation (Bone Soup, MAGE, ReACT)")
+    parser.add_argument("--preset", choices=["paper"], default=None, help="register the papers' tasks (hh, reddit) and reward models (docs/SCALE.md)")
+    parser.add_argument("--preset-data", action="append", default=[], metavar="TASK=SOURCE", help="a preset task's data: hub id or local JSONL")
+    parser.add_argument("--preset-rm", action="append", default=[], metavar="OBJECTIVE=SOURCE", help="a preset objective's reward model: folder or hub id")
+    parser.add_argument("--preset-sizes", default=None, metavar="TRAIN,VAL,TEST", help="prompts per split of the preset tasks (default 2000,200,500)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
@@ -358,9 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{what} {item!r} is not name=source; fix: e.g. {'hh=data/hh.jsonl' if what == '--preset-data' else 'rm-helpful=models/rm'}")
+        out[key] = value
+    return out
+
+
+def install_preset(args) -> None:
+    from .presets import PRESETS
+
+    sizes = tuple(int(x) for x in args.preset_sizes.split(",")) if args.preset_sizes else None
+    if sizes is not None and (len(sizes) != 3 or min(sizes) < 1):
+        raise ValueError(f"--preset-sizes {args.preset_sizes!r}; fix: three positive counts, train,validation,test (e.g. 2000,200,500)")
+    PRESETS[args.preset](data=_pairs(args.preset_data, "--preset-data"), reward_models=_pairs(args.preset_rm, "--preset-rm"), **({"sizes": sizes} if sizes else {}))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.preset:
+            install_preset(args)
         args.fn(args)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"mage {args.command}: error: {err}") from None

@@ -117,6 +117,13 @@ def _examples(name: str) -> tuple[Example, ...]:
     return tuple(TASKS[name].load_examples())
 
 
+def register_task(task: Task) -> Task:
+    """Add (or replace) a task, e.g. from a preset (:mod:`mage.presets`)."""
+    TASKS[task.name] = task
+    _examples.cache_clear()
+    return task
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; fix: use one of {sorted(TASKS)}")

@@ -110,10 +110,15 @@ def _lora(config: "TrainConfig"):
     return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
 
 
-def _common_args(config: "TrainConfig", scratch: str) -> dict:
-    """Trainer arguments right for a CPU (TRL's defaults assume bf16 on a GPU)."""
+def use_bf16() -> bool:
+    """bf16 where it is fast (a GPU that supports it, e.g. the papers' scale); fp32 on a CPU."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _common_args(config, scratch: str) -> dict:  # config: anything with learning_rate, batch_size, seed
+    """Trainer arguments right for this machine: fp32 on a CPU (TRL's defaults assume bf16 on a GPU), bf16 on a GPU that has it."""
     return dict(output_dir=scratch, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size, logging_steps=5,
-                save_strategy="no", report_to=[], seed=config.seed, bf16=False, fp16=False, gradient_checkpointing=False,
+                save_strategy="no", report_to=[], seed=config.seed, bf16=use_bf16(), fp16=False, gradient_checkpointing=use_bf16(),
                 use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
 
 

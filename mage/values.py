@@ -33,7 +33,7 @@ from .io import atomic_dir, write_bytes_atomic, write_text_atomic
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
-from .training import _jsonable, default_pool, git_commit, sft_examples, standardize
+from .training import _common_args, _jsonable, default_pool, git_commit, sft_examples, standardize
 
 KINDS = ("explicit", "implicit")
 HEAD_FILE = "value_head.safetensors"
@@ -159,10 +159,8 @@ def fit_implicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
     pairs = preference_pairs(pool, objective)
     data = Dataset.from_list([{"prompt": task.messages(w["input"]), "chosen": [{"role": "assistant", "content": w["response"]}],
                                "rejected": [{"role": "assistant", "content": l["response"]}]} for w, l in pairs])
-    args = CPOConfig(output_dir=scratch, loss_type="sigmoid", cpo_alpha=0.0, beta=config.implicit_beta, learning_rate=config.learning_rate,
-                     num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size, logging_steps=5, save_strategy="no",
-                     report_to=[], seed=config.seed, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=not torch.cuda.is_available(),
-                     max_length=1024, dataloader_num_workers=0)
+    args = CPOConfig(**_common_args(config, scratch), loss_type="sigmoid", cpo_alpha=0.0, beta=config.implicit_beta, num_train_epochs=config.epochs,
+                     max_length=1024)
     # wrap in LoRA ourselves: CPOTrainer reseeds with args.seed before it would draw the A matrices
     trainer = CPOTrainer(model=_lora_model(model, config), args=args, train_dataset=data, processing_class=tokenizer)
     result = trainer.train()

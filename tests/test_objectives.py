@@ -50,23 +50,6 @@ def test_bad_input_is_refused():
         bad(["a"], ["b"])
 
 
-@pytest.fixture(scope="module")
-def tiny_reward_model(tmp_path_factory):
-    """A 2-label sequence classifier saved to a folder: the stand-in for a hub reward model."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    from mage.models import tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("rm")
-    tok = tiny_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                       num_key_value_heads=1, num_labels=2, pad_token_id=tok.pad_token_id))
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder, model.eval(), tok
-
-
 @pytest.mark.parametrize("fmt, logit_index", [("hh", 0), ("pair", 1), ("response+post", 0), ("response", 1)])
 def test_reward_model_objective_uses_the_papers_input_conventions(tiny_reward_model, fmt, logit_index):
     folder, model, tok = tiny_reward_model
