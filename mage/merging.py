@@ -36,10 +36,12 @@ def normalize_weights(weights: Sequence[float], n: int) -> list[float]:
             raise ValueError(f"weight {w!r} in {values} is not a finite number; fix: use numbers like 0.2,0.8")
         if w < 0:
             raise ValueError(f"weight {w} in {values} is negative; fix: weights are preferences, use values >= 0")
-    total = float(sum(values))
-    if total <= 0:
+    largest = max((float(w) for w in values), default=0.0)
+    if largest <= 0:
         raise ValueError(f"weights {values} are all zero; fix: give at least one objective a positive weight")
-    return [float(w) / total for w in values]
+    scaled = [float(w) / largest for w in values]  # first into [0, 1]: a sum of huge weights would overflow
+    total = sum(scaled)
+    return [w / total for w in scaled]
 
 
 def bone_matrix(n: int, beta: float = DEFAULT_BETA) -> torch.Tensor:
