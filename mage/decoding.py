@@ -8,6 +8,7 @@ guide (or strength 0) the loop is plain decoding of the policy.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -25,6 +26,12 @@ class SamplingConfig:
     greedy: bool = False
 
     def __post_init__(self):
+        for name in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise ValueError(f"bad sampling setting: {name}={value!r} is not a number; fix: e.g. temperature=1.0, top_p=0.9, max_new_tokens=48")
+        if not isinstance(self.greedy, bool):
+            raise ValueError(f"bad sampling setting: greedy={self.greedy!r}; fix: True or False")
         checks = [
             (1 <= self.max_new_tokens <= 4096, f"max_new_tokens={self.max_new_tokens} must be in [1, 4096]"),
             (math.isfinite(self.temperature) and self.temperature > 0, f"temperature={self.temperature} must be > 0"),

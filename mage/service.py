@@ -118,7 +118,7 @@ class Service:
 
     def preference(self, task: str, sliders: Sequence[float]) -> list[float]:
         """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
-        return normalize_weights([float(s) for s in sliders], len(get_task(task).objectives))
+        return normalize_weights(list(sliders), len(get_task(task).objectives))  # names a non-number, NaN, negative or all-zero slider
 
     def engine(self, task: str) -> Engine:
         with self._load_lock:

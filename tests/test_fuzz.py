@@ -99,8 +99,9 @@ TEXT = st.one_of(st.text(max_size=200), st.text(alphabet=st.characters(blacklist
 
 VALID = dict(sliders=st.lists(st.floats(0.01, 1), min_size=3, max_size=3), max_new_tokens=st.integers(1, 256), temperature=st.floats(0.1, 2),
              top_p=st.floats(0.05, 1), seed=st.integers(0, 100), strength=st.floats(0, 5))
-ANY = dict(sliders=st.lists(FLOATS, max_size=4), max_new_tokens=st.integers(-10, 10_000), temperature=FLOATS, top_p=FLOATS,
-           seed=st.one_of(st.integers(-5, 2**40), st.floats()), strength=FLOATS)
+WRONG = st.one_of(st.none(), st.text(max_size=3), st.booleans())  # wrong types
+ANY = dict(sliders=st.lists(st.one_of(FLOATS, WRONG), max_size=4), max_new_tokens=st.one_of(st.integers(-10, 10_000), WRONG), temperature=st.one_of(FLOATS, WRONG),
+           top_p=st.one_of(FLOATS, WRONG), seed=st.one_of(st.integers(-5, 2**40), st.floats(), WRONG), strength=st.one_of(FLOATS, WRONG))
 SETTINGS = st.fixed_dictionaries({k: st.one_of(VALID[k], ANY[k]) for k in VALID})  # each setting valid or not, independently
 
 
@@ -125,7 +126,7 @@ def test_service_generate_works_or_refuses_clearly(service):
         worked.append(1)
 
     run()
-    assert len(worked) > 50  # the success path was exercised, not only the refusals (~10 % of examples)
+    assert len(worked) > 25  # the success path was exercised, not only the refusals (~5 % of examples)
 
 
 SUBCOMMANDS = ["train", "train-set", "train-values", "value-check", "lmc", "react-calibrate", "generate", "objectives", "table", "evaluate",
