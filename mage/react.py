@@ -47,10 +47,15 @@ def preference_correction(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor]
                           products: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """W_μ = (Σ μ_i W_i C_i)(Σ μ_i C_i)⁻¹: one D×D solve per preference (``products`` = the W_i C_i,
     which do not depend on μ, precomputed)."""
-    products = products if products is not None else [w.double() @ c.double() for w, c in zip(ws, cs)]
-    numerator = sum(m * p for m, p in zip(weights, products))
-    denominator = sum(m * c.double() for m, c in zip(weights, cs))
+    numerator, denominator = mix_corrections(ws, cs, weights, products=products)
     return torch.linalg.solve(denominator, numerator.T).T  # denominator is symmetric
+
+
+def mix_corrections(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor], weights: Sequence[float], *,
+                    products: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ μ_i W_i C_i, Σ μ_i C_i): the two factors of W_μ, in float64."""
+    products = products if products is not None else [w.double() @ c.double() for w, c in zip(ws, cs)]
+    return sum(m * p for m, p in zip(weights, products)), sum(m * c.double() for m, c in zip(weights, cs))
 
 
 class FactoredCorrection:
@@ -111,8 +116,7 @@ class ReactState:
 
     def factored(self, weights: Sequence[float]) -> FactoredCorrection:
         """W_μ for decoding: one Cholesky factorisation per preference (see :class:`FactoredCorrection`)."""
-        numerator = sum(m * p for m, p in zip(weights, self._products))
-        return FactoredCorrection(numerator, sum(m * c for m, c in zip(weights, self.cs)))
+        return FactoredCorrection(*mix_corrections(list(self.ws), list(self.cs), weights, products=self._products))
 
     def save(self, path: str | Path) -> None:
         meta = {k: str(v) for k, v in self.meta.items()} | {"objectives": ",".join(self.objectives)}
