@@ -161,7 +161,7 @@ def run_bench(part: str = "all", repeats: int = 20) -> None:
 
 # --------------------------------------------------------------------------- guided decoding
 
-GUIDED_VARIANTS = ("plain", "mage-i", "mage-e", "ensemble-i", "ensemble-e", "mod")
+GUIDED_VARIANTS = ("plain", "mage-i", "mage-i-separate", "mage-e", "ensemble-i", "ensemble-e", "mod")  # mage-i: fused (mage.fused), the default
 
 
 def _random_adapters(model, n: int, seed: int = 0):
@@ -177,6 +177,8 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
     """One (variant, K) measurement in a fresh process, so peak RSS belongs to it alone.
 
     Value models and experts are random rank-8 adapters: speed and memory do not depend on training.
+    ``mage-i`` is the fused path the Engine uses (guide rows through the policy's weights); ``mage-i-separate``
+    runs the same merged guide as a second model (the unfused baseline).
     """
     import copy
     import resource
@@ -190,9 +192,14 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
     torch.set_num_threads(2)
     mu = [1.0 / k_objectives] * k_objectives
     policy, tokenizer = load_base()
-    Soup(policy, _random_adapters(policy, k_objectives, seed=1)).apply(mu)  # the merged stage-1 policy
+    policy_soup = Soup(policy, _random_adapters(policy, k_objectives, seed=1))
+    policy_soup.apply(mu)  # the merged stage-1 policy
     guide, model = None, policy
-    if variant in ("mage-i", "mage-e", "ensemble-i", "ensemble-e"):
+    if variant == "mage-i":
+        from .fused import FusedImplicit, row_corrections
+
+        model = guide = FusedImplicit(policy, row_corrections(policy_soup, _random_adapters(policy, k_objectives, seed=2), mu), 1.0)
+    elif variant in ("mage-i-separate", "mage-e", "ensemble-i", "ensemble-e"):
         value_base, _ = load_base()
         soup = Soup(value_base, _random_adapters(value_base, k_objectives, seed=2))
         wrap = (lambda m: ExplicitValueModel(m, _new_head(m.config.hidden_size, 0))) if variant.endswith("-e") else (lambda m: m)
@@ -206,10 +213,9 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
                 members.append(Member(wrap(copy.deepcopy(value_base)), mu[j]))
         guide = ExplicitGuide(members, 1.0, top_k) if variant.endswith("-e") else ImplicitGuide(members, 1.0)
     elif variant == "mod":
-        soup = Soup(policy, _random_adapters(policy, k_objectives, seed=1))
         experts = []
         for j in range(k_objectives):
-            soup.apply([1.0 if i == j else 0.0 for i in range(k_objectives)])
+            policy_soup.apply([1.0 if i == j else 0.0 for i in range(k_objectives)])
             experts.append(copy.deepcopy(policy))
         model = ProductOfExperts(experts, mu)
     prompts = [[{"role": "user", "content": f"Tell me something about topic number {i}."}] for i in range(batch)]

@@ -150,7 +150,7 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
     new_tokens: list[torch.Tensor] = []
     # 2. prefill the policy (and the guide's own caches)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)  # the head runs on the last position only
     cache, logits = out.past_key_values, out.logits[:, -1, :].float()  # (B, V)
     if guide is not None:
         guide.start(input_ids, mask)
@@ -179,7 +179,7 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
         input_ids = torch.cat([input_ids, token[:, None]], dim=1)
         mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
         positions = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1, :].float()
         if guide is not None:
             guide.advance(token, mask)

@@ -52,7 +52,7 @@ class ImplicitGuide:
 
     @torch.no_grad()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        outs = [m.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), use_cache=True) for m in self.members]
+        outs = [m.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), use_cache=True, logits_to_keep=1) for m in self.members]
         self._caches = [o.past_key_values for o in outs]
         self._logits = [o.logits[:, -1, :].float() for o in outs]
 
@@ -66,7 +66,7 @@ class ImplicitGuide:
     def advance(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
         positions = (attention_mask.sum(-1, keepdim=True) - 1).clamp(min=0)
         for i, m in enumerate(self.members):
-            out = m.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions, past_key_values=self._caches[i], use_cache=True)
+            out = m.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions, past_key_values=self._caches[i], use_cache=True, logits_to_keep=1)
             self._caches[i], self._logits[i] = out.past_key_values, out.logits[:, -1, :].float()
 
 
@@ -154,9 +154,9 @@ class ProductOfExperts(torch.nn.Module):
             raise ValueError("MOD needs at least one expert with a non-zero weight")
         self.experts, self.weights = torch.nn.ModuleList([e for e, _ in active]), [w for _, w in active]
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, **kwargs):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, logits_to_keep: int = 0, **kwargs):
         caches = past_key_values or [None] * len(self.experts)
-        outs = [e(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=c, use_cache=use_cache)
+        outs = [e(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=c, use_cache=use_cache, logits_to_keep=logits_to_keep)
                 for e, c in zip(self.experts, caches)]
         logits = sum(w * torch.log_softmax(o.logits.float(), dim=-1) for w, o in zip(self.weights, outs))
         return SimpleNamespace(logits=logits, past_key_values=[o.past_key_values for o in outs])

@@ -20,6 +20,7 @@ import torch
 
 from .adapters import CheckpointError
 from .decoding import Generation, SamplingConfig, generate
+from .fused import FusedImplicit, row_corrections
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
 from .merging import DEFAULT_BETA, Soup, normalize_weights
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
@@ -66,15 +67,33 @@ class GuidanceBank:
     ``ensemble(μ)`` returns the n value models as separate members weighted by μ_i.
     """
 
-    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None, device: str | None = "cpu"):
-        self.task, self.kind = task, kind
-        self.model, self.tokenizer = load_base(base, device=device)
-        if policy_tokenizer is not None and fingerprint_tokenizer(policy_tokenizer) != fingerprint_tokenizer(self.tokenizer):
-            raise ValueError(f"the {kind} guidance models use a different tokenizer than the policy; fix: train value models on the policy's base model")
-        fps = dict(base_fingerprint=fingerprint_model(self.model), tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer))
+    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None, policy_model=None, device: str | None = "cpu"):
+        """With ``policy_model`` the value adapters are checked against the policy's base model and this
+        bank's own model copy is loaded only when first needed (the fused implicit path needs none)."""
+        self.task, self.kind, self.base, self.device = task, kind, base, device
+        self._policy_tokenizer = policy_tokenizer
+        self._model = self.tokenizer = self.soup = None
+        if policy_model is None:
+            self._load_model()
+            fps = dict(base_fingerprint=fingerprint_model(self._model), tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer))
+        else:
+            fps = dict(base_fingerprint=fingerprint_model(policy_model), tokenizer_fingerprint=fingerprint_tokenizer(policy_tokenizer))
         self.values = load_values(task, kind, **fps)
-        self.soup = Soup(self.model, [v.adapter for v in self.values])
         self._members: list[torch.nn.Module] | None = None
+
+    def _load_model(self) -> None:
+        self._model, self.tokenizer = load_base(self.base, device=self.device)
+        if self._policy_tokenizer is not None and fingerprint_tokenizer(self._policy_tokenizer) != fingerprint_tokenizer(self.tokenizer):
+            raise ValueError(f"the {self.kind} guidance models use a different tokenizer than the policy; fix: train value models on the policy's base model")
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The bank's own copy of the base model, the value adapters merged into it by :meth:`merged`."""
+        if self._model is None:
+            self._load_model()
+        if self.soup is None:
+            self.soup = Soup(self._model, [v.adapter for v in self.values])
+        return self._model
 
     def _wrap(self, model, heads_weights: Sequence[float]):
         if self.kind == "implicit":
@@ -82,11 +101,13 @@ class GuidanceBank:
         return ExplicitValueModel(model, merge_heads([v.head for v in self.values], heads_weights))
 
     def merged(self, weights: Sequence[float]) -> list[Member]:
+        model = self.model
         self.soup.apply(list(weights))
-        return [Member(self._wrap(self.model, weights), 1.0)]
+        return [Member(self._wrap(model, weights), 1.0)]
 
     def ensemble(self, weights: Sequence[float]) -> list[Member]:
         if self._members is None:  # n separate models: the ensemble's cost is the point
+            self.model  # noqa: B018 — loads the bank's model and soup
             self._members = []
             n = len(self.values)
             for j in range(n):
@@ -100,9 +121,12 @@ class Engine:
     """One task: the stage-1 policy bank plus lazily loaded guidance banks and MOD experts."""
 
     def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, top_k: int = 10, policy: PolicyBank | None = None,
-                 device: str | None = "cpu"):
-        """``device``: "cpu" (default), "cuda", or None / "auto" for a GPU when present."""
+                 device: str | None = "cpu", fused: bool = True):
+        """``device``: "cpu" (default), "cuda", or None / "auto" for a GPU when present. ``fused``: run the
+        merged implicit guide through the policy's own weights in one forward (:mod:`mage.fused`);
+        False runs it as a separate model (same decoding rule, for comparison)."""
         self.task = get_task(task) if isinstance(task, str) else task
+        self.fused = fused
         self.base, self.top_k, self.device = base, top_k, device
         self.policy = policy or PolicyBank(self.task, base=base, beta=beta, device=device)
         self._guides: dict[str, GuidanceBank] = {}
@@ -127,7 +151,7 @@ class Engine:
 
     def guidance(self, kind: str) -> GuidanceBank:
         if kind not in self._guides:
-            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, device=self.device)
+            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, policy_model=self.policy.model, device=self.device)
         return self._guides[kind]
 
     def experts(self) -> list[torch.nn.Module]:
@@ -165,6 +189,9 @@ class Engine:
         self.current = MergedPolicy(method, mu, merged.coefficients)
         if spec.guide is None:
             return self.policy.model, None
+        if self.fused and spec.guide == "implicit" and spec.mode == "merged":
+            fused = FusedImplicit(self.policy.model, row_corrections(self.policy.soup, [v.adapter for v in self.guidance("implicit").values], mu), strength)
+            return fused, fused
         return self.policy.model, self.guide(spec.guide, mu, strength, mode=spec.mode)
 
     def guide(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):

@@ -60,9 +60,11 @@ class SweepConfig:
     beta: float = DEFAULT_BETA  # which Bone-Soup backbones (checkpoints/<task>/backbones-b<β>) bone / aba / mage-* use
 
 
-def _point_key(config: SweepConfig, method: str, weights) -> str:
+def _point_key(config: SweepConfig, method: str, weights, checkpoints: str) -> str:
+    """A point's cache key: the settings, the method, μ and the hash of the checkpoints *that method* reads
+    (retraining the value models does not invalidate the cached Rewarded-Soup points)."""
     settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size")}
-    return sha256_text(json.dumps([settings, method, [round(w, 6) for w in weights]]))[:16]
+    return sha256_text(json.dumps([settings, method, [round(w, 6) for w in weights], checkpoints]))[:16]
 
 
 def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
@@ -77,7 +79,8 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     grid = [list(p) for p in config.grid] if config.grid else preference_grid(len(task.objectives))
     rank, world = rank_world()
     engine = engine or Engine(task, base=config.base, beta=config.beta)
-    fingerprint = fingerprint_model(engine.policy.model) + "-" + checkpoint_hash(engine)
+    fingerprint = fingerprint_model(engine.policy.model)
+    hashes = {m: checkpoint_hash(engine, m) for m in config.methods}
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     points = [(m, w) for m in config.methods for w in grid]
     mine = points[rank::world]
@@ -86,7 +89,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     started = time.time()
     with open_journal(journal) as f:
         for method, weights in tqdm(mine, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
-            key = _point_key(config, method, weights)
+            key = _point_key(config, method, weights, hashes[method])
             if key in done:
                 continue
             record = evaluate_point(engine, method, weights, strength=config.strength, split=config.split, samples=config.samples, seed=config.seed,
@@ -98,9 +101,9 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     result = None
     if rank == 0:
         by_key = {r["key"]: r for k in range(world) for r in read_journal(_journal(config, fingerprint, k))}
-        records = [by_key[_point_key(config, m, w)] for m, w in points]
+        records = [by_key[_point_key(config, m, w, hashes[m])] for m, w in points]
         result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
-                           hashes={"base_model": fingerprint_model(engine.policy.model), "checkpoints": checkpoint_hash(engine)})
+                           hashes={"base_model": fingerprint, "checkpoints": hashes})
         result["wall_time_s"] = round(time.time() - started, 1)
         if write:
             write_json_atomic(out or Path("assets/results") / f"{task.name}.json", result)
@@ -108,18 +111,25 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     return result or {}
 
 
-def checkpoint_hash(engine: Engine) -> str:
-    """A hash over every checkpoint a method may read — policy adapters, value models, ReACT file."""
+def checkpoint_hash(engine: Engine, method: str) -> str:
+    """A hash over the checkpoints ``method`` reads: its policy ingredients (experts or backbones), its
+    value models, and the ReACT file for ``react``."""
+    from .merging import get_merge_method
     from .react import react_path
     from .values import value_dir
 
-    task = engine.task
-    manifests = [p for kind in ("explicit", "implicit") for p in sorted(value_dir(task, kind).glob("*/mage_manifest.json"))]
-    digests = [json.dumps(a.meta.get("files", {}), sort_keys=True) for a in (engine.policy.soup.adapters if engine.policy.soup else [])]
-    digests += [sha256_file(p) for p in manifests]
-    if react_path(task).is_file():
+    task, spec = engine.task, get_method(method)
+    stage1 = "rs" if spec.policy in ("mod", "react") else spec.policy
+    digests = []
+    if stage1 != "base":
+        group = engine.policy.groups.get(get_merge_method(stage1).ingredients)
+        adapters = engine.policy.soup.adapters[group] if group is not None and engine.policy.soup else []
+        digests += [json.dumps(a.meta.get("files", {}), sort_keys=True) for a in adapters]
+    if spec.guide:
+        digests += [sha256_file(p) for p in sorted(value_dir(task, spec.guide).glob("*/mage_manifest.json"))]
+    if spec.policy == "react" and react_path(task).is_file():
         digests.append(sha256_file(react_path(task)))
-    return sha256_text("".join(digests))[:16]
+    return sha256_text(json.dumps([method, digests]))[:16]
 
 
 def summarise(task: str, objectives: list[str], records: list[dict], *, settings: dict, hashes: dict) -> dict:

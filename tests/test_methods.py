@@ -99,3 +99,34 @@ def test_implicit_value_models_start_from_init_seed_whatever_the_training_seed(t
 def test_mod_reports_the_preference_not_a_leftover_merge(engine):
     engine.prepare("mod", [0.3, 0.7])
     assert engine.current.method == "mod" and engine.current.weights == pytest.approx([0.3, 0.7])
+
+
+@pytest.mark.parametrize("policy_method", ["bone", "base"])
+def test_fused_implicit_guidance_equals_the_separate_guide_model(engine, tiny_checkpoints, policy_method):
+    """mage.fused runs the guide through the policy's weights plus (Δ_φ − Δ_π): the guide rows must give
+    the separately merged value model's logits, the policy rows the policy's own."""
+    from mage.fused import FusedImplicit, row_corrections
+
+    mu = [0.3, 0.7]
+    engine.policy.merge(policy_method, mu)
+    bank = engine.guidance("implicit")
+    fused = FusedImplicit(engine.policy.model, row_corrections(engine.policy.soup, [v.adapter for v in bank.values], mu), 1.0)
+    ids = engine.policy.tokenizer(["hello there", "a news article"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        policy_logits = engine.policy.model(**ids).logits[:, -1].float()
+        fused_logits = fused(ids["input_ids"], ids["attention_mask"]).logits[:, -1].float()
+        guide_logits = bank.merged(mu)[0].model(**ids).logits[:, -1].float()
+    assert torch.allclose(fused_logits, policy_logits, atol=1e-5)
+    assert torch.allclose(fused._logits[0], guide_logits, atol=1e-5)
+    assert (guide_logits - policy_logits).abs().max() > 1e-3  # the correction is not a no-op
+
+
+def test_fused_and_separate_mage_i_decode_the_same_tokens(tiny_checkpoints):
+    _, base = tiny_checkpoints
+    sampling = SamplingConfig(max_new_tokens=6)
+    runs = {}
+    for fused in (True, False):
+        e = Engine("summary", base=str(base), fused=fused)
+        runs[fused] = [[g.token_ids for g in e.generate(m, [0.6, 0.4], ["Some article text.", "Other text."], sampling, seed=3, strength=2.0)]
+                       for m in ("mage-i", "sft+i")]
+    assert runs[True] == runs[False]

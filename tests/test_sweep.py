@@ -39,6 +39,27 @@ def test_sweep_writes_the_documented_schema_and_resumes(tiny_checkpoints, tmp_pa
     assert [r["wall_time_s"] for r in again["records"]] == [r["wall_time_s"] for r in result["records"]]
 
 
+def test_a_point_depends_only_on_the_checkpoints_its_method_reads(tiny_checkpoints):
+    """Retraining the explicit value models must not throw away cached Rewarded-Soup or implicit points."""
+    from mage.methods import Engine
+    from mage.sweep import checkpoint_hash
+    from mage.values import value_dir
+
+    _, base = tiny_checkpoints
+    engine = Engine("summary", base=str(base))
+    methods = ("rs", "bone", "mod", "react", "mage-i", "mage-e", "sft+e")
+    before = {m: checkpoint_hash(engine, m) for m in methods}
+    assert len(set(before.values())) == len(methods)  # the method is part of the key
+    manifest = value_dir(engine.task, "explicit") / "faithful" / "mage_manifest.json"
+    original = manifest.read_bytes()
+    try:
+        manifest.write_bytes(original + b"\n")  # a retrained explicit value model
+        after = {m: checkpoint_hash(engine, m) for m in methods}
+    finally:
+        manifest.write_bytes(original)
+    assert [m for m in methods if after[m] != before[m]] == ["mage-e", "sft+e"]
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_same_results_as_one(tiny_checkpoints, tmp_path):
     _, base = tiny_checkpoints

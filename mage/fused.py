@@ -1,0 +1,94 @@
+"""Policy and merged implicit guidance in ONE forward through the shared base weights [ours].
+
+Decoding a small batch on a CPU is bound by reading the weights. The stage-1 policy and the merged
+implicit value model are the same base model with different low-rank deltas on the same modules:
+
+    policy:  W_0 + Δ_π            (Δ_π = Σ_j λ_j B_j A_j, already folded into the weights by the Soup)
+    guide:   W_0 + Δ_φ(μ)         (Δ_φ(μ) = Σ_i μ_i B'_i A'_i, the merged value adapters)
+
+so the guide's rows can run through the policy's folded weights plus a per-row correction
+Δ_φ(μ) − Δ_π, itself low rank (its factors are the two stacks side by side). :class:`FusedImplicit`
+duplicates the batch (rows ``[0, B)`` policy, ``[B, 2B)`` guide), adds the correction to the guide
+rows of each target linear through a forward hook, and hands the decoding loop the policy's logits
+while keeping the guide's for :meth:`FusedImplicit.adjust`. The base weights are read once per step
+for both models, and no second copy of the model is held in memory. The decoding rule is exactly
+:class:`mage.guidance.ImplicitGuide`'s (tested to agree with it).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .adapters import LoraAdapter
+from .guidance import ImplicitGuide, Member
+from .merging import Soup
+
+
+def stacked_factors(adapters: Sequence[LoraAdapter], coefs: Sequence[float], module: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(A, B) with B @ A = Σ_j c_j s_j B_j A_j over the adapters with c_j ≠ 0 (None when all are 0)."""
+    active = [(c, a) for c, a in zip(coefs, adapters) if c != 0]
+    if not active:
+        return None
+    a_cat = torch.cat([a.factors[module][0] for _, a in active], dim=0)
+    b_cat = torch.cat([c * a.scaling * a.factors[module][1] for c, a in active], dim=1)
+    return a_cat, b_cat
+
+
+def row_corrections(policy: Soup | None, values: Sequence[LoraAdapter], weights: Sequence[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per target module, low-rank factors (A, B) of Δ_φ(μ) − Δ_π: what turns the policy's folded
+    weights into the merged value model's."""
+    out = {}
+    for name in sorted(values[0].factors):
+        own = stacked_factors(policy.adapters, [-c for c in policy.coefficients], name) if policy is not None else None
+        parts = [f for f in (stacked_factors(values, weights, name), own) if f is not None]
+        if parts:
+            out[name] = (torch.cat([a for a, _ in parts], dim=0), torch.cat([b for _, b in parts], dim=1))
+    return out
+
+
+class FusedImplicit(torch.nn.Module, ImplicitGuide):
+    """A policy model and its merged implicit guide as one model (for the loop) and one guide (for ``adjust``).
+
+    Pass it to :func:`mage.decoding.generate` as both ``model`` and ``guide``.
+    """
+
+    def __init__(self, model: torch.nn.Module, corrections: dict[str, tuple[torch.Tensor, torch.Tensor]], strength: float):
+        torch.nn.Module.__init__(self)
+        ImplicitGuide.__init__(self, [Member(model, 1.0)], strength)
+        self.model = model
+        modules = dict(model.named_modules())
+        missing = sorted(set(corrections) - set(modules))
+        if missing:
+            raise ValueError(f"guidance adapters target modules {missing[:3]} that the policy model lacks; fix: train value models on the policy's base model")
+        weight = next(model.parameters())
+        self._targets = [(modules[name], a.to(weight).t().contiguous(), b.to(weight).t().contiguous()) for name, (a, b) in corrections.items()]
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, logits_to_keep: int = 0, **kwargs):
+        batch = input_ids.shape[0]
+
+        def correct(module, args, output, a_t=None, b_t=None):
+            x = args[0][batch:]
+            output[batch:] += (x @ a_t) @ b_t  # the guide's rows: W x + (Δ_φ − Δ_π) x
+            return output
+
+        def twice(t):
+            return None if t is None else torch.cat([t, t], dim=0)
+
+        handles = [m.register_forward_hook(lambda mod, args, out, a_t=a_t, b_t=b_t: correct(mod, args, out, a_t, b_t)) for m, a_t, b_t in self._targets]
+        try:
+            out = self.model(input_ids=twice(input_ids), attention_mask=twice(attention_mask), position_ids=twice(position_ids),
+                             past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+        finally:
+            for h in handles:
+                h.remove()
+        self._logits = [out.logits[batch:, -1, :].float()]
+        out.logits = out.logits[:batch]
+        return out
+
+    # the loop already ran the guide's rows inside forward(): nothing left to do here
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        pass
+
+    def advance(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        pass
