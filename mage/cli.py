@@ -87,7 +87,7 @@ def cmd_train_values(args) -> None:
 
     task = get_task(args.task)
     config = ValueConfig(kind=args.kind, base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed,
-                         pool=default_pool(task, max_prompts=args.max_prompts))
+                         pool=default_pool(task), train_prompts=args.max_prompts, train_samples=args.samples_per_prompt)
     for objective in args.objective or task.objectives:
         folder = value_dir(task, args.kind) / objective
         if (folder / "mage_manifest.json").is_file() and not args.force:
@@ -138,11 +138,16 @@ def cmd_table(args) -> None:
 def cmd_evaluate(args) -> None:
     from pathlib import Path
 
-    from .sweep import SweepConfig, run_sweep
+    from .sweep import SweepConfig, chosen_strengths, run_sweep
 
-    config = SweepConfig(task=args.task, methods=tuple(args.methods.split(",")), prompts=args.prompts, samples=args.samples, seed=args.seed,
-                         split=args.split, strength=args.strength, base=args.base, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                         beta=args.beta)
+    methods = tuple(args.methods.split(","))
+    # --strength sets every guided method's strength; without it each uses the one choose-strength picked (else 1.0)
+    chosen = {} if args.strength is not None else chosen_strengths(args.task, methods)
+    for method, strength in chosen.items():
+        print(f"mage: {method} at guidance strength {strength:g} (chosen on the validation split)")
+    config = SweepConfig(task=args.task, methods=methods, prompts=args.prompts, samples=args.samples, seed=args.seed,
+                         split=args.split, strength=1.0 if args.strength is None else args.strength, base=args.base, max_new_tokens=args.max_new_tokens,
+                         batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())))
     result = run_sweep(config, Path(args.out) if args.out else None)
     for method, s in result.get("summary", {}).items():
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
@@ -151,10 +156,10 @@ def cmd_evaluate(args) -> None:
 def cmd_choose_strength(args) -> None:
     from pathlib import Path
 
-    from .sweep import choose_strength
+    from .sweep import choose_strength, strength_file
 
     strengths = [float(s) for s in args.strengths.split(",")]
-    out = Path(args.out or f"assets/results/{args.task}-strength-{args.method}.json")
+    out = Path(args.out) if args.out else strength_file(args.task, args.method)
     choice = choose_strength(args.task, args.method, strengths, prompts=args.prompts, base=args.base, seed=args.seed, max_new_tokens=args.max_new_tokens, out=out)
     for row in choice["rows"]:
         print(f"w={row['strength']:<5g} mean scalarised {row['mean_scalarised']:.4f}  hypervolume {row['hypervolume']:.4f}")
@@ -253,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--max-prompts", type=int, default=None)
+    p.add_argument("--max-prompts", type=int, default=None, help="train on the shared pool's first N prompts only (the pool is not resampled)")
+    p.add_argument("--samples-per-prompt", type=int, default=None, help="explicit models: the first S pool samples of each prompt (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 
@@ -327,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1, help="samples per prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test")
-    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--strength", type=float, default=None, help="guidance strength of every guided method (default: each method's "
+                   "choice in assets/results/<task>-strength-<method>.json, else 1.0)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)")

@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -58,13 +59,23 @@ class SweepConfig:
     top_p: float = EVAL_SAMPLING["top_p"]
     grid: tuple[tuple[float, ...], ...] | None = None  # None = SPEC §4's grid
     beta: float = DEFAULT_BETA  # which Bone-Soup backbones (checkpoints/<task>/backbones-b<β>) bone / aba / mage-* use
+    method_strengths: tuple[tuple[str, float], ...] = ()  # per-method guidance strength overriding ``strength``
+
+    def strength_for(self, method: str) -> float:
+        return dict(self.method_strengths).get(method, self.strength)
+
+
+RESULTS = Path("assets/results")
 
 
 def _point_key(config: SweepConfig, method: str, weights, checkpoints: str) -> str:
     """A point's cache key: the settings, the method, μ and the hash of the checkpoints *that method* reads
     (retraining the value models does not invalidate the cached Rewarded-Soup points)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size")}
-    return sha256_text(json.dumps([settings, method, [round(w, 6) for w in weights], checkpoints]))[:16]
+    settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size", "method_strengths")}
+    parts = [settings, method, [round(w, 6) for w in weights], checkpoints]
+    if method in dict(config.method_strengths):
+        parts.append(["strength", config.strength_for(method)])
+    return sha256_text(json.dumps(parts))[:16]
 
 
 def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
@@ -92,7 +103,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
             key = _point_key(config, method, weights, hashes[method])
             if key in done:
                 continue
-            record = evaluate_point(engine, method, weights, strength=config.strength, split=config.split, samples=config.samples, seed=config.seed,
+            record = evaluate_point(engine, method, weights, strength=config.strength_for(method), split=config.split, samples=config.samples, seed=config.seed,
                                     max_prompts=config.prompts, sampling=sampling, batch_size=config.batch_size)
             f.write(json.dumps({"key": key, **record}, ensure_ascii=False) + "\n")
             f.flush()
@@ -106,7 +117,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
                            hashes={"base_model": fingerprint, "checkpoints": hashes})
         result["wall_time_s"] = round(time.time() - started, 1)
         if write:
-            write_json_atomic(out or Path("assets/results") / f"{task.name}.json", result)
+            write_json_atomic(out or RESULTS / f"{task.name}.json", result)
     barrier(world)
     return result or {}
 
@@ -144,6 +155,27 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
                            "controllability": controllability([r["weights"] for r in rows], pts),
                            "mean_scalarised": sum(sum(w * x for w, x in zip(r["weights"], p)) for r, p in zip(rows, pts)) / len(rows)}
     return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
+
+
+def strength_file(task: str, method: str) -> Path:
+    return RESULTS / f"{task}-strength-{method}.json"
+
+
+def chosen_strengths(task: str, methods: Sequence[str]) -> dict[str, float]:
+    """Per guided method, the strength ``choose-strength`` picked on the validation split: the method's own
+    choice, else the one chosen for ``mage-<kind>`` (ensemble and sft+ are compared at MAGE's strength).
+    Methods without a choice are left out (they run at the default strength)."""
+    out = {}
+    for method in methods:
+        spec = get_method(method)
+        if spec.guide is None:
+            continue
+        for candidate in (method, f"mage-{spec.guide[0]}"):
+            path = strength_file(task, candidate)
+            if path.is_file():
+                out[method] = float(json.loads(path.read_text())["chosen"])
+                break
+    return out
 
 
 def choose_strength(task: str, method: str, strengths: list[float], *, prompts: int | None = 30, base: str = DEFAULT_BASE, seed: int = 0,

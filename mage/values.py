@@ -53,10 +53,27 @@ class ValueConfig:
     init_seed: int = 1234  # shared by every value model of a kind: the common initialisation φ_0
     implicit_beta: float = 0.1  # β_r of the implicit (GenARM) loss
     pool: PoolConfig | None = None  # None = the task's default training pool (shared with stage 1)
+    train_prompts: int | None = None  # train on the pool's first N prompts only (None = all); the pool is not resampled
+    train_samples: int | None = None  # explicit: the first S samples of each prompt (None = all); implicit pairs use all
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"value kind {self.kind!r}; fix: use one of {KINDS}")
+        for name in ("train_prompts", "train_samples"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive integer or None (all)")
+
+
+def training_rows(pool: Sequence[dict], config: ValueConfig) -> list[dict]:
+    """The pool rows a value model trains on: the first ``train_prompts`` prompts (pool order) and, for
+    explicit models, the first ``train_samples`` samples of each."""
+    ids = list(dict.fromkeys(r["id"] for r in pool))[: config.train_prompts]
+    keep = set(ids)
+    rows = [r for r in pool if r["id"] in keep]
+    if config.kind == "explicit" and config.train_samples is not None:
+        rows = [r for r in rows if r["sample"] < config.train_samples]
+    return rows
 
 
 class ExplicitValueModel(torch.nn.Module):
@@ -175,7 +192,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
     started = time.time()
     model, tokenizer = load_base(config.base)
     fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
-    pool = sample_pool(task, model, tokenizer, config.pool or default_pool(task))
+    pool = training_rows(sample_pool(task, model, tokenizer, config.pool or default_pool(task)), config)
     head = None
     if config.kind == "explicit":
         peft_model, head, stats = fit_explicit(task, objective, model, tokenizer, pool, config)

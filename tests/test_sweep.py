@@ -85,3 +85,19 @@ def test_choose_strength_scores_each_strength_on_validation(tiny_checkpoints, tm
     assert [r["strength"] for r in choice["rows"]] == [0.0, 2.0] and choice["chosen"] in (0.0, 2.0)
     best = max(choice["rows"], key=lambda r: r["mean_scalarised"])
     assert choice["chosen"] == best["strength"] and (tmp_path / "c.json").is_file()
+
+
+def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
+    from mage import sweep
+
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
+    (tmp_path / "summary-strength-sft+i.json").write_text(json.dumps({"chosen": 0.5}))
+    got = sweep.chosen_strengths("summary", ["rs", "mage-i", "ensemble-i", "sft+i", "mage-e"])
+    assert got == {"mage-i": 2.0, "ensemble-i": 2.0, "sft+i": 0.5}  # ensemble at MAGE's strength; mage-e has no choice
+    config = SweepConfig(task="summary", method_strengths=tuple(sorted(got.items())))
+    assert config.strength_for("ensemble-i") == 2.0 and config.strength_for("mage-e") == 1.0
+    # an override changes only that method's cache keys
+    plain = SweepConfig(task="summary")
+    assert sweep._point_key(config, "rs", [0.5, 0.5], "h") == sweep._point_key(plain, "rs", [0.5, 0.5], "h")
+    assert sweep._point_key(config, "mage-i", [0.5, 0.5], "h") != sweep._point_key(plain, "mage-i", [0.5, 0.5], "h")

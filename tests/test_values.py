@@ -70,3 +70,16 @@ def test_lmc_curve_interpolates_between_two_value_models(tiny_checkpoints, tmp_p
         assert result["chord_gap"][o]["mean_gap"] == pytest.approx(mid - (first + last) / 2)
     with pytest.raises(ValueError, match="two different objectives"):
         lmc_curve("summary", "implicit", pair=(1, 1), base=str(base))
+
+
+def test_training_rows_take_a_prefix_of_the_shared_pool_without_resampling():
+    from mage.values import ValueConfig, training_rows
+
+    pool = [{"id": f"p{i}", "sample": s} for i in range(5) for s in range(4)]
+    assert training_rows(pool, ValueConfig()) == pool
+    rows = training_rows(pool, ValueConfig(kind="explicit", train_prompts=2, train_samples=3))
+    assert [(r["id"], r["sample"]) for r in rows] == [(f"p{i}", s) for i in range(2) for s in range(3)]
+    # implicit models pick (best, worst) among all of a prompt's samples
+    assert len(training_rows(pool, ValueConfig(kind="implicit", train_prompts=2, train_samples=3))) == 8
+    with pytest.raises(ValueError, match="train_prompts=0"):
+        ValueConfig(train_prompts=0)
