@@ -188,6 +188,24 @@ def cmd_figures(args) -> None:
         print(path)
 
 
+def cmd_compare(args) -> None:
+    import json
+    from pathlib import Path
+
+    from .compare import compare, markdown
+    from .io import write_json_atomic
+
+    path = Path(args.results or f"assets/results/{args.task}.json")
+    if not path.is_file():
+        raise SystemExit(f"mage: {path} does not exist; fix: python -m mage evaluate --task {args.task} first")
+    summary = compare(json.loads(path.read_text()), resamples=args.resamples, seed=args.seed)
+    summary["command"] = _command()
+    out = Path(args.out or path.with_name(f"{path.stem}-compare.json"))
+    write_json_atomic(out, summary)
+    print(markdown(summary))
+    print(f"\n(written to {out})")
+
+
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
@@ -355,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="assets/results")
     p.add_argument("--out", default="assets/figures")
     p.add_argument("--no-png", action="store_true")
+
+    p = add("compare", cmd_compare, "per-method hypervolume / controllability with bootstrap intervals, and the papers' pairwise comparisons")
+    p.add_argument("--task", required=True)
+    p.add_argument("--results", default=None, help="results file (default: assets/results/<task>.json)")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default: assets/results/<task>-compare.json")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)

@@ -1,0 +1,111 @@
+"""Comparing methods on a sweep's results file, with uncertainty (SPEC §4).
+
+The unit of replication is the prompt: every point of a sweep was generated on the same prompts
+with the same seeds, so methods are compared *paired by prompt*.
+
+- Hypervolume and controllability get percentile bootstrap intervals: prompts are resampled with
+  replacement (one resample shared by every method and grid point), each point's means are
+  recomputed, and the statistic is recomputed against the results file's fixed reference point.
+- Mean scalarised reward (Σ_i μ_i r_i averaged over the grid) gets a standard error over prompts.
+- Pairwise comparisons (A vs B): the difference of each statistic, with its bootstrap interval
+  (hypervolume, controllability) or paired standard error (scalarised reward).
+- Spread: per objective, max − min of the point means across the grid — how far a method moves
+  when μ moves (the compatibility analysis compares sft+ and MAGE on it).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .evaluation import mean_stderr
+from .pareto import controllability, hypervolume
+
+# (A, B): the comparisons the papers make, run when both methods are in the file
+COMPARISONS = [("bone", "rs"), ("bone", "aba"), ("mage-i", "bone"), ("mage-e", "bone"), ("mage-i", "ensemble-i"), ("mage-e", "ensemble-e"),
+               ("mage-i", "sft+i"), ("mage-e", "sft+e"), ("mage-i", "mod"), ("react", "rs"), ("react", "bone"), ("mod", "rs")]
+
+
+def _method_rows(result: dict) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for r in result["records"]:
+        rows.setdefault(r["method"], []).append(r)
+    return rows
+
+
+def _scalarised_per_prompt(rows: Sequence[dict], objectives: Sequence[str]) -> np.ndarray:
+    """(n_prompts,): Σ_i μ_i r_i per prompt, averaged over the method's grid points."""
+    per = [sum(w * np.asarray(r["per_prompt"][o]) for w, o in zip(r["weights"], objectives)) for r in rows]
+    return np.mean(per, axis=0)
+
+
+def _stats(rows: Sequence[dict], objectives: Sequence[str], ref: Sequence[float], idx: np.ndarray | None = None) -> tuple[float, float]:
+    """(hypervolume, controllability score) of one method, prompts resampled by ``idx`` (None = as is)."""
+    points = []
+    for r in rows:
+        if idx is None:
+            points.append([r["means"][o] for o in objectives])
+        else:
+            points.append([float(np.asarray(r["per_prompt"][o])[idx].mean()) for o in objectives])
+    return hypervolume(points, ref), controllability([r["weights"] for r in rows], points)["score"]
+
+
+def _interval(samples: Sequence[float]) -> list[float]:
+    finite = [s for s in samples if not math.isnan(s)]
+    return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if finite else [math.nan, math.nan]
+
+
+def compare(result: dict, *, resamples: int = 1000, seed: int = 0) -> dict:
+    """Per-method statistics with intervals, and the pairwise comparisons of :data:`COMPARISONS`."""
+    objectives, ref = list(result["objectives"]), list(result["reference_point"])
+    rows = _method_rows(result)
+    sizes = {len(r["per_prompt"][objectives[0]]) for r in result["records"]}
+    if len(sizes) != 1:
+        raise ValueError(f"records were evaluated on different numbers of prompts {sorted(sizes)}; fix: re-run the sweep with one --prompts for every method")
+    n = sizes.pop()
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, n, n) for _ in range(resamples)]
+    boot = {m: [_stats(rs, objectives, ref, idx) for idx in draws] for m, rs in rows.items()}
+    methods = {}
+    for m, rs in rows.items():
+        hv, ctrl = _stats(rs, objectives, ref)
+        mean, se = mean_stderr(_scalarised_per_prompt(rs, objectives).tolist())
+        spread = {o: max(r["means"][o] for r in rs) - min(r["means"][o] for r in rs) for o in objectives}
+        methods[m] = {"hypervolume": hv, "hypervolume_ci": _interval([b[0] for b in boot[m]]), "controllability": ctrl,
+                      "controllability_ci": _interval([b[1] for b in boot[m]]), "mean_scalarised": mean, "mean_scalarised_se": se,
+                      "spread": spread, "strength": rs[0].get("strength"), "points": len(rs)}
+    pairs = []
+    for a, b in COMPARISONS:
+        if a not in rows or b not in rows:
+            continue
+        d_hv = [x[0] - y[0] for x, y in zip(boot[a], boot[b])]
+        d_ctrl = [x[1] - y[1] for x, y in zip(boot[a], boot[b])]
+        diff = _scalarised_per_prompt(rows[a], objectives) - _scalarised_per_prompt(rows[b], objectives)
+        d_mean, d_se = mean_stderr(diff.tolist())
+        pairs.append({"a": a, "b": b, "hypervolume_diff": methods[a]["hypervolume"] - methods[b]["hypervolume"], "hypervolume_diff_ci": _interval(d_hv),
+                      "p_hypervolume_a_greater": float(np.mean([d > 0 for d in d_hv])),
+                      "controllability_diff": methods[a]["controllability"] - methods[b]["controllability"], "controllability_diff_ci": _interval(d_ctrl),
+                      "mean_scalarised_diff": d_mean, "mean_scalarised_diff_se": d_se})
+    return {"task": result["task"], "objectives": objectives, "reference_point": ref, "n_prompts": n, "resamples": resamples, "seed": seed,
+            "methods": methods, "comparisons": pairs}
+
+
+def markdown(summary: dict) -> str:
+    """The two tables docs/RESULTS.md shows: per method, and the pairwise comparisons."""
+    f = "{:.4f}".format
+    lines = ["| method | hypervolume [95 % CI] | controllability [95 % CI] | mean Σ μ_i r_i ± se | strength |", "|---|---|---|---|---|"]
+    for m, s in summary["methods"].items():
+        lo, hi = s["hypervolume_ci"]
+        clo, chi = s["controllability_ci"]
+        strength = "—" if s["strength"] is None else f"{s['strength']:g}"
+        lines.append(f"| {m} | {f(s['hypervolume'])} [{f(lo)}, {f(hi)}] | {s['controllability']:.3f} [{clo:.3f}, {chi:.3f}] | "
+                     f"{f(s['mean_scalarised'])} ± {f(s['mean_scalarised_se'])} | {strength} |")
+    if summary["comparisons"]:
+        lines += ["", "| A vs B | Δ hypervolume [95 % CI] | P(HV_A > HV_B) | Δ controllability [95 % CI] | Δ mean Σ μ_i r_i ± paired se |", "|---|---|---|---|---|"]
+        for c in summary["comparisons"]:
+            lo, hi = c["hypervolume_diff_ci"]
+            clo, chi = c["controllability_diff_ci"]
+            lines.append(f"| {c['a']} vs {c['b']} | {c['hypervolume_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {c['p_hypervolume_a_greater']:.2f} | "
+                         f"{c['controllability_diff']:+.3f} [{clo:+.3f}, {chi:+.3f}] | {c['mean_scalarised_diff']:+.4f} ± {c['mean_scalarised_diff_se']:.4f} |")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""Paired comparisons with bootstrap intervals on hand-made results files with known answers."""
+from __future__ import annotations
+
+import pytest
+
+from mage.compare import compare, markdown
+from mage.pareto import reference_point
+
+
+def _record(method, weights, per_prompt, strength=None):
+    means = {o: sum(v) / len(v) for o, v in per_prompt.items()}
+    return {"method": method, "weights": weights, "per_prompt": per_prompt, "means": means, "strength": strength}
+
+
+def _result(shift_b=0.0, prompts=6):
+    grid = [[i / 4, 1 - i / 4] for i in range(5)]
+    records = []
+    for w in grid:
+        a = {"x": [w[0] + 0.01 * p for p in range(prompts)], "y": [w[1] + 0.02 * p for p in range(prompts)]}
+        records.append(_record("rs", w, a))
+        records.append(_record("bone", w, {o: [v + shift_b for v in vs] for o, vs in a.items()}))
+    ref = reference_point([[r["means"]["x"], r["means"]["y"]] for r in records])
+    return {"task": "t", "objectives": ["x", "y"], "reference_point": ref, "records": records}
+
+
+def test_a_constant_gain_is_found_with_certainty():
+    summary = compare(_result(shift_b=0.1), resamples=200)
+    (pair,) = summary["comparisons"]
+    assert (pair["a"], pair["b"]) == ("bone", "rs")
+    assert pair["mean_scalarised_diff"] == pytest.approx(0.1) and pair["mean_scalarised_diff_se"] == pytest.approx(0.0, abs=1e-12)
+    assert pair["hypervolume_diff"] > 0 and pair["hypervolume_diff_ci"][0] > 0 and pair["p_hypervolume_a_greater"] == 1.0
+    # both methods follow μ perfectly: controllability 1, no difference
+    assert summary["methods"]["rs"]["controllability"] == pytest.approx(1.0) and pair["controllability_diff_ci"] == pytest.approx([0.0, 0.0])
+    assert summary["methods"]["rs"]["spread"]["x"] == pytest.approx(1.0)
+    lo, hi = summary["methods"]["rs"]["hypervolume_ci"]
+    assert lo <= summary["methods"]["rs"]["hypervolume"] <= hi
+    assert "bone vs rs" in markdown(summary)
+
+
+def test_identical_methods_differ_by_nothing():
+    pair = compare(_result(shift_b=0.0), resamples=100)["comparisons"][0]
+    assert pair["hypervolume_diff"] == 0.0 and pair["hypervolume_diff_ci"] == [0.0, 0.0] and pair["mean_scalarised_diff"] == 0.0
+
+
+def test_unequal_prompt_counts_are_refused():
+    result = _result()
+    result["records"][0]["per_prompt"] = {o: v[:3] for o, v in result["records"][0]["per_prompt"].items()}
+    with pytest.raises(ValueError, match="different numbers of prompts"):
+        compare(result)
