@@ -188,6 +188,16 @@ def cmd_figures(args) -> None:
         print(path)
 
 
+def cmd_compatibility(args) -> None:
+    from .sweep import compatibility
+
+    strengths = [float(s) for s in args.strengths.split(",")]
+    result = compatibility(args.task, args.kind, strengths, prompts=args.prompts, base=args.base, seed=args.seed, command=_command())
+    for run in result["runs"]:
+        spread = "  ".join(f"{o} {v:.3f}" for o, v in run["spread"].items())
+        print(f"{run['method']:>7} w={run['strength']:<4g} spread over μ: {spread}  (mean {run['mean_spread']:.3f})")
+
+
 def cmd_compare(args) -> None:
     import json
     from pathlib import Path
@@ -373,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="assets/results")
     p.add_argument("--out", default="assets/figures")
     p.add_argument("--no-png", action="store_true")
+
+    p = add("compatibility", cmd_compatibility, "the compatibility problem: sft+ guidance at several strengths vs MAGE, how far each moves with μ")
+    p.add_argument("--task", required=True)
+    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--strengths", default="0.5,1,2,4")
+    p.add_argument("--prompts", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", default=DEFAULT_BASE)
 
     p = add("compare", cmd_compare, "per-method hypervolume / controllability with bootstrap intervals, and the papers' pairwise comparisons")
     p.add_argument("--task", required=True)

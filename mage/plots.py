@@ -99,6 +99,17 @@ def overlay_figure(results: dict[str, dict], method: str, *, axes: tuple[int, in
     return fig
 
 
+def compatibility_figure(result: dict) -> go.Figure:
+    """How far each run's rewards move when μ moves (per-objective spread over the corner grid):
+    sft+ guidance at each strength next to MAGE."""
+    fig = go.Figure()
+    for run in result["runs"]:
+        fig.add_trace(go.Bar(x=result["objectives"], y=[run["spread"][o] for o in result["objectives"]], name=f"{run['method']} (w = {run['strength']:g})"))
+    fig.update_layout(barmode="group", title=f"{result['task']}: how far the rewards move with μ — fixed policy + guidance vs MAGE",
+                      yaxis_title="spread over the grid (max − min of the mean reward)", template="plotly_white")
+    return fig
+
+
 def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
     """``<stem>.html`` always; ``<stem>.png`` when static export works (kaleido + a chromium on the PATH)."""
     from pathlib import Path
@@ -149,6 +160,8 @@ def all_figures(results_dir="assets/results", out_dir="assets/figures", *, png: 
         betas = {f"β = {p.stem.split('-beta')[1]}": json.loads(p.read_text()) for p in sorted(results_dir.glob(f"{name}-beta*.json"))}
         if betas:
             written += save_figure(overlay_figure({**betas, "β = 0.7": result}, "bone", title=f"{name}: Bone Soup fronts by β"), out_dir / f"{name}-beta-ablation", png=png)
+    for compat_file in sorted(results_dir.glob("*-compat-*.json")):
+        written += save_figure(compatibility_figure(json.loads(compat_file.read_text())), out_dir / compat_file.stem, png=png)
     for lmc_file in sorted(results_dir.glob("*-lmc-*.json")):
         written += save_figure(lmc_figure(json.loads(lmc_file.read_text())), out_dir / lmc_file.stem, png=png)
     return written

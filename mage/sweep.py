@@ -194,3 +194,33 @@ def choose_strength(task: str, method: str, strengths: list[float], *, prompts: 
     if out is not None:
         write_json_atomic(out, choice)
     return choice
+
+
+def corner_grid(n: int) -> list[list[float]]:
+    """The one-hot preferences and the uniform one: the cheap sub-grid of the compatibility analysis."""
+    return [[1.0 if i == j else 0.0 for i in range(n)] for j in range(n)] + [[1.0 / n] * n]
+
+
+def compatibility(task: str, kind: str, strengths: list[float], *, prompts: int | None = None, split: str = "test", base: str = DEFAULT_BASE, seed: int = 0,
+                  max_new_tokens: int | None = None, out: Path | None = None, command: str = "") -> dict:
+    """The compatibility problem (MAGE §3): guidance on a *fixed* policy (``sft+<kind>``) at several strengths vs
+    MAGE (``mage-<kind>``, merged policy + merged guide at its chosen strength), each swept over the
+    corner grid (one-hot μ + uniform). Reports, per run, how far the achieved rewards move with μ
+    (per-objective spread, max − min over the grid) and the points themselves."""
+    t = get_task(task)
+    sft, mage = f"sft+{kind[0]}", f"mage-{kind[0]}"
+    engine = Engine(t, base=base)
+    grid = tuple(tuple(p) for p in corner_grid(len(t.objectives)))
+    common = dict(task=task, prompts=prompts, seed=seed, split=split, base=base, max_new_tokens=max_new_tokens, grid=grid)
+    runs = []
+    for method, strength in [(sft, s) for s in strengths] + [(mage, chosen_strengths(task, [mage]).get(mage, 1.0))]:
+        config = SweepConfig(methods=(method,), method_strengths=((method, strength),), **common)
+        result = run_sweep(config, engine=engine, write=False)
+        records = result["records"]
+        spread = {o: max(r["means"][o] for r in records) - min(r["means"][o] for r in records) for o in t.objectives}
+        runs.append({"method": method, "strength": strength, "spread": spread, "mean_spread": sum(spread.values()) / len(spread),
+                     "points": [{"weights": r["weights"], "means": r["means"], "stderr": r["stderr"]} for r in records]})
+    summary = {"task": task, "kind": kind, "objectives": list(t.objectives), "split": split, "prompts": prompts, "grid": [list(p) for p in grid],
+               "runs": runs, "command": command}
+    write_json_atomic(out or RESULTS / f"{task}-compat-{kind}.json", summary)
+    return summary

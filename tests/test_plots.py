@@ -44,8 +44,11 @@ def test_all_figures_writes_fronts_ablation_and_lmc(tmp_path):
     lmc = {"task": "summary", "kind": "implicit", "pair": ["faithful", "concise"],
            "rows": [{"t": t, "means": {"faithful": 0.5 + t / 10, "concise": 0.4 - t / 10}, "stderr": {"faithful": 0.01, "concise": 0.01}} for t in (0, 0.5, 1)]}
     (results / "summary-lmc-implicit.json").write_text(json.dumps(lmc))
+    compat = {"task": "summary", "objectives": ["faithful", "concise"],
+              "runs": [{"method": m, "strength": w, "spread": {"faithful": 0.1 * w, "concise": 0.05}} for m, w in (("sft+i", 1.0), ("sft+i", 2.0), ("mage-i", 1.0))]}
+    (results / "summary-compat-implicit.json").write_text(json.dumps(compat))
     written = all_figures(results, tmp_path / "figures", png=False)
     names = sorted(p.split("/")[-1] for p in written)
-    assert names == ["summary-beta-ablation.html", "summary-front-3d.html", "summary-front-a-b.html", "summary-front-a-c.html", "summary-front-b-c.html",
-                     "summary-lmc-implicit.html"]
+    assert names == ["summary-beta-ablation.html", "summary-compat-implicit.html", "summary-front-3d.html", "summary-front-a-b.html", "summary-front-a-c.html",
+                     "summary-front-b-c.html", "summary-lmc-implicit.html"]
     assert all((tmp_path / "figures" / n).stat().st_size > 1000 for n in names)

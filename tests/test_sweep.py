@@ -101,3 +101,18 @@ def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
     plain = SweepConfig(task="summary")
     assert sweep._point_key(config, "rs", [0.5, 0.5], "h") == sweep._point_key(plain, "rs", [0.5, 0.5], "h")
     assert sweep._point_key(config, "mage-i", [0.5, 0.5], "h") != sweep._point_key(plain, "mage-i", [0.5, 0.5], "h")
+
+
+def test_compatibility_sweeps_sft_at_each_strength_and_mage(tiny_checkpoints, tmp_path, monkeypatch):
+    from mage import sweep
+    from mage.sweep import compatibility, corner_grid
+
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)  # no chosen strength: MAGE runs at 1.0
+    _, base = tiny_checkpoints
+    assert corner_grid(2) == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
+    result = compatibility("summary", "implicit", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
+    assert [(r["method"], r["strength"]) for r in result["runs"]] == [("sft+i", 0.0), ("sft+i", 2.0), ("mage-i", 1.0)]
+    assert all(len(r["points"]) == 3 and set(r["spread"]) == {"faithful", "concise"} and min(r["spread"].values()) >= 0 for r in result["runs"])
+    # strength 0 on a fixed policy: μ changes nothing, so the rewards do not move at all
+    assert result["runs"][0]["mean_spread"] == 0.0
+    assert json.loads((tmp_path / "c.json").read_text())["kind"] == "implicit"
