@@ -361,4 +361,58 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
     return results
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep}
+def _start_app(cache: Path, timeout: float = 900.0) -> dict:
+    """Start ``app.py`` on a free port with ``cache`` as the model cache; time until the page serves and
+    until the first reply (Rewarded Soup, 8 greedy tokens) arrives through the API; then stop it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MAGE_CACHE_DIR": str(cache)}
+    root = Path(__file__).resolve().parent.parent
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port)], env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.perf_counter() - start > timeout:
+                    raise RuntimeError(f"the app did not start (exit code {proc.poll()})")
+                time.sleep(0.2)
+        serving = time.perf_counter() - start
+        client = Client(url, verbose=False)
+        client.predict("assistant", "Say hello.", ["rs"], 1.0, 8, 1.0, 0.9, 0, True, 1.0, 1.0, 1.0, api_name="/generate")  # three sliders
+        return {"serving_s": serving, "first_reply_s": time.perf_counter() - start}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def bench_start(repeats: int = 1) -> dict:
+    """Cold start (an empty model cache: the GGUF → transformers build included) vs warm start (the cache
+    built), each to the page serving and to the first reply. Installing packages is not included."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mage-start-"))
+    try:
+        cold = _start_app(root / "cache")
+        warm = [_start_app(root / "cache") for _ in range(max(1, repeats))]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    warm_first = statistics.median(w["first_reply_s"] for w in warm)
+    return {"cold": cold, "warm": warm, "warm_first_reply_median_s": warm_first, "ratio_cold_over_warm_first_reply": cold["first_reply_s"] / warm_first,
+            "note": "fresh clone → serving also needs `make setup` (package installs, network-bound), not timed here"}
+
+
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start}
