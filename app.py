@@ -37,7 +37,8 @@ def _names(task: str) -> list[str]:
 def slider_updates(task: str):
     names = _names(task)
     sliders = [gr.update(visible=i < len(names), label=names[i] if i < len(names) else "", value=1.0) for i in range(MAX_OBJECTIVES)]
-    return [*sliders, gr.update(choices=[label for label, _ in SERVICE.cached_preferences(task)], value=None), gr.update(samples=[[e] for e in EXAMPLES[task]]), []]
+    return [*sliders, gr.update(choices=[label for label, _ in SERVICE.cached_preferences(task)], value=None), gr.update(samples=[[e] for e in EXAMPLES[task]]), [],
+            gr.update(value=SERVICE.default_strength(task))]
 
 
 def show_weights(task: str, *sliders: float) -> str:
@@ -117,7 +118,8 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
             methods = gr.CheckboxGroup([(v, k) for k, v in METHOD_LABELS.items()], value=["mage-i", "bone", "rs"], label="Methods (up to 4 side by side)",
                                        elem_id="methods")
             with gr.Accordion("Generation settings", open=False):
-                strength = gr.Slider(0, MAX_STRENGTH, value=1.0, step=0.1, label="Guidance strength w (MAGE, ensembles, base + guidance)")
+                strength = gr.Slider(0, MAX_STRENGTH, value=SERVICE.default_strength("assistant"), step=0.1,
+                                     label="Guidance strength w (MAGE, ensembles, base + guidance; default: chosen on the validation split)")
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
@@ -138,7 +140,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                            elem_id="pareto")
 
     examples.click(lambda sample: sample[0], examples, prompt, api_name=False)
-    task.change(slider_updates, task, [*sliders, grid, examples, live], api_name="task_objectives").then(
+    task.change(slider_updates, task, [*sliders, grid, examples, live, strength], api_name="task_objectives").then(
         show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
     grid.change(set_from_grid, [task, grid], sliders, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
     for s in sliders:

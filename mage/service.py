@@ -106,6 +106,13 @@ class Service:
             mu = None
         return front_figure(result, highlight=mu, live=live)
 
+    def default_strength(self, task: str) -> float:
+        """The guidance strength ``choose-strength`` picked for MAGE (implicit) on the validation split, else 1.0."""
+        from .sweep import chosen_strengths
+
+        name = get_task(task).name
+        return chosen_strengths(name, ["mage-i"], RESULTS_DIR).get("mage-i", 1.0)
+
     def cached_preferences(self, task: str) -> list[tuple[str, list[float]]]:
         """The preference grid points of the cached results as (label, μ), for setting the sliders."""
         result = self.results(task)

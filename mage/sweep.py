@@ -157,11 +157,11 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
     return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
 
 
-def strength_file(task: str, method: str) -> Path:
-    return RESULTS / f"{task}-strength-{method}.json"
+def strength_file(task: str, method: str, results_dir: Path | None = None) -> Path:
+    return (results_dir or RESULTS) / f"{task}-strength-{method}.json"
 
 
-def chosen_strengths(task: str, methods: Sequence[str]) -> dict[str, float]:
+def chosen_strengths(task: str, methods: Sequence[str], results_dir: Path | None = None) -> dict[str, float]:
     """Per guided method, the strength ``choose-strength`` picked on the validation split: the method's own
     choice, else the one chosen for ``mage-<kind>`` (ensemble and sft+ are compared at MAGE's strength).
     Methods without a choice are left out (they run at the default strength)."""
@@ -171,7 +171,7 @@ def chosen_strengths(task: str, methods: Sequence[str]) -> dict[str, float]:
         if spec.guide is None:
             continue
         for candidate in (method, f"mage-{spec.guide[0]}"):
-            path = strength_file(task, candidate)
+            path = strength_file(task, candidate, results_dir)
             if path.is_file():
                 out[method] = float(json.loads(path.read_text())["chosen"])
                 break

@@ -115,3 +115,14 @@ def test_plot_without_cached_results_still_shows_live_points(service, monkeypatc
     fig = service.pareto_figure("summary", [1, 1], live)
     assert "mage evaluate --task summary" in fig.layout.title.text
     assert [t.name for t in fig.data] == ["live: bone"]
+
+
+def test_default_strength_is_the_validation_choice(service, monkeypatch, tmp_path):
+    import json
+
+    from mage import service as service_module
+
+    monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)
+    assert service.default_strength("summary") == 1.0  # nothing chosen yet
+    (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
+    assert service.default_strength("summary") == 2.0 and service.default_strength("assistant") == 1.0
