@@ -76,6 +76,15 @@ def bench_merge(repeats: int = 20) -> dict:
     # 1. mage: fold Σ λ_j ΔW_j into the weights in place
     soup = Soup(model, adapters)
     results["soup_fold"] = timed(lambda: soup.apply(next_lam()), 4 * repeats)
+
+    def copy_floor():  # the bytes any merge must move: read W_0, write W, for every target matrix
+        with torch.no_grad():
+            for weight, w0, _, _ in soup._targets:
+                weight.copy_(w0)
+
+    results["floor_copy_w0"] = timed(copy_floor, 4 * repeats)
+    results["floor_bytes"] = 2 * sum(w0.numel() * w0.element_size() for _, w0, _, _ in soup._targets)
+    results["ratio_soup_over_floor"] = results["soup_fold"]["median_s"] / results["floor_copy_w0"]["median_s"]
     soup.restore()
     # 2. full state-dict averaging over the ingredients' full weights (Bone Soups code)
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -137,12 +146,20 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
         def run():
             return generate(model, tokenizer, prompts[:batch], config, batch_size=batch)
 
-        for label, lam in (("base", [0.0, 0.0, 0.0]), ("merged", coefficients("bone", [0.2, 0.3, 0.5]))):
-            soup.apply(lam)
-            gens = run()
-            steps = max(len(g.token_ids) + g.finished for g in gens)  # decoding steps run (a batch runs until its longest row stops)
-            t = timed(run, repeats)
-            results[f"{label}_b{batch}"] = {**t, "steps": steps, "s_per_step": t["median_s"] / max(1, steps)}
+        variants = (("base", [0.0, 0.0, 0.0]), ("merged", coefficients("bone", [0.2, 0.3, 0.5])))
+        times: dict[str, list[float]] = {label: [] for label, _ in variants}
+        steps = {}
+        for r in range(repeats + 1):  # interleaved (base, merged, base, …) so drift hits both alike; round 0 warms up
+            for label, lam in variants:
+                soup.apply(lam)
+                start = time.perf_counter()
+                gens = run()
+                if r:
+                    times[label].append(time.perf_counter() - start)
+                steps[label] = max(len(g.token_ids) + g.finished for g in gens)  # steps run (a batch runs until its longest row stops)
+        for label, _ in variants:
+            t = {"median_s": statistics.median(times[label]), "min_s": min(times[label]), "max_s": max(times[label]), "repeats": repeats}
+            results[f"{label}_b{batch}"] = {**t, "steps": steps[label], "s_per_step": t["median_s"] / max(1, steps[label])}
         # per step, not per generation: greedy outputs of the two models may stop at different lengths
         results[f"ratio_merged_over_base_b{batch}"] = results[f"merged_b{batch}"]["s_per_step"] / results[f"base_b{batch}"]["s_per_step"]
     return results
@@ -250,7 +267,9 @@ def bench_guided(repeats: int = 3) -> dict:
         r["ratio_vs_plain"] = r["s_per_step"] / plain[r["k"]]
     by = {(r["variant"], r["k"]): r for r in rows}
     flat = {v: by[(v, 4)]["s_per_step"] / by[(v, 2)]["s_per_step"] - 1.0 for v in GUIDED_VARIANTS}
-    return {"rows": rows, "change_k2_to_k4": flat, "targets": {"mage-i": "<= 2.0x plain", "mage-e (k=10)": "<= 2.5x plain", "mage flat in K": "<= 10 % change K=2..4"}}
+    # the same change measured against plain decoding at each K, which cancels the machine's drift between runs
+    flat_ratio = {v: by[(v, 4)]["ratio_vs_plain"] / by[(v, 2)]["ratio_vs_plain"] - 1.0 for v in GUIDED_VARIANTS}
+    return {"rows": rows, "change_k2_to_k4": flat, "change_k2_to_k4_of_ratio_vs_plain": flat_ratio, "targets": {"mage-i": "<= 2.0x plain", "mage-e (k=10)": "<= 2.5x plain", "mage flat in K": "<= 10 % change K=2..4"}}
 
 
 def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -> dict:
@@ -361,6 +380,35 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
     return results
 
 
+def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict:
+    """torch.profiler over batch-1 decoding of the merged policy, plain and with fused implicit guidance:
+    where a step's time goes (top operators by self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .decoding import SamplingConfig, generate
+    from .fused import FusedImplicit, row_corrections
+    from .merging import Soup
+    from .models import load_base
+
+    model, tokenizer = load_base()
+    soup = Soup(model, _random_adapters(model, 3, seed=1))
+    soup.apply([1 / 3] * 3)
+    fused = FusedImplicit(model, row_corrections(soup, _random_adapters(model, 3, seed=2), [1 / 3] * 3), 1.0)
+    prompts = [[{"role": "user", "content": "Tell me about the sea."}]]
+    config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
+    results = {"new_tokens": new_tokens}
+    for label, m, g in (("plain", model, None), ("mage-i-fused", fused, fused)):
+        generate(model if g is None else m, tokenizer, prompts, config, guide=g)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(max(1, repeats)):
+                generate(m, tokenizer, prompts, config, guide=g)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        results[label] = {"total_self_cpu_ms": total / 1000, "top": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
+                                                                       "calls": e.count} for e in events[:top]]}
+    return results
+
+
 def _start_app(cache: Path, timeout: float = 900.0) -> dict:
     """Start ``app.py`` on a free port with ``cache`` as the model cache; time until the page serves and
     until the first reply (Rewarded Soup, 8 greedy tokens) arrives through the API; then stop it."""
@@ -415,4 +463,4 @@ def bench_start(repeats: int = 1) -> dict:
             "note": "fresh clone → serving also needs `make setup` (package installs, network-bound), not timed here"}
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start}
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start, "profile": bench_profile}

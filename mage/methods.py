@@ -9,6 +9,10 @@
 | sft+e/-i      | the base (fixed) model        | merged value model φ(μ) (compatibility baseline) |
 | mod           | MOD: Σ μ_i log π_i over the n experts | —                                  |
 | react         | uniform expert soup, final hidden state h ← W_μ h | —                      |
+
+The merged implicit guide (``mage-i``, ``sft+i``) runs by default through the policy's own weights in the
+same forward (:mod:`mage.fused`, [ours]): same decoding rule, one pass over the base weights per step
+and no second model in memory. ``Engine(fused=False)`` runs it as a separate model.
 """
 from __future__ import annotations
 
