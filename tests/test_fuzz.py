@@ -130,7 +130,7 @@ def test_service_generate_works_or_refuses_clearly(service):
 
 
 SUBCOMMANDS = ["train", "train-set", "train-values", "value-check", "lmc", "react-calibrate", "generate", "objectives", "table", "evaluate",
-               "choose-strength", "figures", "pool-stats", "bench", "build-base"]
+               "choose-strength", "figures", "pool-stats", "bench", "build-base", "compare", "compatibility"]
 
 
 @MANY
