@@ -193,10 +193,15 @@ class Engine:
         self.current = MergedPolicy(method, mu, merged.coefficients)
         if spec.guide is None:
             return self.policy.model, None
-        if self.fused and spec.guide == "implicit" and spec.mode == "merged":
-            fused = FusedImplicit(self.policy.model, row_corrections(self.policy.soup, [v.adapter for v in self.guidance("implicit").values], mu), strength)
+        return self.guided(spec.guide, mu, strength, mode=spec.mode)
+
+    def guided(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):
+        """(model, guide) for decoding the policy as merged now under value guidance of ``kind``; the merged
+        implicit guide runs fused into the policy's forward (the model returned is then the fused one)."""
+        if self.fused and kind == "implicit" and mode == "merged":
+            fused = FusedImplicit(self.policy.model, row_corrections(self.policy.soup, [v.adapter for v in self.guidance("implicit").values], list(weights)), strength)
             return fused, fused
-        return self.policy.model, self.guide(spec.guide, mu, strength, mode=spec.mode)
+        return self.policy.model, self.guide(kind, weights, strength, mode=mode)
 
     def guide(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):
         """A guide from the value models of ``kind``: merged by ``weights`` into one model, or their ensemble."""

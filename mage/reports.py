@@ -162,15 +162,15 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
     if steps < 3:
         raise ValueError(f"steps={steps}: need at least 3 points (two endpoints and one between)")
     started = time.time()
-    model, _ = engine.prepare("bone", [1.0 / n] * n)  # the policy stays fixed; only the guide moves
+    engine.prepare("bone", [1.0 / n] * n)  # the policy stays fixed; only the guide moves
     rows = []
     for k in range(steps):
         t = k / (steps - 1)
         weights = [0.0] * n
         weights[a], weights[b] = 1.0 - t, t
         print(f"mage: LMC {kind} t={t:.2f}", flush=True)
-        point = evaluate_model(model, engine.policy.tokenizer, engine.task, guide=engine.guide(kind, weights, strength), split=split, samples=samples,
-                               seed=seed, max_prompts=prompts)
+        guided, guide = engine.guided(kind, weights, strength)
+        point = evaluate_model(guided, engine.policy.tokenizer, engine.task, guide=guide, split=split, samples=samples, seed=seed, max_prompts=prompts)
         rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
     gaps = {}
     for o in objectives:
