@@ -94,18 +94,19 @@ def compare(result: dict, *, resamples: int = 1000, seed: int = 0) -> dict:
 def markdown(summary: dict) -> str:
     """The two tables docs/RESULTS.md shows: per method, and the pairwise comparisons."""
     f = "{:.4f}".format
+    h = "{:.3g}".format  # hypervolumes are products of small ranges: significant digits, not decimals
     lines = ["| method | hypervolume [95 % CI] | controllability [95 % CI] | mean Σ μ_i r_i ± se | strength |", "|---|---|---|---|---|"]
     for m, s in summary["methods"].items():
         lo, hi = s["hypervolume_ci"]
         clo, chi = s["controllability_ci"]
         strength = "—" if s["strength"] is None else f"{s['strength']:g}"
-        lines.append(f"| {m} | {f(s['hypervolume'])} [{f(lo)}, {f(hi)}] | {s['controllability']:.3f} [{clo:.3f}, {chi:.3f}] | "
+        lines.append(f"| {m} | {h(s['hypervolume'])} [{h(lo)}, {h(hi)}] | {s['controllability']:.3f} [{clo:.3f}, {chi:.3f}] | "
                      f"{f(s['mean_scalarised'])} ± {f(s['mean_scalarised_se'])} | {strength} |")
     if summary["comparisons"]:
         lines += ["", "| A vs B | Δ hypervolume [95 % CI] | P(HV_A > HV_B) | Δ controllability [95 % CI] | Δ mean Σ μ_i r_i ± paired se |", "|---|---|---|---|---|"]
         for c in summary["comparisons"]:
             lo, hi = c["hypervolume_diff_ci"]
             clo, chi = c["controllability_diff_ci"]
-            lines.append(f"| {c['a']} vs {c['b']} | {c['hypervolume_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {c['p_hypervolume_a_greater']:.2f} | "
+            lines.append(f"| {c['a']} vs {c['b']} | {c['hypervolume_diff']:+.3g} [{lo:+.3g}, {hi:+.3g}] | {c['p_hypervolume_a_greater']:.2f} | "
                          f"{c['controllability_diff']:+.3f} [{clo:+.3f}, {chi:+.3f}] | {c['mean_scalarised_diff']:+.4f} ± {c['mean_scalarised_diff_se']:.4f} |")
     return "\n".join(lines)
