@@ -109,7 +109,8 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None) 
 def value_check(task: str, kind: str, *, split: str = "validation", samples: int = 2, max_prompts: int | None = None, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
     """Is each value model informative? Spearman correlation between its value (at the end and at half
     of the response) and the true reward, over held-out base-model samples (a pool on ``split``);
-    plus the merged value model at μ against Σ μ_i r_i for the task's preference grid."""
+    plus the merged value model at μ against Σ μ_i r_i for the task's preference grid. For implicit
+    models also the learned part alone, Σ log π_r − Σ log π_0 (``*_minus_base``)."""
     from scipy.stats import spearmanr
 
     from .methods import GuidanceBank
@@ -126,9 +127,16 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
     rows = sft_examples(t, bank.tokenizer, pool)
     objectives = list(t.objectives)
 
+    # an implicit model's log-likelihood carries the base model's fluency prior it was initialised from;
+    # its learned part is log π_r − log π_0 (π_0: the base model, i.e. every value adapter at weight 0)
+    prior = value_scores(bank.merged([0.0] * len(t.objectives))[0].model, kind, rows) if kind == "implicit" else None
+
     def correlate(weights: list[float], truth: list[float]) -> dict:
         values = value_scores(bank.merged(weights)[0].model, kind, rows)
-        return {at: float(spearmanr([v[at] for v in values], truth)[0]) for at in ("end", "half")}
+        out = {at: float(spearmanr([v[at] for v in values], truth)[0]) for at in ("end", "half")}
+        if prior is not None:
+            out.update({f"{at}_minus_base": float(spearmanr([v[at] - b[at] for v, b in zip(values, prior)], truth)[0]) for at in ("end", "half")})
+        return out
 
     per_objective = {}
     for i, name in enumerate(objectives):
@@ -142,7 +150,8 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
               "spearman": per_objective, "merged": merged, "wall_time_s": round(time.time() - started, 1), "command": command}
     write_json_atomic(out or RESULTS / f"{task}-values-{kind}.json", result)
     for name, corr in per_objective.items():
-        print(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}")
+        learned = f"  (minus the base model: end {corr['end_minus_base']:+.3f}  half {corr['half_minus_base']:+.3f})" if "end_minus_base" in corr else ""
+        print(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}{learned}")
     return result
 
 

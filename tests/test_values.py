@@ -83,3 +83,13 @@ def test_training_rows_take_a_prefix_of_the_shared_pool_without_resampling():
     assert len(training_rows(pool, ValueConfig(kind="implicit", train_prompts=2, train_samples=3))) == 8
     with pytest.raises(ValueError, match="train_prompts=0"):
         ValueConfig(train_prompts=0)
+
+
+def test_implicit_value_check_also_reports_the_learned_part(tiny_checkpoints, tmp_path):
+    from mage.reports import value_check
+
+    _, base = tiny_checkpoints
+    saved = value_check("summary", "implicit", samples=2, max_prompts=3, base=str(base), out=tmp_path / "vc.json")
+    for corr in saved["spearman"].values():
+        assert {"end", "half", "end_minus_base", "half_minus_base"} <= set(corr)
+        assert all(math.isnan(corr[k]) or -1.0 <= corr[k] <= 1.0 for k in corr)
