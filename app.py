@@ -50,8 +50,18 @@ def show_weights(task: str, *sliders: float) -> str:
     return "Preference μ (normalised): " + ", ".join(f"**{n}** {w:.2f}" for n, w in zip(names, mu))
 
 
-def pareto(task: str, live: list, *sliders: float):
-    return SERVICE.pareto_figure(task, sliders[: len(_names(task))], live or [])
+def pareto(task: str, live: list, axes: list, *sliders: float):
+    return SERVICE.pareto_figure(task, sliders[: len(_names(task))], live or [], axes or (0, 1))
+
+
+def axis_choices(task: str):
+    """The plot-axes radio for a task: the objective pairs (shown when there are three objectives)."""
+    pairs = SERVICE.axis_pairs(task)
+    return gr.update(choices=[label for label, _ in pairs], value=pairs[0][0], visible=len(pairs) > 1)
+
+
+def choose_axes(task: str, label: str) -> list:
+    return list(dict(SERVICE.axis_pairs(task)).get(label, (0, 1)))
 
 
 def set_from_grid(task: str, label: str | None):
@@ -77,7 +87,7 @@ def _slot_updates(replies) -> list:
 
 
 def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool,
-        live: list, *sliders: float):
+        live: list, axes: list, *sliders: float):
     """Stream every chosen method's reply; at the end add the scores to this session's plot points."""
     names = _names(task)
     settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, greedy=greedy, strength=strength)
@@ -98,7 +108,7 @@ def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tok
     for notice in notices:
         gr.Info(notice)
     live = ([*(live or []), *[r.point(task) for r in replies if r.scores]])[-LIVE_POINTS:]
-    yield [pareto(task, live, *sliders), "  \n".join(notices), live, *_slot_updates(replies)]
+    yield [pareto(task, live, axes, *sliders), "  \n".join(notices), live, *_slot_updates(replies)]
 
 
 with gr.Blocks(title="mage — controllable multi-objective generation") as demo:
@@ -106,6 +116,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                 "and the replies stream side by side.")
     gr.Markdown(f"Running on **{SERVICE.device()}**.", elem_id="device")
     live = gr.State([])  # this session's live sample points on the plot
+    axes = gr.State([0, 1])  # the plot's projection (objective indices); a State, so the API is unchanged
     with gr.Row():
         with gr.Column(scale=1):
             task = gr.Dropdown(list(TASKS), value="assistant", label="Task", elem_id="task")
@@ -136,17 +147,22 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                     with gr.Column(min_width=200):
                         slots += [gr.Markdown(visible=False, elem_id=f"head-{i}"), gr.Textbox(visible=False, lines=6, show_label=False, elem_id=f"text-{i}"),
                                   gr.Label(visible=False, label="Scores", elem_id=f"scores-{i}")]
-            plot = gr.Plot(pareto("assistant", [], *[1.0] * MAX_OBJECTIVES), label="Pareto fronts (cached evaluation; ring = your preference, stars = your samples)",
+            first_pairs = SERVICE.axis_pairs("assistant")
+            axes_radio = gr.Radio([label for label, _ in first_pairs], value=first_pairs[0][0], label="Plot axes", visible=len(first_pairs) > 1,
+                                  elem_id="plot-axes")
+            plot = gr.Plot(pareto("assistant", [], [0, 1], *[1.0] * MAX_OBJECTIVES), label="Pareto fronts (cached evaluation; ring = your preference, stars = your samples)",
                            elem_id="pareto")
 
     examples.click(lambda sample: sample[0], examples, prompt, api_name=False)
     task.change(slider_updates, task, [*sliders, grid, examples, live, strength], api_name="task_objectives").then(
-        show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
-    grid.change(set_from_grid, [task, grid], sliders, api_name=False).then(pareto, [task, live, *sliders], plot, api_name=False)
+        axis_choices, task, axes_radio, api_name=False).then(lambda: [0, 1], None, axes, api_name=False).then(
+        show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
+    axes_radio.input(choose_axes, [task, axes_radio], axes, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
+    grid.change(set_from_grid, [task, grid], sliders, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
     for s in sliders:
         s.change(show_weights, [task, *sliders], weights_md, api_name=False)
-        s.release(pareto, [task, live, *sliders], plot, api_name=False)
-    inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, *sliders]
+        s.release(pareto, [task, live, axes, *sliders], plot, api_name=False)
+    inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, axes, *sliders]
     outputs = [plot, status, live, *slots]
     button.click(run, inputs, outputs, api_name="generate", concurrency_limit=CONCURRENCY, concurrency_id="generate")
     prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate")

@@ -88,23 +88,32 @@ class Service:
         path = RESULTS_DIR / f"{get_task(task).name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[dict] = ()):
-        """The Pareto-front figure from cached results, the current preference highlighted and live
-        points (``{"method", "scores"}``, e.g. :meth:`Reply.point`) added; None when no results are cached."""
+    def axis_pairs(self, task: str) -> list[tuple[str, tuple[int, int]]]:
+        """The plot's possible projections as (label, objective indices): one for two objectives, three for three."""
+        from itertools import combinations
+
+        names = self.objectives(task)
+        return [(f"{names[a]} × {names[b]}", (a, b)) for a, b in combinations(range(len(names)), 2)]
+
+    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[dict] = (), axes: Sequence[int] = (0, 1)):
+        """The Pareto-front figure from cached results projected on ``axes`` (two objective indices), the
+        current preference highlighted and live points (``{"method", "scores"}``, e.g. :meth:`Reply.point`)
+        added. With no cached results: the live points alone and how to get the fronts."""
         from .plots import front_figure
 
         name = get_task(task).name
+        n = len(self.objectives(task))
+        axes = tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)  # e.g. a pair from another task
         live = [p for p in live if p.get("scores") and p.get("task", name) == name]
         result = self.results(task)
-        if result is None:  # no cached sweep: the live points alone, and how to get the fronts
-            result = {"task": name, "objectives": self.objectives(task), "records": []}
-            title = f"{name}: no cached fronts yet (python -m mage evaluate --task {name}); stars = your samples"
-            return front_figure(result, live=live, title=title)
+        if result is None:
+            stub = {"task": name, "objectives": self.objectives(task), "records": []}
+            return front_figure(stub, axes=axes, live=live, title=f"{name}: no cached fronts yet (python -m mage evaluate --task {name}); stars = your samples")
         try:
             mu = self.preference(task, sliders) if sliders is not None else None
         except ValueError:
             mu = None
-        return front_figure(result, highlight=mu, live=live)
+        return front_figure(result, axes=axes, highlight=mu, live=live)
 
     def default_strength(self, task: str) -> float:
         """The guidance strength ``choose-strength`` picked for MAGE (implicit) on the validation split, else 1.0."""

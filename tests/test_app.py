@@ -148,3 +148,21 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
     assert seen["heads"][:3] == ["MAGE (implicit guidance)", "Bone Soup", "Rewarded Soup"]
     assert len(seen["texts"]) == 3 and seen["plot_changed"] and seen["live_in_plot"]
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
+
+
+def test_plot_axes_handlers_choose_the_projection(tiny_checkpoints, monkeypatch):
+    """The handlers called directly: the axes radio maps to objective pairs and the plot follows it."""
+    import importlib
+
+    _, base = tiny_checkpoints
+    monkeypatch.setenv("MAGE_BASE", str(base))
+    sys.path.insert(0, str(ROOT))
+    app = importlib.import_module("app")
+    assert app.choose_axes("assistant", "helpful × humorous") == [0, 2]
+    assert app.choose_axes("assistant", "not a pair") == [0, 1]
+    assert app.axis_choices("summary")["visible"] is False and app.axis_choices("assistant")["visible"] is True
+    fig = app.pareto("assistant", [], [1, 2], 1.0, 1.0, 1.0)
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("harmless", "humorous")
+    # a pair left over from a three-objective task falls back to the first pair on a two-objective task
+    fig = app.pareto("summary", [], [1, 2], 1.0, 1.0, 1.0)
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("faithful", "concise")
