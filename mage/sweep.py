@@ -181,15 +181,21 @@ def chosen_strengths(task: str, methods: Sequence[str], results_dir: Path | None
 def choose_strength(task: str, method: str, strengths: list[float], *, prompts: int | None = 30, base: str = DEFAULT_BASE, seed: int = 0,
                     max_new_tokens: int | None = None, out: Path | None = None) -> dict:
     """Pick a guidance strength on the validation split: the one with the best mean scalarised reward Σ μ_i r_i
-    over the preference grid (ties: the smaller strength). Writes every strength's summary."""
+    over the preference grid (ties: the smaller strength), among the positive ``strengths``. Strength 0
+    (the unguided policy) is always run too, as the reference the choice is measured against, but is
+    never chosen: a method's sweep at strength 0 would only repeat its policy's."""
+    if not any(s > 0 for s in strengths):
+        raise ValueError(f"strengths {strengths} has no positive value to choose; fix: e.g. --strengths 0.25,0.5,1,2")
     engine = Engine(task, base=base)
     rows = []
-    for strength in strengths:
+    for strength in sorted({0.0, *map(float, strengths)}):
         config = SweepConfig(task=task, methods=(method,), prompts=prompts, seed=seed, split="validation", strength=strength, base=base, max_new_tokens=max_new_tokens)
         result = run_sweep(config, out.with_name(f"{out.stem}-w{strength:g}.json") if out else None, engine=engine, write=out is not None)
         rows.append({"strength": strength, **{k: result["summary"][method][k] for k in ("mean_scalarised", "hypervolume")}})
-    best = max(rows, key=lambda r: (r["mean_scalarised"], -r["strength"]))
+    best = max((r for r in rows if r["strength"] > 0), key=lambda r: (r["mean_scalarised"], -r["strength"]))
+    unguided = rows[0]
     choice = {"task": task, "method": method, "split": "validation", "prompts": prompts, "rows": rows, "chosen": best["strength"],
+              "gain_over_unguided": best["mean_scalarised"] - unguided["mean_scalarised"],
               "command": f"python -m mage choose-strength --task {task} --method {method} --strengths {','.join(f'{s:g}' for s in strengths)}"}
     if out is not None:
         write_json_atomic(out, choice)

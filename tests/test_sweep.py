@@ -81,10 +81,14 @@ def test_choose_strength_scores_each_strength_on_validation(tiny_checkpoints, tm
     from mage.sweep import choose_strength
 
     _, base = tiny_checkpoints
-    choice = choose_strength("summary", "mage-i", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
-    assert [r["strength"] for r in choice["rows"]] == [0.0, 2.0] and choice["chosen"] in (0.0, 2.0)
-    best = max(choice["rows"], key=lambda r: r["mean_scalarised"])
+    choice = choose_strength("summary", "mage-i", [2.0, 0.5], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
+    # strength 0 (the unguided policy) is always measured as the reference, never chosen
+    assert [r["strength"] for r in choice["rows"]] == [0.0, 0.5, 2.0]
+    best = max(choice["rows"][1:], key=lambda r: (r["mean_scalarised"], -r["strength"]))
     assert choice["chosen"] == best["strength"] and (tmp_path / "c.json").is_file()
+    assert choice["gain_over_unguided"] == pytest.approx(best["mean_scalarised"] - choice["rows"][0]["mean_scalarised"])
+    with pytest.raises(ValueError, match="no positive value"):
+        choose_strength("summary", "mage-i", [0.0], prompts=2, base=str(base))
 
 
 def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
