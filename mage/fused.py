@@ -62,20 +62,20 @@ class FusedImplicit(torch.nn.Module, ImplicitGuide):
         if missing:
             raise ValueError(f"guidance adapters target modules {missing[:3]} that the policy model lacks; fix: train value models on the policy's base model")
         weight = next(model.parameters())
-        self._targets = [(modules[name], a.to(weight).t().contiguous(), b.to(weight).t().contiguous()) for name, (a, b) in corrections.items()]
+        self._targets = [(modules[name], a.to(weight), b.to(weight)) for name, (a, b) in corrections.items()]  # A (r, in), B (out, r)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, logits_to_keep: int = 0, **kwargs):
         batch = input_ids.shape[0]
 
-        def correct(module, args, output, a_t=None, b_t=None):
-            x = args[0][batch:]
-            output[batch:] += (x @ a_t) @ b_t  # the guide's rows: W x + (Δ_φ − Δ_π) x
+        def correct(module, args, output, a=None, b=None):
+            # the guide's rows: W x + (Δ_φ − Δ_π) x, with Δ_φ − Δ_π = B A (F.linear reads A and B as stored, no transposed copies)
+            output[batch:] += torch.nn.functional.linear(torch.nn.functional.linear(args[0][batch:], a), b)
             return output
 
         def twice(t):
             return None if t is None else torch.cat([t, t], dim=0)
 
-        handles = [m.register_forward_hook(lambda mod, args, out, a_t=a_t, b_t=b_t: correct(mod, args, out, a_t, b_t)) for m, a_t, b_t in self._targets]
+        handles = [m.register_forward_hook(lambda mod, args, out, a=a, b=b: correct(mod, args, out, a, b)) for m, a, b in self._targets]
         try:
             out = self.model(input_ids=twice(input_ids), attention_mask=twice(attention_mask), position_ids=twice(position_ids),
                              past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
