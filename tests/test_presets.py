@@ -69,5 +69,27 @@ def test_accelerate_config_files_parse():
 
     root = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
     kinds = {p.stem: str(load_config_from_file(str(p)).distributed_type) for p in root.glob("*.yaml")}
-    assert kinds == {"multi_cpu": "DistributedType.MULTI_CPU", "multi_gpu": "DistributedType.MULTI_GPU", "deepspeed_zero2": "DistributedType.DEEPSPEED",
+    # multi_cpu.yaml is MULTI_GPU without CUDA: accelerate's MULTI_CPU type starts a single process (below)
+    assert kinds == {"multi_cpu": "DistributedType.MULTI_GPU", "multi_gpu": "DistributedType.MULTI_GPU", "deepspeed_zero2": "DistributedType.DEEPSPEED",
                      "fsdp": "DistributedType.FSDP"}
+
+
+def test_the_multi_cpu_config_really_starts_two_processes(tmp_path):
+    """`accelerate launch --config_file configs/accelerate/multi_cpu.yaml` on this CPU-only machine: two ranks."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "multi_cpu.yaml"
+    script = tmp_path / "rank.py"
+    script.write_text("import os; print('RANK', os.environ.get('RANK'), os.environ.get('WORLD_SIZE'), flush=True)\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", str(port), str(script)]
+    proc = subprocess.run(launcher, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = sorted(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RANK"))
+    assert ranks == [["0", "2"], ["1", "2"]]
