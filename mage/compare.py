@@ -34,6 +34,11 @@ def _method_rows(result: dict) -> dict[str, list[dict]]:
     return rows
 
 
+def spread(records: Sequence[dict], objectives: Sequence[str]) -> dict[str, float]:
+    """Per objective, max − min of the point means over the records: how far the rewards move with μ."""
+    return {o: max(r["means"][o] for r in records) - min(r["means"][o] for r in records) for o in objectives}
+
+
 def _scalarised_per_prompt(rows: Sequence[dict], objectives: Sequence[str]) -> np.ndarray:
     """(n_prompts,): Σ_i μ_i r_i per prompt, averaged over the method's grid points."""
     per = [sum(w * np.asarray(r["per_prompt"][o]) for w, o in zip(r["weights"], objectives)) for r in rows]
@@ -71,10 +76,9 @@ def compare(result: dict, *, resamples: int = 1000, seed: int = 0) -> dict:
     for m, rs in rows.items():
         hv, ctrl = _stats(rs, objectives, ref)
         mean, se = mean_stderr(_scalarised_per_prompt(rs, objectives).tolist())
-        spread = {o: max(r["means"][o] for r in rs) - min(r["means"][o] for r in rs) for o in objectives}
         methods[m] = {"hypervolume": hv, "hypervolume_ci": _interval([b[0] for b in boot[m]]), "controllability": ctrl,
                       "controllability_ci": _interval([b[1] for b in boot[m]]), "mean_scalarised": mean, "mean_scalarised_se": se,
-                      "spread": spread, "strength": rs[0].get("strength"), "points": len(rs)}
+                      "spread": spread(rs, objectives), "strength": rs[0].get("strength"), "points": len(rs)}
     pairs = []
     for a, b in COMPARISONS:
         if a not in rows or b not in rows:

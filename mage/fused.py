@@ -22,29 +22,18 @@ import torch
 
 from .adapters import LoraAdapter
 from .guidance import ImplicitGuide, Member
-from .merging import Soup
-
-
-def stacked_factors(adapters: Sequence[LoraAdapter], coefs: Sequence[float], module: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(A, B) with B @ A = Σ_j c_j s_j B_j A_j over the adapters with c_j ≠ 0 (None when all are 0)."""
-    active = [(c, a) for c, a in zip(coefs, adapters) if c != 0]
-    if not active:
-        return None
-    a_cat = torch.cat([a.factors[module][0] for _, a in active], dim=0)
-    b_cat = torch.cat([c * a.scaling * a.factors[module][1] for c, a in active], dim=1)
-    return a_cat, b_cat
+from .merging import Soup, concat_adapter
 
 
 def row_corrections(policy: Soup | None, values: Sequence[LoraAdapter], weights: Sequence[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per target module, low-rank factors (A, B) of Δ_φ(μ) − Δ_π: what turns the policy's folded
-    weights into the merged value model's."""
-    out = {}
-    for name in sorted(values[0].factors):
-        own = stacked_factors(policy.adapters, [-c for c in policy.coefficients], name) if policy is not None else None
-        parts = [f for f in (stacked_factors(values, weights, name), own) if f is not None]
-        if parts:
-            out[name] = (torch.cat([a for a, _ in parts], dim=0), torch.cat([b for _, b in parts], dim=1))
-    return out
+    weights into the merged value model's — one concatenated adapter (:func:`mage.merging.concat_adapter`)
+    over the value adapters at μ and the policy's adapters at −λ, those at weight 0 left out."""
+    pairs = list(zip(values, weights)) + ([(a, -c) for a, c in zip(policy.adapters, policy.coefficients)] if policy is not None else [])
+    active = [(a, c) for a, c in pairs if c != 0]
+    if not active:
+        return {}
+    return concat_adapter([a for a, _ in active], [c for _, c in active], name="guide-minus-policy").factors
 
 
 class FusedImplicit(torch.nn.Module, ImplicitGuide):

@@ -213,6 +213,8 @@ def compatibility(task: str, kind: str, strengths: list[float], *, prompts: int 
     MAGE (``mage-<kind>``, merged policy + merged guide at its chosen strength), each swept over the
     corner grid (one-hot μ + uniform). Reports, per run, how far the achieved rewards move with μ
     (per-objective spread, max − min over the grid) and the points themselves."""
+    from .compare import spread
+
     t = get_task(task)
     sft, mage = f"sft+{kind[0]}", f"mage-{kind[0]}"
     engine = Engine(t, base=base)
@@ -223,8 +225,8 @@ def compatibility(task: str, kind: str, strengths: list[float], *, prompts: int 
         config = SweepConfig(methods=(method,), method_strengths=((method, strength),), **common)
         result = run_sweep(config, engine=engine, write=False)
         records = result["records"]
-        spread = {o: max(r["means"][o] for r in records) - min(r["means"][o] for r in records) for o in t.objectives}
-        runs.append({"method": method, "strength": strength, "spread": spread, "mean_spread": sum(spread.values()) / len(spread),
+        moved = spread(records, t.objectives)
+        runs.append({"method": method, "strength": strength, "spread": moved, "mean_spread": sum(moved.values()) / len(moved),
                      "points": [{"weights": r["weights"], "means": r["means"], "stderr": r["stderr"]} for r in records]})
     summary = {"task": task, "kind": kind, "objectives": list(t.objectives), "split": split, "prompts": prompts, "grid": [list(p) for p in grid],
                "runs": runs, "command": command}
