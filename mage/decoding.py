@@ -81,8 +81,11 @@ def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str], device) -> tu
 
 def stop_token_ids(tokenizer) -> list[int]:
     """Tokens that end a response: EOS and the start of a new dialogue turn."""
-    vocab = tokenizer.get_vocab()
-    ids = {tokenizer.eos_token_id} | {vocab[t] for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>") if t in vocab}
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
+        i = tokenizer.convert_tokens_to_ids(token)  # a lookup; get_vocab() would copy the whole vocabulary (~30 ms a request)
+        if i is not None and tokenizer.convert_ids_to_tokens(i) == token:  # unknown tokens map to unk
+            ids.add(i)
     return sorted(i for i in ids if i is not None)
 
 

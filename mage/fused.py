@@ -57,8 +57,9 @@ class FusedImplicit(torch.nn.Module, ImplicitGuide):
         batch = input_ids.shape[0]
 
         def correct(module, args, output, a=None, b=None):
-            # the guide's rows: W x + (Δ_φ − Δ_π) x, with Δ_φ − Δ_π = B A (F.linear reads A and B as stored, no transposed copies)
-            output[batch:] += torch.nn.functional.linear(torch.nn.functional.linear(args[0][batch:], a), b)
+            # the guide's rows: W x + (Δ_φ − Δ_π) x, with Δ_φ − Δ_π = B A (A and B used as stored: b.t() is a view, not a copy)
+            guide_out = output[batch:].view(-1, output.shape[-1])  # rows [B, 2B) are contiguous: a view, updated in place
+            guide_out.addmm_(torch.nn.functional.linear(args[0][batch:].reshape(-1, a.shape[1]), a), b.t())
             return output
 
         def twice(t):
