@@ -158,10 +158,10 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
         axis_choices, task, axes_radio, api_name=False).then(lambda: [0, 1], None, axes, api_name=False).then(
         show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
     axes_radio.input(choose_axes, [task, axes_radio], axes, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
-    grid.change(set_from_grid, [task, grid], sliders, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
-    for s in sliders:
-        s.change(show_weights, [task, *sliders], weights_md, api_name=False)
-        s.release(pareto, [task, live, axes, *sliders], plot, api_name=False)
+    grid.change(set_from_grid, [task, grid], sliders, api_name="grid_point").then(pareto, [task, live, axes, *sliders], plot, api_name=False)
+    for i, s in enumerate(sliders):  # one named endpoint per operation; the other sliders' copies stay UI-only
+        s.change(show_weights, [task, *sliders], weights_md, api_name="weights" if i == 0 else False)
+        s.release(pareto, [task, live, axes, *sliders], plot, api_name="pareto" if i == 0 else False)
     inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, axes, *sliders]
     outputs = [plot, status, live, *slots]
     button.click(run, inputs, outputs, api_name="generate", concurrency_limit=CONCURRENCY, concurrency_id="generate")

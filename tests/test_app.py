@@ -88,6 +88,16 @@ def test_api_generates_side_by_side(server):
         client.predict("summary", "x", ["bone"], 1.0, 4, 1.0, 0.9, 0, True, 0.0, 0.0, 1.0, api_name="/generate")
 
 
+def test_every_operation_has_a_named_endpoint(server):
+    from gradio_client import Client
+
+    client = Client(server, verbose=False)
+    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/generate", "/task_objectives", "/weights", "/pareto", "/grid_point"} <= named
+    shown = client.predict("summary", 0.2, 0.6, 0.0, api_name="/weights")  # sliders → the normalised preference
+    assert "0.25" in shown and "0.75" in shown
+
+
 def test_sixteen_concurrent_sessions_no_errors_no_cross_talk_bounded_memory(app_process):
     """16 gradio_client sessions with distinct preferences at once (4 decoding at a time, the rest
     queued): every reply equals the same request made alone, and the server's memory stays bounded."""
