@@ -111,6 +111,16 @@ def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tok
     yield [pareto(task, live, axes, *sliders), "  \n".join(notices), live, *_slot_updates(replies)]
 
 
+def on_release(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool,
+               live: list, axes: list, *sliders: float):
+    """A slider let go: with a prompt, generate again for the new μ (the run in flight is cancelled);
+    without one, only redraw the plot for the new preference."""
+    if not (prompt or "").strip():
+        yield [pareto(task, live, axes, *sliders), gr.skip(), gr.skip(), *[gr.skip()] * (3 * SLOTS)]
+        return
+    yield from run(task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, axes, *sliders)
+
+
 with gr.Blocks(title="mage — controllable multi-objective generation") as demo:
     gr.Markdown("# mage\nDrag the sliders to say how much each objective matters; each method merges its LoRA models live for that preference "
                 "and the replies stream side by side.")
@@ -158,14 +168,19 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
         axis_choices, task, axes_radio, api_name=False).then(lambda: [0, 1], None, axes, api_name=False).then(
         show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
     axes_radio.input(choose_axes, [task, axes_radio], axes, api_name=False).then(pareto, [task, live, axes, *sliders], plot, api_name=False)
-    grid.change(set_from_grid, [task, grid], sliders, api_name="grid_point").then(pareto, [task, live, axes, *sliders], plot, api_name=False)
-    for i, s in enumerate(sliders):  # one named endpoint per operation; the other sliders' copies stay UI-only
-        s.change(show_weights, [task, *sliders], weights_md, api_name="weights" if i == 0 else False)
-        s.release(pareto, [task, live, axes, *sliders], plot, api_name="pareto" if i == 0 else False)
+    grid.change(set_from_grid, [task, grid], sliders, api_name="grid_point").then(pareto, [task, live, axes, *sliders], plot, api_name="pareto")
     inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, axes, *sliders]
     outputs = [plot, status, live, *slots]
-    button.click(run, inputs, outputs, api_name="generate", concurrency_limit=CONCURRENCY, concurrency_id="generate")
-    prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate")
+    running = [button.click(run, inputs, outputs, api_name="generate", concurrency_limit=CONCURRENCY, concurrency_id="generate"),
+               prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate")]
+    released = []
+    for i, s in enumerate(sliders):  # one named endpoint per operation; the other sliders' copies stay UI-only
+        s.change(show_weights, [task, *sliders], weights_md, api_name="weights" if i == 0 else False)
+        # letting a slider go merges for the new μ and generates again, replacing this session's run in flight
+        released.append(s.release(on_release, inputs, outputs, api_name=False, cancels=running, trigger_mode="always_last",
+                                  concurrency_limit=CONCURRENCY, concurrency_id="generate"))
+    for i, s in enumerate(sliders):  # ... including a run started by letting go of another slider
+        s.release(None, None, None, cancels=[e for j, e in enumerate(released) if j != i], api_name=False)
 
 demo.queue(max_size=16, default_concurrency_limit=1)  # a bounded queue: the 17th waiting request is refused
 

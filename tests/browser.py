@@ -23,6 +23,7 @@ def chromium_path() -> str:
 def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms hit the coast overnight and thousands lost power.",
           slider: float = 0.2, first_objective: str = "faithful", timeout_ms: int = 180_000) -> dict:
     """Choose the task, move the first slider, generate, wait for every side-by-side reply to finish;
+    let go of a slider at a new position and wait for the replies generated for the new μ;
     screenshots at desktop and narrow widths. Returns what the page showed."""
     from playwright.sync_api import sync_playwright
 
@@ -50,23 +51,39 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
                 page.wait_for_function("(v) => Math.abs(parseFloat(document.querySelector('#slider-0 input[type=number]').value) - v) < 1e-6", arg=value,
                                        timeout=30_000)
                 seen["grid_point"], seen["slider_after_grid"] = label, float(page.locator("#slider-0 input[type=number]").input_value())
-        before = page.locator("#weights").inner_text()
-        number = page.locator("#slider-0 input[type=number]")
-        number.fill(str(slider))
-        number.press("Enter")
-        page.wait_for_function("(b) => document.querySelector('#weights').innerText.includes('Preference') && document.querySelector('#weights').innerText !== b",
-                               arg=before, timeout=timeout_ms)
-        seen["weights_before"], seen["weights"] = before, page.locator("#weights").inner_text()
+        def lam_line() -> str:  # Bone Soup's coefficients λ = B⁻¹μ as shown in its heading
+            return next((line for line in page.locator("#head-1").inner_text().splitlines() if "λ" in line), "")
+
+        def let_go_at(fraction: float) -> None:  # a click on the slider's track: the value jumps there and the slider is released
+            track = page.locator("#slider-0 input[type=range]").bounding_box()
+            page.mouse.click(track["x"] + fraction * track["width"], track["y"] + track["height"] / 2)
+
+        def preference_line() -> str:  # the normalised μ as shown (without gradio's progress timer)
+            return next((line for line in page.locator("#weights").inner_text().splitlines() if "Preference" in line), "")
+
+        if "grid_point" in seen:  # the grid point's μ is shown before the slider moves on
+            shown = seen["grid_point"].split(",")[0]  # e.g. "faithful 0.00"
+            page.wait_for_function("(s) => document.querySelector('#weights').innerText.includes(s)", arg=shown, timeout=timeout_ms)
+        before = preference_line()
+        let_go_at(slider)
+        page.wait_for_function("(b) => { const t = document.querySelector('#weights').innerText; const l = t.split('\\n').find(x => x.includes('Preference'));"
+                               " return l && l !== b && !t.includes('processing'); }", arg=before, timeout=timeout_ms)
+        seen["weights_before"], seen["weights"] = before, preference_line()
         plot_before = page.locator("#pareto").inner_html()
         page.locator("#prompt textarea").fill(prompt)
         page.locator("#generate").click()
-        page.wait_for_function("document.querySelectorAll('[id^=head-] h3').length >= 3 && "
-                               "![...document.querySelectorAll('[id^=head-] h3')].some(h => h.innerText.includes('…')) && "
-                               "document.querySelector('#pareto').innerHTML.includes('live:')", timeout=timeout_ms)
+        done = ("(b) => { const h = [...document.querySelectorAll('[id^=head-]')].map(e => e.innerText); const l = (h[1] || '').split('\\n').find(x => x.includes('λ'));"
+                " return h.length >= 3 && l && l !== b && !h.some(t => t.includes('…')) && document.querySelector('#pareto').innerHTML.includes('live:'); }")
+        page.wait_for_function(done, arg="", timeout=timeout_ms)
         seen["heads"] = [h.inner_text() for h in page.locator("[id^=head-] h3").all()]
         seen["texts"] = [t.input_value() for t in page.locator("[id^=text-] textarea").all() if t.is_visible()]
         seen["plot_changed"] = page.locator("#pareto").inner_html() != plot_before
         seen["live_in_plot"] = "live:" in page.locator("#pareto").inner_html()
+        # letting go of the slider elsewhere generates again for the new μ: Bone Soup's λ changes
+        seen["lambda_before_release"] = lam_line()
+        let_go_at(1.0 - slider)
+        page.wait_for_function(done, arg=seen["lambda_before_release"], timeout=timeout_ms)
+        seen["lambda_after_release"] = lam_line()
         page.screenshot(path=str(out / "app-desktop.png"), full_page=True)
         page.set_viewport_size({"width": 420, "height": 1100})
         page.wait_for_timeout(500)

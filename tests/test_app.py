@@ -153,10 +153,12 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
 
     out = Path(os.environ.get("MAGE_SCREENSHOTS", tmp_path))
     seen = drive(server, out, task="summary", slider=0.2)
-    assert "faithful" in seen["weights"] and seen["weights"] != seen["weights_before"]
+    assert "faithful 0.17, concise 0.83" in seen["weights"] and seen["weights"] != seen["weights_before"]  # slider 0.2 and 1.0, normalised
     assert seen["grid_point"].startswith("faithful") and seen["slider_after_grid"] == float(seen["grid_point"].split(",")[0].split()[-1])
     assert seen["heads"][:3] == ["MAGE (implicit guidance)", "Bone Soup", "Rewarded Soup"]
     assert len(seen["texts"]) == 3 and seen["plot_changed"] and seen["live_in_plot"]
+    # letting go of the slider regenerated: Bone Soup's λ = B⁻¹μ changed with μ
+    assert "λ" in seen["lambda_after_release"] and seen["lambda_after_release"] != seen["lambda_before_release"]
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
 
 
