@@ -176,7 +176,8 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
     released = []
     for i, s in enumerate(sliders):  # one named endpoint per operation; the other sliders' copies stay UI-only
         s.change(show_weights, [task, *sliders], weights_md, api_name="weights" if i == 0 else False)
-        # letting a slider go merges for the new μ and generates again, replacing this session's run in flight
+        # letting a slider go merges for the new μ and generates again: it cancels this session's Generate run in flight,
+        # and repeated releases of one slider keep only the last (always_last)
         released.append(s.release(on_release, inputs, outputs, api_name=False, cancels=running, trigger_mode="always_last",
                                   concurrency_limit=CONCURRENCY, concurrency_id="generate"))
     for i, s in enumerate(sliders):  # ... including a run started by letting go of another slider
