@@ -158,16 +158,15 @@ class Soup:
         if len(coefs) != len(self.adapters):
             raise ValueError(f"{len(coefs)} coefficients for {len(self.adapters)} adapters")
         scale = torch.repeat_interleave(torch.tensor(list(coefs), dtype=torch.float32), self._ranks)  # (Σr,)
-        active = scale != 0
-        if bool(active.all()):
-            for weight, w0, a_cat, b_cat in self._targets:
-                torch.addmm(w0, b_cat * scale.to(b_cat), a_cat, out=weight.data)
-        else:  # adapters at λ = 0 (e.g. the experts while Bone Soup merges the backbones) cost nothing
-            rows = active.nonzero().squeeze(1)
+        active = scale != 0  # adapters at λ = 0 (e.g. the experts while Bone Soup merges the backbones) cost nothing
+        rows = None if bool(active.all()) else active.nonzero().squeeze(1)
+        if rows is not None:
             scale = scale[rows]
-            for weight, w0, a_cat, b_cat in self._targets:
+        for weight, w0, a_cat, b_cat in self._targets:
+            if rows is not None:
                 index = rows.to(a_cat.device)
-                torch.addmm(w0, b_cat.index_select(1, index) * scale.to(b_cat), a_cat.index_select(0, index), out=weight.data)
+                a_cat, b_cat = a_cat.index_select(0, index), b_cat.index_select(1, index)
+            torch.addmm(w0, b_cat * scale.to(b_cat), a_cat, out=weight.data)
         self.coefficients = [float(c) for c in coefs]
 
     def restore(self) -> None:
