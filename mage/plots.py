@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import plotly.graph_objects as go
@@ -134,11 +135,39 @@ def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
 def all_figures(results_dir="assets/results", out_dir="assets/figures", *, png: bool = True) -> list[str]:
     """Every figure the results files in ``results_dir`` allow: fronts (pairwise + 3-D), merged vs ensemble,
     LMC curves, the β ablation (``<task>-beta<β>.json`` next to ``<task>.json``)."""
-    import json
-    from itertools import combinations
     from pathlib import Path
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    with _png_export(png) as png:
+        return _all_figures(results_dir, out_dir, png=png)
+
+
+@contextmanager
+def _png_export(png: bool):
+    """One headless browser for every PNG of a run, without MathJax: kaleido's default fetches MathJax from a
+    CDN, and with no network a page could wait on that fetch (``python -m mage figures`` once hung there).
+    Each image gets a 60 s timeout; if no browser starts, the figures are HTML only."""
+    if not png:
+        yield False
+        return
+    try:
+        import kaleido
+
+        kaleido.start_sync_server(mathjax=False, timeout=60, silence_warnings=True)
+    except Exception as err:
+        print(f"mage: no PNG export ({type(err).__name__}: {err}); the HTML figures are written")
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        kaleido.stop_sync_server(silence_warnings=True)
+
+
+def _all_figures(results_dir, out_dir, *, png: bool) -> list[str]:
+    import json
+    from itertools import combinations
+
     written = []
     for task_file in sorted(results_dir.glob("*.json")):
         name = task_file.stem

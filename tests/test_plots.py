@@ -52,3 +52,18 @@ def test_all_figures_writes_fronts_ablation_and_lmc(tmp_path):
     assert names == ["summary-beta-ablation.html", "summary-compat-implicit.html", "summary-front-3d.html", "summary-front-a-b.html", "summary-front-a-c.html",
                      "summary-front-b-c.html", "summary-lmc-implicit.html"]
     assert all((tmp_path / "figures" / n).stat().st_size > 1000 for n in names)
+
+
+def test_png_export_runs_offline_in_one_browser(tmp_path):
+    """The PNGs come from one headless browser with MathJax off (no CDN fetch); each file is a real PNG."""
+    import json
+
+    from mage.plots import all_figures
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text(json.dumps(RESULT))
+    written = all_figures(results, tmp_path / "figures", png=True)
+    pngs = [p for p in written if p.endswith(".png")]
+    assert len(pngs) == 4, written
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in pngs)
