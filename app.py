@@ -4,8 +4,8 @@ Layout and event wiring only; all logic lives in :mod:`mage.service` (plain valu
 Run: ``python app.py [--host 127.0.0.1] [--port 7860]``.
 
 The service holds one engine per task (models loaded once, read-only between requests); every
-request merges for its own preference while holding the task's lock, so sessions never see each
-other's merges. What belongs to a session (its live sample points) is in ``gr.State``.
+request merges for its own preference and decodes on the service's one compute thread, one request
+at a time, so sessions never see each other's merges. What belongs to a session (its live sample points) is in ``gr.State``.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"))
 MAX_OBJECTIVES = max(len(t.objectives) for t in TASKS.values())
 SLOTS = MAX_METHODS  # methods shown side by side
 LIVE_POINTS = 24  # live samples a session keeps on its plot
-# requests decoding at once: 1 suits a 2-core CPU Space (merges are serialised per task anyway);
-# more lets requests of the two tasks overlap, and lets the tests race sessions against the lock
+# requests handled at once: 1 suits a 2-core CPU Space (the service decodes one request at a time on its
+# compute thread anyway); more lets sessions stream side by side, and lets the tests race sessions
 CONCURRENCY = int(os.environ.get("MAGE_CONCURRENCY", "1"))
 EXAMPLES = {
     "assistant": ["How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."],

@@ -1,8 +1,13 @@
 """What the UI calls: plain values in, plain values out. No gradio here.
 
-One :class:`~mage.methods.Engine` per task is loaded lazily and shared; every request merges
-for its own preference and generates while holding that engine's lock, so concurrent users with
-different preferences never see each other's merges.
+One :class:`~mage.methods.Engine` per task is loaded lazily and shared. All torch work (loading,
+merging, decoding, scoring) runs on ONE long-lived compute thread, one request at a time, so
+concurrent users with different preferences never see each other's merges — and so only one
+OpenMP team exists. With libgomp, every thread that runs a parallel region owns a team of worker
+threads; once there are more of those than cores (a loading thread's team plus a new decoding
+thread's team on a 2-core machine), idle workers stop spin-waiting and every parallel region pays a
+futex wake-up: the prompt pass of a request ran ~30 % slower on a fresh thread than on the thread
+that loaded the model (docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import math
 import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,7 +29,7 @@ from .merging import normalize_weights
 from .models import DEFAULT_BASE, pick_device
 from .objectives import score_all
 from .methods import METHODS, Engine
-from .tasks import TASKS, get_task
+from .tasks import get_task
 
 log = logging.getLogger("mage.service")
 RESULTS_DIR = Path(os.environ.get("MAGE_RESULTS") or Path(__file__).resolve().parent.parent / "assets" / "results")  # cached sweeps the plot draws
@@ -74,8 +80,12 @@ class Service:
     def __init__(self, base: str = DEFAULT_BASE):
         self.base = base
         self._engines: dict[str, Engine] = {}
-        self._locks = {name: threading.Lock() for name in TASKS}
-        self._load_lock = threading.Lock()
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
+
+    def run(self, fn, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` on the compute thread and return its result (for torch work outside
+        :meth:`stream`, e.g. a benchmark timing the pieces of a request)."""
+        return self._compute.submit(fn, *args, **kwargs).result()
 
     def device(self) -> str:
         return str(pick_device(None))
@@ -137,10 +147,15 @@ class Service:
         return normalize_weights(list(sliders), len(get_task(task).objectives))  # names a non-number, NaN, negative or all-zero slider
 
     def engine(self, task: str) -> Engine:
-        with self._load_lock:
-            if task not in self._engines:
-                self._engines[task] = Engine(task, base=self.base, device=self.device())  # a GPU when present
-            return self._engines[task]
+        """The task's engine, loaded on the compute thread the first time."""
+        name = get_task(task).name
+        if name not in self._engines:
+            self.run(self._load, name)
+        return self._engines[name]
+
+    def _load(self, name: str) -> None:
+        if name not in self._engines:  # a second request may have queued the same load
+            self._engines[name] = Engine(name, base=self.base, device=self.device())  # a GPU when present
 
     def validate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> Request:
@@ -177,7 +192,7 @@ class Service:
         """Generate with each method in turn for the sliders' preference, yielding (replies, notices) after
         every new token; a finished reply carries its scores (or its error). Validation errors raise
         ValueError before anything is yielded (``settings``: see :meth:`validate`). Each method merges and
-        decodes holding the task's lock; a consumer that stops reading cancels the decoding at the next token."""
+        decodes on the compute thread; a consumer that stops reading cancels the decoding at the next token."""
         req = self.validate(task, prompt, sliders, methods, **settings)
         engine = self.engine(req.task)
         replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in req.methods]
@@ -196,12 +211,18 @@ class Service:
                 raise _Cancelled
             events.put(ids[0])
 
-        def work() -> None:
+        def work() -> None:  # on the compute thread: merge, decode, score
             try:
-                with self._locks[req.task]:
-                    gen = engine.generate(reply.method, req.mu, [req.prompt], req.sampling, strength=req.strength, seed=req.seed, on_token=on_token)[0]
-                    coefs = engine.current.coefficients if reply.method != "react" else []
-                events.put(("done", gen, coefs))
+                if cancelled.is_set():  # the user left while this request waited for the compute thread
+                    raise _Cancelled
+                gen = engine.generate(reply.method, req.mu, [req.prompt], req.sampling, strength=req.strength, seed=req.seed, on_token=on_token)[0]
+                coefs = engine.current.coefficients if reply.method != "react" else []
+                try:
+                    scores, error = {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()}, ""
+                except Exception as err:  # the reply stays; only its scores are missing
+                    log.exception("scoring failed")
+                    scores, error = {}, f"scoring failed: {type(err).__name__}: {err}"
+                events.put(("done", gen, coefs, scores, error))
             except _Cancelled:
                 events.put(("error", "cancelled"))
             except CheckpointError as err:
@@ -210,7 +231,7 @@ class Service:
                 log.exception("method %s failed", reply.method)
                 events.put(("error", f"{reply.method} failed: {type(err).__name__}: {err}"))
 
-        threading.Thread(target=work, daemon=True, name=f"mage-{reply.method}").start()
+        self._compute.submit(work)
         ids: list[int] = []
         while True:
             event = events.get()
@@ -221,13 +242,8 @@ class Service:
                     yield replies, req.notices
                 continue
             if event[0] == "done":
-                _, gen, reply.coefficients = event
+                _, gen, reply.coefficients, reply.scores, reply.error = event
                 reply.text = gen.text
-                try:
-                    reply.scores = {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()}
-                except Exception as err:  # the reply stays; only its scores are missing
-                    log.exception("scoring failed")
-                    reply.error = f"scoring failed: {type(err).__name__}: {err}"
             else:
                 reply.text, reply.error = "", event[1]
             reply.done = True

@@ -82,7 +82,8 @@ def test_settings_out_of_range_and_caps_are_explained(service):
     assert req.sampling.max_new_tokens == 256 and any("capped at 256" in n for n in req.notices)
 
 
-def test_a_consumer_that_leaves_releases_the_lock(service, monkeypatch):
+def test_a_consumer_that_leaves_frees_the_compute_thread(service, monkeypatch):
+    import threading
     import time
 
     engine = service.engine("summary")
@@ -97,13 +98,39 @@ def test_a_consumer_that_leaves_releases_the_lock(service, monkeypatch):
 
     monkeypatch.setattr(engine, "generate", counting)
     stream = service.stream("summary", "Storms hit the coast overnight.", [1, 1], ["base"], max_new_tokens=256)
-    next(stream)  # decoding has started and holds the task's lock
+    next(stream)  # decoding has started on the compute thread
     stream.close()  # the user went away
-    deadline = time.time() + 30
-    while service._locks["summary"].locked() and time.time() < deadline:
-        time.sleep(0.05)
-    assert not service._locks["summary"].locked()
+    start = time.time()
+    assert service.run(threading.current_thread).name.startswith("mage-compute")  # queued behind the decode: runs once it stopped
+    assert time.time() - start < 30
     assert len(steps) < 50  # the decode stopped at the next token, not at the 256-token cap
+
+
+def test_all_torch_work_runs_on_one_thread(service, monkeypatch):
+    """Loading, merging, decoding and scoring all run on the one compute thread (one OpenMP team)."""
+    import threading
+
+    from mage import service as service_module
+
+    seen = set()
+    engine = service.engine("summary")
+    original_generate, original_score = engine.generate, service_module.score_all
+
+    def generate(*args, **kwargs):
+        seen.add(("generate", threading.current_thread().name))
+        return original_generate(*args, **kwargs)
+
+    def score_all(*args, **kwargs):
+        seen.add(("score", threading.current_thread().name))
+        return original_score(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(service_module, "score_all", score_all)
+    for method in ("base", "bone"):
+        replies, _ = service.generate("summary", "Storms hit the coast overnight.", [1, 2], [method], max_new_tokens=3, greedy=True)
+        assert replies[0].scores and not replies[0].error
+    names = {name for _, name in seen}
+    assert {kind for kind, _ in seen} == {"generate", "score"} and len(names) == 1 and names.pop().startswith("mage-compute")
 
 
 def test_plot_without_cached_results_still_shows_live_points(service, monkeypatch, tmp_path):
