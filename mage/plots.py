@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -111,6 +112,38 @@ def compatibility_figure(result: dict) -> go.Figure:
     return fig
 
 
+def guided_bench_figure(bench: dict) -> go.Figure:
+    """``bench guided``: per-step time relative to plain decoding (left) and peak memory (right) against
+    the number of objectives K, one line per decoding variant."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("per-step time / plain decoding", "peak RSS (MB)"))
+    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in bench["rows"])):
+        rows = sorted((r for r in bench["rows"] if r["variant"] == variant), key=lambda r: r["k"])
+        color = PALETTE.get(variant, ["#7f7f7f", "#bcbd22", "#17becf", "#8c564b"][i % 4])
+        for col, key in ((1, "ratio_vs_plain"), (2, "peak_rss_mb")):
+            fig.add_trace(go.Scatter(x=[r["k"] for r in rows], y=[r[key] for r in rows], mode="lines+markers", name=variant, legendgroup=variant,
+                                     showlegend=col == 1, line=dict(color=color)), row=1, col=col)
+    fig.update_xaxes(title_text="objectives K", dtick=1)
+    fig.update_layout(title="guided decoding vs K (batch 1, CPU)", template="plotly_white")
+    return fig
+
+
+def app_bench_figure(bench: dict) -> go.Figure:
+    """``bench app``: slider move → first streamed token per method (median, min–max), the goal as a line."""
+    methods = [m for m in ("rs", "mage-i") if isinstance(bench.get(m), dict) and "first_token_s" in bench[m]]
+    first = [bench[m]["first_token_s"] for m in methods]
+    fig = go.Figure(go.Bar(x=methods, y=[1000 * f["median"] for f in first], marker_color=[PALETTE.get(m) for m in methods],
+                           error_y=dict(type="data", symmetric=False, array=[1000 * (f["max"] - f["median"]) for f in first],
+                                        arrayminus=[1000 * (f["median"] - f["min"]) for f in first])))
+    fig.add_hline(y=300, line_dash="dash", annotation_text="goal 300 ms")
+    fig.update_layout(title=f"{bench.get('task', '')}: slider move → first streamed token", yaxis_title="ms (median, min–max)", template="plotly_white")
+    return fig
+
+
+BENCH_FIGURES = {"guided": guided_bench_figure, "app": app_bench_figure}
+
+
 def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
     """``<stem>.html`` always; ``<stem>.png`` when static export works (kaleido + a chromium on the PATH)."""
     from pathlib import Path
@@ -132,14 +165,20 @@ def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
     return written
 
 
-def all_figures(results_dir="assets/results", out_dir="assets/figures", *, png: bool = True) -> list[str]:
+def all_figures(results_dir="assets/results", out_dir="assets/figures", *, png: bool = True, bench_dir="assets/bench") -> list[str]:
     """Every figure the results files in ``results_dir`` allow: fronts (pairwise + 3-D), merged vs ensemble,
-    LMC curves, the β ablation (``<task>-beta<β>.json`` next to ``<task>.json``)."""
+    LMC curves, the β ablation (``<task>-beta<β>.json`` next to ``<task>.json``); and the benchmark plots
+    (:data:`BENCH_FIGURES`) from ``bench_dir``."""
+    import json
     from pathlib import Path
 
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    results_dir, out_dir, bench_dir = Path(results_dir), Path(out_dir), Path(bench_dir)
     with _png_export(png) as png:
-        return _all_figures(results_dir, out_dir, png=png)
+        written = _all_figures(results_dir, out_dir, png=png)
+        for part, draw in BENCH_FIGURES.items():
+            if (bench_dir / f"{part}.json").is_file():
+                written += save_figure(draw(json.loads((bench_dir / f"{part}.json").read_text())), out_dir / f"bench-{part}", png=png)
+        return written
 
 
 @contextmanager
@@ -159,7 +198,9 @@ def _png_export(png: bool):
         yield False
         return
     try:
-        yield True
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")  # plotly passes {} and the server has its own
+            yield True
     finally:
         kaleido.stop_sync_server(silence_warnings=True)
 

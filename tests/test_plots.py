@@ -47,7 +47,7 @@ def test_all_figures_writes_fronts_ablation_and_lmc(tmp_path):
     compat = {"task": "summary", "objectives": ["faithful", "concise"],
               "runs": [{"method": m, "strength": w, "spread": {"faithful": 0.1 * w, "concise": 0.05}} for m, w in (("sft+i", 1.0), ("sft+i", 2.0), ("mage-i", 1.0))]}
     (results / "summary-compat-implicit.json").write_text(json.dumps(compat))
-    written = all_figures(results, tmp_path / "figures", png=False)
+    written = all_figures(results, tmp_path / "figures", png=False, bench_dir=tmp_path / "no-bench")
     names = sorted(p.split("/")[-1] for p in written)
     assert names == ["summary-beta-ablation.html", "summary-compat-implicit.html", "summary-front-3d.html", "summary-front-a-b.html", "summary-front-a-c.html",
                      "summary-front-b-c.html", "summary-lmc-implicit.html"]
@@ -63,7 +63,28 @@ def test_png_export_runs_offline_in_one_browser(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "summary.json").write_text(json.dumps(RESULT))
-    written = all_figures(results, tmp_path / "figures", png=True)
+    written = all_figures(results, tmp_path / "figures", png=True, bench_dir=tmp_path / "no-bench")
     pngs = [p for p in written if p.endswith(".png")]
     assert len(pngs) == 4, written
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_bench_figures_from_the_committed_benchmarks(tmp_path):
+    """The guided plot has one line per variant in each panel over K = 2..4; the app plot one bar per method."""
+    import json
+    from pathlib import Path
+
+    from mage.plots import all_figures, app_bench_figure, guided_bench_figure
+
+    bench = Path(__file__).resolve().parent.parent / "assets" / "bench"
+    guided = json.loads((bench / "guided.json").read_text())
+    variants = {r["variant"] for r in guided["rows"]}
+    fig = guided_bench_figure(guided)
+    assert len(fig.data) == 2 * len(variants) and all(list(t.x) == [2, 3, 4] for t in fig.data)
+    plain = [t for t in fig.data if t.name == "plain" and t.xaxis == "x"][0]
+    assert list(plain.y) == [1.0, 1.0, 1.0]
+    app = json.loads((bench / "app.json").read_text())
+    bars = app_bench_figure(app).data[0]
+    assert list(bars.x) == ["rs", "mage-i"] and abs(bars.y[1] - 1000 * app["mage-i"]["first_token_s"]["median"]) < 1e-9
+    written = all_figures(tmp_path / "no-results", tmp_path / "figures", png=False, bench_dir=bench)
+    assert sorted(Path(p).name for p in written) == ["bench-app.html", "bench-guided.html"]
