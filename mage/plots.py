@@ -49,9 +49,10 @@ def front_figure(result: dict, *, axes: tuple[int, int] = (0, 1), methods: Seque
             nearest = min(records, key=lambda r: sum((a - b) ** 2 for a, b in zip(r["weights"], highlight)))
             fig.add_trace(go.Scatter(x=[nearest["means"][x_name]], y=[nearest["means"][y_name]], mode="markers", legendgroup=method, showlegend=False,
                                      marker=dict(symbol="circle-open", size=18, line=dict(width=3, color=color)), hoverinfo="skip"))
-    for point in live:
-        fig.add_trace(go.Scatter(x=[point["scores"][x_name]], y=[point["scores"][y_name]], mode="markers", name=f"live: {point['method']}",
-                                 marker=dict(symbol="star", size=14, color=PALETTE.get(point["method"]), line=dict(width=1, color="black"))))
+    for method in dict.fromkeys(p["method"] for p in live):  # one legend entry per method, however many samples
+        points = [p["scores"] for p in live if p["method"] == method]
+        fig.add_trace(go.Scatter(x=[p[x_name] for p in points], y=[p[y_name] for p in points], mode="markers", name=f"live: {method}",
+                                 marker=dict(symbol="star", size=14, color=PALETTE.get(method), line=dict(width=1, color="black"))))
     fig.update_layout(title=title or f"{result['task']}: Pareto fronts ({result.get('settings', {}).get('split', 'test')} split)",
                       xaxis_title=x_name, yaxis_title=y_name, template="plotly_white", legend=dict(orientation="h", y=-0.2), margin=dict(l=40, r=10, t=50, b=40))
     return fig

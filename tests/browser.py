@@ -81,9 +81,12 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
         seen["live_in_plot"] = "live:" in page.locator("#pareto").inner_html()
         # letting go of the slider elsewhere generates again for the new μ: Bone Soup's λ changes
         seen["lambda_before_release"] = lam_line()
+        plot_before_release = page.locator("#pareto").inner_html()
         let_go_at(1.0 - slider)
         page.wait_for_function(done, arg=seen["lambda_before_release"], timeout=timeout_ms)
         seen["lambda_after_release"] = lam_line()
+        # the new replies' scores reach the plot as more live points
+        page.wait_for_function("(b) => document.querySelector('#pareto').innerHTML !== b", arg=plot_before_release, timeout=60_000)
         page.screenshot(path=str(out / "app-desktop.png"), full_page=True)
         page.set_viewport_size({"width": 420, "height": 1100})
         page.wait_for_timeout(500)

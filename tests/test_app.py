@@ -99,8 +99,9 @@ def test_every_operation_has_a_named_endpoint(server):
 
 
 def test_sixteen_concurrent_sessions_no_errors_no_cross_talk_bounded_memory(app_process):
-    """16 gradio_client sessions with distinct preferences at once (4 decoding at a time, the rest
-    queued): every reply equals the same request made alone, and the server's memory stays bounded."""
+    """16 gradio_client sessions with distinct preferences at once (4 handled at a time, the rest queued;
+    decoded one after another on the service's compute thread): every reply equals the same request
+    made alone, and the server's memory stays bounded."""
     from gradio_client import Client
 
     url, proc = app_process
