@@ -156,7 +156,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                 for i in range(SLOTS):
                     with gr.Column(min_width=200):
                         slots += [gr.Markdown(visible=False, elem_id=f"head-{i}"), gr.Textbox(visible=False, lines=6, show_label=False, elem_id=f"text-{i}"),
-                                  gr.Label(visible=False, label="Scores", elem_id=f"scores-{i}")]
+                                  gr.Label(visible=False, label="Scores", show_heading=False, elem_id=f"scores-{i}")]
             first_pairs = SERVICE.axis_pairs("assistant")
             axes_radio = gr.Radio([label for label, _ in first_pairs], value=first_pairs[0][0], label="Plot axes", visible=len(first_pairs) > 1,
                                   elem_id="plot-axes")

@@ -85,8 +85,15 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
         let_go_at(1.0 - slider)
         page.wait_for_function(done, arg=seen["lambda_before_release"], timeout=timeout_ms)
         seen["lambda_after_release"] = lam_line()
-        # the new replies' scores reach the plot as more live points
+        # the new replies' scores reach the plot as more live points: wait until it changed and then settled
         page.wait_for_function("(b) => document.querySelector('#pareto').innerHTML !== b", arg=plot_before_release, timeout=60_000)
+        settled, last = 0, ""
+        for _ in range(60):
+            page.wait_for_timeout(1000)
+            html = page.locator("#pareto").inner_html()
+            settled, last = (settled + 1 if html == last else 0), html
+            if settled >= 2:
+                break
         page.screenshot(path=str(out / "app-desktop.png"), full_page=True)
         page.set_viewport_size({"width": 420, "height": 1100})
         page.wait_for_timeout(500)
