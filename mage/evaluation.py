@@ -27,12 +27,17 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def eval_seeds(n_prompts: int, samples: int, seed: int) -> list[int]:
+    """One sampling seed per (prompt, sample): fixed by position, so any subset or order of points regenerates identically."""
+    return [seed + 1000 * p + s for p in range(n_prompts) for s in range(samples)]
+
+
 def evaluate_model(model, tokenizer, task: Task, *, guide=None, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:
     """Scores of the model as it is now on a split: per-objective mean and standard error over prompts."""
     examples = task.examples(split)[:max_prompts]
     sampling = sampling or SamplingConfig(max_new_tokens=task.max_new_tokens, **EVAL_SAMPLING)
     inputs = [ex.input for ex in examples for _ in range(samples)]
-    seeds = [seed + 1000 * p + s for p in range(len(examples)) for s in range(samples)]
+    seeds = eval_seeds(len(examples), samples, seed)
     started = time.time()
     gens = generate(model, tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress)
     scores = score_all(task.objectives, inputs, [g.text for g in gens])

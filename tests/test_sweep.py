@@ -120,3 +120,12 @@ def test_compatibility_sweeps_sft_at_each_strength_and_mage(tiny_checkpoints, tm
     # strength 0 on a fixed policy: μ changes nothing, so the rewards do not move at all
     assert result["runs"][0]["mean_spread"] == 0.0
     assert json.loads((tmp_path / "c.json").read_text())["kind"] == "implicit"
+
+
+def test_eval_seeds_are_distinct_and_fixed_by_position():
+    from mage.evaluation import eval_seeds
+
+    seeds = eval_seeds(40, 3, 7)
+    assert len(seeds) == len(set(seeds)) == 120
+    assert eval_seeds(10, 3, 7) == seeds[:30]  # a prefix of the prompts regenerates with the same seeds
+    assert eval_seeds(2, 1, 0) == [0, 1000]
