@@ -162,7 +162,7 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
                     times[label].append(time.perf_counter() - start)
                 steps[label] = max(len(g.token_ids) + g.finished for g in gens)  # steps run (a batch runs until its longest row stops)
         for label, _ in variants:
-            t = {"median_s": statistics.median(times[label]), "min_s": min(times[label]), "max_s": max(times[label]), "repeats": repeats}
+            t = summary_stats(times[label])
             results[f"{label}_b{batch}"] = {**t, "steps": steps[label], "s_per_step": t["median_s"] / max(1, steps[label])}
         # per step, not per generation: greedy outputs of the two models may stop at different lengths
         results[f"ratio_merged_over_base_b{batch}"] = results[f"merged_b{batch}"]["s_per_step"] / results[f"base_b{batch}"]["s_per_step"]
