@@ -82,6 +82,13 @@ def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
     return cache_dir() / "sweeps" / config.task / f"{fingerprint}.part{rank}.jsonl"
 
 
+def _recorded(config: SweepConfig, fingerprint: str) -> dict[str, dict]:
+    """Every point already recorded for this base model, by key, from the journals of *any* rank: a sweep
+    resumed with another number of processes reuses them instead of regenerating."""
+    folder = _journal(config, fingerprint, 0).parent
+    return {r["key"]: r for path in sorted(folder.glob(f"{fingerprint}.part*.jsonl")) for r in read_journal(path)}
+
+
 def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None, write: bool = True) -> dict:
     """Sweep and summarise; the results file goes to ``out`` (default ``assets/results/<task>.json``) unless ``write`` is False."""
     for m in config.methods:
@@ -96,7 +103,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     points = [(m, w) for m in config.methods for w in grid]
     mine = points[rank::world]
     journal = _journal(config, fingerprint, rank)
-    done = {r["key"] for r in read_journal(journal)}
+    done = set(_recorded(config, fingerprint))
     started = time.time()
     with open_journal(journal) as f:
         for method, weights in tqdm(mine, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
@@ -111,7 +118,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     barrier(world)
     result = None
     if rank == 0:
-        by_key = {r["key"]: r for k in range(world) for r in read_journal(_journal(config, fingerprint, k))}
+        by_key = _recorded(config, fingerprint)
         records = [by_key[_point_key(config, m, w, hashes[m])] for m, w in points]
         result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
                            hashes={"base_model": fingerprint, "checkpoints": hashes})

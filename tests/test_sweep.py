@@ -129,3 +129,21 @@ def test_eval_seeds_are_distinct_and_fixed_by_position():
     assert len(seeds) == len(set(seeds)) == 120
     assert eval_seeds(10, 3, 7) == seeds[:30]  # a prefix of the prompts regenerates with the same seeds
     assert eval_seeds(2, 1, 0) == [0, 1000]
+
+
+def test_a_sweep_resumed_with_another_number_of_processes_regenerates_nothing(tiny_checkpoints, tmp_path, monkeypatch):
+    """Points journaled by one process are reused by rank 1 of a two-process re-run (its own journal is empty)."""
+    import mage.sweep as sweep
+
+    _, base = tiny_checkpoints
+    first = run_sweep(_config(base=str(base)), tmp_path / "one.json")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a recorded point was generated again")
+
+    monkeypatch.setattr(sweep, "evaluate_point", must_not_run)
+    monkeypatch.setattr(sweep, "barrier", lambda world: None)
+    for rank in (1, 0):
+        monkeypatch.setattr(sweep, "rank_world", lambda rank=rank: (rank, 2))
+        result = run_sweep(_config(base=str(base)), tmp_path / "two.json")
+    assert [r["means"] for r in result["records"]] == [r["means"] for r in first["records"]]
