@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
     p.add_argument("--pair", default="0,1", help="the two objectives, by index (e.g. 0,2)")
     p.add_argument("--steps", type=int, default=11, help="interpolation points t = 0 … 1")
-    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--strength", type=float, default=None, help="guidance strength (default: the one chosen on validation for mage-<kind>, else 1.0)")
     p.add_argument("--split", default="test")
     p.add_argument("--prompts", type=int, default=None)
     p.add_argument("--samples", type=int, default=1)

@@ -155,12 +155,17 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
     return result
 
 
-def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: int = 11, strength: float = 1.0, split: str = "test", prompts: int | None = None,
+def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: int = 11, strength: float | None = None, split: str = "test", prompts: int | None = None,
               samples: int = 1, seed: int = 0, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
     """Linear mode connectivity of value models (SPEC §4): guide a fixed policy (Bone Soup at uniform μ)
     with φ(t) = (1−t) φ_a + t φ_b for t = 0 … 1 and compare each objective's achieved reward with the
-    straight line between the endpoints. ``gap`` > 0 means above the chord (the paper's concave path)."""
+    straight line between the endpoints. ``gap`` > 0 means above the chord (the paper's concave path).
+    ``strength`` None = the one ``choose-strength`` picked for ``mage-<kind>`` (else 1.0). Each point is
+    journaled under the model cache as it finishes, so a killed run resumes where it stopped."""
+    from .io import open_journal, read_journal, sha256_text
     from .methods import Engine
+    from .models import cache_dir, fingerprint_model
+    from .sweep import checkpoint_hash, chosen_strengths
 
     engine = Engine(task, base=base)
     objectives = list(engine.task.objectives)
@@ -170,17 +175,30 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
         raise ValueError(f"pair {pair} must name two different objectives by index 0..{n - 1} of {objectives}")
     if steps < 3:
         raise ValueError(f"steps={steps}: need at least 3 points (two endpoints and one between)")
+    mage = f"mage-{kind[0]}"
+    if strength is None:
+        strength = chosen_strengths(engine.task.name, [mage]).get(mage, 1.0)
     started = time.time()
+    fingerprint = fingerprint_model(engine.policy.model)
+    settings = [task, kind, [a, b], steps, strength, split, prompts, samples, seed, fingerprint, checkpoint_hash(engine, mage)]
+    journal = cache_dir() / "lmc" / engine.task.name / f"{sha256_text(json.dumps(settings))[:16]}.jsonl"
+    done = {r["t"]: r for r in read_journal(journal)}
     engine.prepare("bone", [1.0 / n] * n)  # the policy stays fixed; only the guide moves
     rows = []
-    for k in range(steps):
-        t = k / (steps - 1)
-        weights = [0.0] * n
-        weights[a], weights[b] = 1.0 - t, t
-        print(f"mage: LMC {kind} t={t:.2f}", flush=True)
-        guided, guide = engine.guided(kind, weights, strength)
-        point = evaluate_model(guided, engine.policy.tokenizer, engine.task, guide=guide, split=split, samples=samples, seed=seed, max_prompts=prompts)
-        rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
+    with open_journal(journal) as f:
+        for k in range(steps):
+            t = k / (steps - 1)
+            if t in done:
+                rows.append(done[t])
+                continue
+            weights = [0.0] * n
+            weights[a], weights[b] = 1.0 - t, t
+            print(f"mage: LMC {kind} t={t:.2f} (w = {strength:g})", flush=True)
+            guided, guide = engine.guided(kind, weights, strength)
+            point = evaluate_model(guided, engine.policy.tokenizer, engine.task, guide=guide, split=split, samples=samples, seed=seed, max_prompts=prompts)
+            rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
+            f.write(json.dumps(rows[-1]) + "\n")
+            f.flush()
     gaps = {}
     for o in objectives:
         first, last = rows[0]["means"][o], rows[-1]["means"][o]

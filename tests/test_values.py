@@ -72,6 +72,22 @@ def test_lmc_curve_interpolates_between_two_value_models(tiny_checkpoints, tmp_p
         lmc_curve("summary", "implicit", pair=(1, 1), base=str(base))
 
 
+def test_an_lmc_run_resumes_from_its_journal(tiny_checkpoints, tmp_path, monkeypatch):
+    import mage.reports as reports
+
+    _, base = tiny_checkpoints
+    first = reports.lmc_curve("summary", "explicit", steps=3, strength=1.5, prompts=2, base=str(base), out=tmp_path / "a.json")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a journaled LMC point was generated again")
+
+    monkeypatch.setattr(reports, "evaluate_model", must_not_run)
+    again = reports.lmc_curve("summary", "explicit", steps=3, strength=1.5, prompts=2, base=str(base), out=tmp_path / "b.json")
+    assert again["rows"] == first["rows"] and again["strength"] == 1.5
+    with pytest.raises(AssertionError, match="generated again"):  # other settings are other points
+        reports.lmc_curve("summary", "explicit", steps=3, strength=0.5, prompts=2, base=str(base), out=tmp_path / "c.json")
+
+
 def test_training_rows_take_a_prefix_of_the_shared_pool_without_resampling():
     from mage.values import ValueConfig, training_rows
 
