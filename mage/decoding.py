@@ -16,6 +16,12 @@ import torch
 from tqdm.auto import tqdm
 
 
+def sample_seed(seed: int, prompt: int, sample: int) -> int:
+    """The sampling seed of one (prompt index, sample index) row: fixed by position, so any subset or order
+    of rows (a resumed pool, one grid point of a sweep) regenerates identically."""
+    return seed + 1000 * prompt + sample
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     max_new_tokens: int = 48

@@ -9,7 +9,7 @@ import math
 import time
 from typing import Sequence
 
-from .decoding import SamplingConfig, generate
+from .decoding import SamplingConfig, generate, sample_seed
 from .objectives import score_all
 from .merging import normalize_weights
 from .methods import Engine
@@ -28,8 +28,8 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
 
 
 def eval_seeds(n_prompts: int, samples: int, seed: int) -> list[int]:
-    """One sampling seed per (prompt, sample): fixed by position, so any subset or order of points regenerates identically."""
-    return [seed + 1000 * p + s for p in range(n_prompts) for s in range(samples)]
+    """The seeds of ``n_prompts`` × ``samples`` rows, prompt-major (see :func:`sample_seed`)."""
+    return [sample_seed(seed, p, s) for p in range(n_prompts) for s in range(samples)]
 
 
 def evaluate_model(model, tokenizer, task: Task, *, guide=None, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, sampling: SamplingConfig | None = None, batch_size: int = 16, progress: bool = False) -> dict:

@@ -79,6 +79,15 @@ def read_journal(path: str | Path) -> list[dict]:
     return rows
 
 
+def append_rows(f, rows: list[dict]) -> None:
+    """Append rows to a journal opened with :func:`open_journal`, one JSON line each, and make them durable
+    (flush + fsync) before returning: a row a run reports as done survives a crash."""
+    for row in rows:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def open_journal(path: str | Path):
     """Open a journal for appending, first cutting a torn last line so new rows start on a fresh line."""
     path = Path(path)

@@ -8,15 +8,14 @@ resumes where it stopped) and sharded over processes under ``torchrun`` / ``acce
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .decoding import SamplingConfig, decode_batch
-from .io import open_journal, read_journal, read_json, read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
+from .decoding import SamplingConfig, decode_batch, sample_seed
+from .io import append_rows, open_journal, read_journal, read_json, read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
 from .models import cache_dir, fingerprint_model
 from .objectives import get_objective, score_all
 from .parallel import barrier, rank_world
@@ -94,12 +93,9 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
             if all((ex.id, s) in done for _, s, ex in batch):
                 continue
             batch = [(p, s, ex) for p, s, ex in batch if (ex.id, s) not in done]  # a partly written batch: only the rest
-            gens = decode_batch(model, tokenizer, [task.messages(ex) for _, _, ex in batch], sampling, [config.seed + 1000 * p + s for p, s, _ in batch])
-            for (p, s, ex), g in zip(batch, gens):
-                row = {"id": ex.id, "sample": s, "input": ex.input, "response": g.text, "token_ids": g.token_ids, "finished": g.finished}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            gens = decode_batch(model, tokenizer, [task.messages(ex) for _, _, ex in batch], sampling, [sample_seed(config.seed, p, s) for p, s, _ in batch])
+            append_rows(out, [{"id": ex.id, "sample": s, "input": ex.input, "response": g.text, "token_ids": g.token_ids, "finished": g.finished}
+                              for (p, s, ex), g in zip(batch, gens)])
     barrier(world)
     if rank == 0:
         unique = {(r["id"], r["sample"]): r for k in range(world) for r in read_journal(final.with_suffix(f".part{k}"))}

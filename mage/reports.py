@@ -162,10 +162,10 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
     straight line between the endpoints. ``gap`` > 0 means above the chord (the paper's concave path).
     ``strength`` None = the one ``choose-strength`` picked for ``mage-<kind>`` (else 1.0). Each point is
     journaled under the model cache as it finishes, so a killed run resumes where it stopped."""
-    from .io import open_journal, read_journal, sha256_text
+    from .io import append_rows, open_journal, read_journal, sha256_text
     from .methods import Engine
     from .models import cache_dir, fingerprint_model
-    from .sweep import checkpoint_hash, chosen_strengths
+    from .sweep import checkpoint_hash, chosen_strength
 
     engine = Engine(task, base=base)
     objectives = list(engine.task.objectives)
@@ -177,7 +177,7 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
         raise ValueError(f"steps={steps}: need at least 3 points (two endpoints and one between)")
     mage = f"mage-{kind[0]}"
     if strength is None:
-        strength = chosen_strengths(engine.task.name, [mage]).get(mage, 1.0)
+        strength = chosen_strength(engine.task.name, mage)
     started = time.time()
     fingerprint = fingerprint_model(engine.policy.model)
     settings = [task, kind, [a, b], steps, strength, split, prompts, samples, seed, fingerprint, checkpoint_hash(engine, mage)]
@@ -197,8 +197,7 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
             guided, guide = engine.guided(kind, weights, strength)
             point = evaluate_model(guided, engine.policy.tokenizer, engine.task, guide=guide, split=split, samples=samples, seed=seed, max_prompts=prompts)
             rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
-            f.write(json.dumps(rows[-1]) + "\n")
-            f.flush()
+            append_rows(f, rows[-1:])
     gaps = {}
     for o in objectives:
         first, last = rows[0]["means"][o], rows[-1]["means"][o]

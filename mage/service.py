@@ -127,10 +127,10 @@ class Service:
 
     def default_strength(self, task: str) -> float:
         """The guidance strength ``choose-strength`` picked for MAGE (implicit) on the validation split, else 1.0."""
-        from .sweep import chosen_strengths
+        from .sweep import chosen_strength
 
         name = get_task(task).name
-        return chosen_strengths(name, ["mage-i"], RESULTS_DIR).get("mage-i", 1.0)
+        return chosen_strength(name, "mage-i", RESULTS_DIR)
 
     def cached_preferences(self, task: str) -> list[tuple[str, list[float]]]:
         """The preference grid points of the cached results as (label, μ), for setting the sliders."""

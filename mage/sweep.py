@@ -12,7 +12,6 @@ results are identical.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig
 from .evaluation import EVAL_SAMPLING, evaluate_point
-from .io import open_journal, read_journal, sha256_file, sha256_text, write_json_atomic
+from .io import append_rows, open_journal, read_journal, sha256_file, sha256_text, write_json_atomic
 from .merging import DEFAULT_BETA
 from .methods import Engine, get_method
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
@@ -112,9 +111,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
                 continue
             record = evaluate_point(engine, method, weights, strength=config.strength_for(method), split=config.split, samples=config.samples, seed=config.seed,
                                     max_prompts=config.prompts, sampling=sampling, batch_size=config.batch_size)
-            f.write(json.dumps({"key": key, **record}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            append_rows(f, [{"key": key, **record}])
     barrier(world)
     result = None
     if rank == 0:
@@ -166,6 +163,11 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
 
 def strength_file(task: str, method: str, results_dir: Path | None = None) -> Path:
     return (results_dir or RESULTS) / f"{task}-strength-{method}.json"
+
+
+def chosen_strength(task: str, method: str, results_dir: Path | None = None) -> float:
+    """:func:`chosen_strengths` for one method, 1.0 when nothing was chosen."""
+    return chosen_strengths(task, [method], results_dir).get(method, 1.0)
 
 
 def chosen_strengths(task: str, methods: Sequence[str], results_dir: Path | None = None) -> dict[str, float]:
@@ -228,7 +230,7 @@ def compatibility(task: str, kind: str, strengths: list[float], *, prompts: int 
     grid = tuple(tuple(p) for p in corner_grid(len(t.objectives)))
     common = dict(task=task, prompts=prompts, seed=seed, split=split, base=base, max_new_tokens=max_new_tokens, grid=grid)
     runs = []
-    for method, strength in [(sft, s) for s in strengths] + [(mage, chosen_strengths(task, [mage]).get(mage, 1.0))]:
+    for method, strength in [(sft, s) for s in strengths] + [(mage, chosen_strength(task, mage))]:
         config = SweepConfig(methods=(method,), method_strengths=((method, strength),), **common)
         result = run_sweep(config, engine=engine, write=False)
         records = result["records"]
