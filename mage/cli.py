@@ -148,7 +148,12 @@ def cmd_evaluate(args) -> None:
     config = SweepConfig(task=args.task, methods=methods, prompts=args.prompts, samples=args.samples, seed=args.seed,
                          split=args.split, strength=1.0 if args.strength is None else args.strength, base=args.base, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())))
-    result = run_sweep(config, Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
+    if out is None and args.beta != DEFAULT_BETA:  # the β ablation must not overwrite the main results file
+        from .reports import RESULTS
+
+        out = RESULTS / f"{args.task}-beta{args.beta:g}.json"
+    result = run_sweep(config, out)
     for method, s in result.get("summary", {}).items():
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
 
@@ -367,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)")
     p.add_argument("--base", default=DEFAULT_BASE)
-    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json)")
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json; with a --beta other than the default, <task>-beta<β>.json)")
 
     p = add("choose-strength", cmd_choose_strength, "pick a guidance strength on the validation split (best mean Σ μ_i r_i over the grid)")
     p.add_argument("--task", required=True)

@@ -155,6 +155,18 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
     return result
 
 
+def chord_gap(rows: list[dict], objective: str) -> dict:
+    """How far an LMC curve's inner points lie above the straight line between its endpoints, for one objective.
+    ``stderr`` is paired over prompts (every point scores the same prompts): each prompt's own mean gap
+    over the inner points, then the standard error of those across prompts."""
+    first, last = rows[0]["means"][objective], rows[-1]["means"][objective]
+    inner = [r["means"][objective] - ((1 - r["t"]) * first + r["t"] * last) for r in rows[1:-1]]
+    per_prompt = [sum(r["per_prompt"][objective][p] - ((1 - r["t"]) * rows[0]["per_prompt"][objective][p] + r["t"] * rows[-1]["per_prompt"][objective][p])
+                      for r in rows[1:-1]) / len(inner) for p in range(len(rows[0]["per_prompt"][objective]))]
+    mean, stderr = mean_stderr(per_prompt)
+    return {"mean_gap": mean, "stderr": stderr, "fraction_above": sum(g > 0 for g in inner) / len(inner)}
+
+
 def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: int = 11, strength: float | None = None, split: str = "test", prompts: int | None = None,
               samples: int = 1, seed: int = 0, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
     """Linear mode connectivity of value models (SPEC §4): guide a fixed policy (Bone Soup at uniform μ)
@@ -198,15 +210,11 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
             point = evaluate_model(guided, engine.policy.tokenizer, engine.task, guide=guide, split=split, samples=samples, seed=seed, max_prompts=prompts)
             rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
             append_rows(f, rows[-1:])
-    gaps = {}
-    for o in objectives:
-        first, last = rows[0]["means"][o], rows[-1]["means"][o]
-        inner = [r["means"][o] - ((1 - r["t"]) * first + r["t"] * last) for r in rows[1:-1]]
-        gaps[o] = {"mean_gap": sum(inner) / len(inner), "fraction_above": sum(g > 0 for g in inner) / len(inner)}
+    gaps = {o: chord_gap(rows, o) for o in objectives}
     result = {"task": task, "kind": kind, "pair": [objectives[a], objectives[b]], "policy": "bone at uniform μ", "strength": strength, "split": split,
               "n_prompts": rows[0] and len(rows[0]["per_prompt"][objectives[0]]), "samples_per_prompt": samples, "seed": seed, "rows": rows, "chord_gap": gaps,
               "wall_time_s": round(time.time() - started, 1), "command": command}
     write_json_atomic(out or RESULTS / f"{task}-lmc-{kind}.json", result)
     for o, g in gaps.items():
-        print(f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f}, inner points above {g['fraction_above']:.0%}")
+        print(f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f} ± {g['stderr']:.4f}, inner points above {g['fraction_above']:.0%}")
     return result

@@ -147,3 +147,15 @@ def test_a_sweep_resumed_with_another_number_of_processes_regenerates_nothing(ti
         monkeypatch.setattr(sweep, "rank_world", lambda rank=rank: (rank, 2))
         result = run_sweep(_config(base=str(base)), tmp_path / "two.json")
     assert [r["means"] for r in result["records"]] == [r["means"] for r in first["records"]]
+
+
+@pytest.mark.parametrize("argv, expected", [([], None), (["--beta", "0.6"], "summary-beta0.6.json"), (["--beta", "0.6", "--out", "x.json"], "x.json")])
+def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(monkeypatch, argv, expected):
+    import mage.sweep
+    from mage.cli import main
+
+    seen = {}
+    monkeypatch.setattr(mage.sweep, "run_sweep", lambda config, out: seen.update(config=config, out=out) or {})
+    main(["evaluate", "--task", "summary", "--methods", "bone", *argv])
+    assert (seen["out"] and seen["out"].name) == expected
+    assert seen["config"].beta == (0.6 if argv else 0.7)

@@ -72,6 +72,19 @@ def test_lmc_curve_interpolates_between_two_value_models(tiny_checkpoints, tmp_p
         lmc_curve("summary", "implicit", pair=(1, 1), base=str(base))
 
 
+def test_the_chord_gap_is_paired_over_prompts():
+    from mage.reports import chord_gap
+
+    # two prompts; prompt 0 lies 0.2 above its chord at t = 0.5, prompt 1 lies 0.4 above it
+    per_prompt = [[0.0, 1.0], [0.7, 1.4], [1.0, 1.0]]
+    rows = [{"t": t, "means": {"r": sum(v) / 2}, "per_prompt": {"r": v}} for t, v in zip((0.0, 0.5, 1.0), per_prompt)]
+    gap = chord_gap(rows, "r")
+    assert gap["mean_gap"] == pytest.approx(0.3) and gap["fraction_above"] == 1.0
+    assert gap["stderr"] == pytest.approx(0.1)  # sample sd of (0.2, 0.4) is 0.1414; over √2 prompts
+    flat = chord_gap([{**r, "per_prompt": {"r": [r["means"]["r"]] * 2}} for r in rows], "r")
+    assert flat["mean_gap"] == pytest.approx(0.3) and flat["stderr"] == pytest.approx(0.0)
+
+
 def test_an_lmc_run_resumes_from_its_journal(tiny_checkpoints, tmp_path, monkeypatch):
     import mage.reports as reports
 
