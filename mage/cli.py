@@ -138,7 +138,7 @@ def cmd_table(args) -> None:
 def cmd_evaluate(args) -> None:
     from pathlib import Path
 
-    from .sweep import SweepConfig, chosen_strengths, run_sweep
+    from .sweep import SweepConfig, beta_file, chosen_strengths, run_sweep
 
     methods = tuple(args.methods.split(","))
     # --strength sets every guided method's strength; without it each uses the one choose-strength picked (else 1.0)
@@ -150,9 +150,7 @@ def cmd_evaluate(args) -> None:
                          batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())))
     out = Path(args.out) if args.out else None
     if out is None and args.beta != DEFAULT_BETA:  # the β ablation must not overwrite the main results file
-        from .reports import RESULTS
-
-        out = RESULTS / f"{args.task}-beta{args.beta:g}.json"
+        out = beta_file(args.task, args.beta)
     result = run_sweep(config, out)
     for method, s in result.get("summary", {}).items():
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
@@ -213,9 +211,20 @@ def cmd_compare(args) -> None:
     path = Path(args.results or f"assets/results/{args.task}.json")
     if not path.is_file():
         raise SystemExit(f"mage: {path} does not exist; fix: python -m mage evaluate --task {args.task} first")
-    summary = compare(json.loads(path.read_text()), resamples=args.resamples, seed=args.seed)
+    result, pairs, stem = json.loads(path.read_text()), None, path.stem
+    if args.beta_ablation:  # Bone Soup at every β with results beside the main file (evaluate --beta writes <task>-beta<β>.json)
+        from .compare import ablation
+        from .sweep import beta_files
+
+        variants = {f"b{beta:g}": json.loads(p.read_text()) for beta, p in beta_files(path.stem, path.parent).items()}
+        if not variants:
+            raise SystemExit(f"mage: no {path.stem}-beta<β>.json beside {path}; fix: python -m mage train-set --task {args.task} --kind backbones --beta 0.6, "
+                             f"then python -m mage evaluate --task {args.task} --methods bone --beta 0.6")
+        result, pairs = ablation(result, variants)
+        stem = f"{path.stem}-beta"
+    summary = compare(result, resamples=args.resamples, seed=args.seed, pairs=pairs)
     summary["command"] = _command()
-    out = Path(args.out or path.with_name(f"{path.stem}-compare.json"))
+    out = Path(args.out or path.with_name(f"{stem}-compare.json"))
     write_json_atomic(out, summary)
     print(markdown(summary))
     print(f"\n(written to {out})")
@@ -402,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="results file (default: assets/results/<task>.json)")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--beta-ablation", action="store_true", help="compare Bone Soup (β = 0.7, from the results file) with the <task>-beta<β>.json "
+                   "files beside it, against one shared reference point (default out: <task>-beta-compare.json)")
     p.add_argument("--out", default=None, help="default: assets/results/<task>-compare.json")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .evaluation import mean_stderr
-from .pareto import controllability, hypervolume
+from .pareto import controllability, hypervolume, reference_point
 
 # (A, B): the comparisons the papers make, run when both methods are in the file
 COMPARISONS = [("bone", "rs"), ("bone", "aba"), ("mage-i", "bone"), ("mage-e", "bone"), ("mage-i", "ensemble-i"), ("mage-e", "ensemble-e"),
@@ -61,8 +61,9 @@ def _interval(samples: Sequence[float]) -> list[float]:
     return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if finite else [math.nan, math.nan]
 
 
-def compare(result: dict, *, resamples: int = 1000, seed: int = 0) -> dict:
-    """Per-method statistics with intervals, and the pairwise comparisons of :data:`COMPARISONS`."""
+def compare(result: dict, *, resamples: int = 1000, seed: int = 0, pairs: Sequence[tuple[str, str]] | None = None) -> dict:
+    """Per-method statistics with intervals, and the pairwise comparisons ``pairs`` (default :data:`COMPARISONS`)
+    that have both methods in the file."""
     objectives, ref = list(result["objectives"]), list(result["reference_point"])
     rows = _method_rows(result)
     sizes = {len(r["per_prompt"][objectives[0]]) for r in result["records"]}
@@ -79,20 +80,52 @@ def compare(result: dict, *, resamples: int = 1000, seed: int = 0) -> dict:
         methods[m] = {"hypervolume": hv, "hypervolume_ci": _interval([b[0] for b in boot[m]]), "controllability": ctrl,
                       "controllability_ci": _interval([b[1] for b in boot[m]]), "mean_scalarised": mean, "mean_scalarised_se": se,
                       "spread": spread(rs, objectives), "strength": rs[0].get("strength"), "points": len(rs)}
-    pairs = []
-    for a, b in COMPARISONS:
+    comparisons = []
+    for a, b in COMPARISONS if pairs is None else pairs:
         if a not in rows or b not in rows:
             continue
         d_hv = [x[0] - y[0] for x, y in zip(boot[a], boot[b])]
         d_ctrl = [x[1] - y[1] for x, y in zip(boot[a], boot[b])]
         diff = _scalarised_per_prompt(rows[a], objectives) - _scalarised_per_prompt(rows[b], objectives)
         d_mean, d_se = mean_stderr(diff.tolist())
-        pairs.append({"a": a, "b": b, "hypervolume_diff": methods[a]["hypervolume"] - methods[b]["hypervolume"], "hypervolume_diff_ci": _interval(d_hv),
-                      "p_hypervolume_a_greater": float(np.mean([d > 0 for d in d_hv])),
-                      "controllability_diff": methods[a]["controllability"] - methods[b]["controllability"], "controllability_diff_ci": _interval(d_ctrl),
-                      "mean_scalarised_diff": d_mean, "mean_scalarised_diff_se": d_se})
+        comparisons.append({"a": a, "b": b, "hypervolume_diff": methods[a]["hypervolume"] - methods[b]["hypervolume"], "hypervolume_diff_ci": _interval(d_hv),
+                            "p_hypervolume_a_greater": float(np.mean([d > 0 for d in d_hv])),
+                            "controllability_diff": methods[a]["controllability"] - methods[b]["controllability"], "controllability_diff_ci": _interval(d_ctrl),
+                            "mean_scalarised_diff": d_mean, "mean_scalarised_diff_se": d_se})
     return {"task": result["task"], "objectives": objectives, "reference_point": ref, "n_prompts": n, "resamples": resamples, "seed": seed,
-            "methods": methods, "comparisons": pairs}
+            "methods": methods, "comparisons": comparisons}
+
+
+# the settings two results files must share for their points to be compared prompt by prompt
+PAIRED_SETTINGS = ("prompts", "samples", "seed", "split", "base", "max_new_tokens", "temperature", "top_p", "grid")
+
+
+def ablation(result: dict, variants: dict[str, dict], *, method: str = "bone", keep: Sequence[str] = ("rs", "aba")) -> tuple[dict, list[tuple[str, str]]]:
+    """One results file for an ablation of ``method`` (e.g. Bone Soup's β): ``method`` and the ``keep``
+    methods from ``result``, plus ``method``'s records of each variant file relabelled ``<method>-<label>``,
+    with the reference point recomputed over all of their points (so every hypervolume is measured
+    against the same corner). Returns the merged result and the pairs to compare: ``method`` against
+    each variant, and each variant against the kept baselines."""
+    objectives = list(result["objectives"])
+    records = [r for r in result["records"] if r["method"] in (method, *keep)]
+    if not any(r["method"] == method for r in records):
+        raise ValueError(f"{result['task']}: no {method!r} records in the main results file; fix: python -m mage evaluate --task {result['task']} --methods {method}")
+    pairs = [(method, k) for k in keep if any(r["method"] == k for r in records)]
+    for label, variant in variants.items():
+        if list(variant["objectives"]) != objectives:
+            raise ValueError(f"variant {label}: objectives {variant['objectives']} differ from {objectives}")
+        differ = [k for k in PAIRED_SETTINGS if variant["settings"].get(k) != result["settings"].get(k)]
+        if differ:
+            raise ValueError(f"variant {label}: settings {differ} differ from the main results file, so its points are not paired by prompt; "
+                             f"fix: re-run it with the main file's --prompts/--samples/--seed/--split")
+        name = f"{method}-{label}"
+        found = [{**r, "method": name} for r in variant["records"] if r["method"] == method]
+        if not found:
+            raise ValueError(f"variant {label}: no {method!r} records")
+        records += found
+        pairs += [(method, name), *((name, k) for k in keep if any(r["method"] == k for r in records))]
+    ref = reference_point([[r["means"][o] for o in objectives] for r in records])
+    return {**result, "records": records, "reference_point": ref, "summary": {}}, pairs
 
 
 def markdown(summary: dict) -> str:

@@ -210,6 +210,9 @@ def _all_figures(results_dir, out_dir, *, png: bool) -> list[str]:
     import json
     from itertools import combinations
 
+    from .merging import DEFAULT_BETA
+    from .sweep import beta_files
+
     written = []
     for task_file in sorted(results_dir.glob("*.json")):
         name = task_file.stem
@@ -228,9 +231,11 @@ def _all_figures(results_dir, out_dir, *, png: bool) -> list[str]:
             if {f"mage-{kind}", f"ensemble-{kind}"} <= methods:
                 written += save_figure(front_figure(result, methods=[f"mage-{kind}", f"ensemble-{kind}", "bone"], title=f"{name}: merged vs ensemble guidance ({kind})"),
                                        out_dir / f"{name}-merged-vs-ensemble-{kind}", png=png)
-        betas = {f"β = {p.stem.split('-beta')[1]}": json.loads(p.read_text()) for p in sorted(results_dir.glob(f"{name}-beta*.json"))}
+        betas = {beta: json.loads(p.read_text()) for beta, p in beta_files(name, results_dir).items()}
         if betas:
-            written += save_figure(overlay_figure({**betas, "β = 0.7": result}, "bone", title=f"{name}: Bone Soup fronts by β"), out_dir / f"{name}-beta-ablation", png=png)
+            betas[result["settings"].get("beta", DEFAULT_BETA)] = result
+            written += save_figure(overlay_figure({f"β = {b:g}": betas[b] for b in sorted(betas)}, "bone", title=f"{name}: Bone Soup fronts by β"),
+                                   out_dir / f"{name}-beta-ablation", png=png)
     for compat_file in sorted(results_dir.glob("*-compat-*.json")):
         written += save_figure(compatibility_figure(json.loads(compat_file.read_text())), out_dir / compat_file.stem, png=png)
     for lmc_file in sorted(results_dir.glob("*-lmc-*.json")):

@@ -161,6 +161,24 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
     return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
 
 
+def beta_file(task: str, beta: float, results_dir: Path | None = None) -> Path:
+    """Where ``evaluate --beta`` writes a sweep with other backbones than the default β (the β ablation)."""
+    return (results_dir or RESULTS) / f"{task}-beta{beta:g}.json"
+
+
+def beta_files(task: str, results_dir: Path | None = None) -> dict[float, Path]:
+    """The β-ablation sweeps beside ``<task>.json``, by β (other files that merely start with ``<task>-beta`` are skipped)."""
+    found = {}
+    for path in sorted((results_dir or RESULTS).glob(f"{task}-beta*.json")):
+        try:
+            beta = float(path.stem[len(f"{task}-beta"):])
+        except ValueError:
+            continue
+        if path == beta_file(task, beta, path.parent):
+            found[beta] = path
+    return found
+
+
 def strength_file(task: str, method: str, results_dir: Path | None = None) -> Path:
     return (results_dir or RESULTS) / f"{task}-strength-{method}.json"
 

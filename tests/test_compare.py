@@ -47,3 +47,25 @@ def test_unequal_prompt_counts_are_refused():
     result["records"][0]["per_prompt"] = {o: v[:3] for o, v in result["records"][0]["per_prompt"].items()}
     with pytest.raises(ValueError, match="different numbers of prompts"):
         compare(result)
+
+
+def test_a_beta_ablation_is_compared_against_one_shared_reference_point():
+    from mage.compare import ablation
+
+    settings = {"prompts": None, "samples": 1, "seed": 0, "split": "test", "grid": [[i / 4, 1 - i / 4] for i in range(5)]}
+    main = {**_result(), "settings": settings}
+    worse = {**_result(shift_b=-0.1), "settings": {**settings, "beta": 0.6}}  # its bone lies 0.1 below the main file's on both objectives
+    merged, pairs = ablation(main, {"b0.6": worse}, keep=("rs",))
+    assert sorted({r["method"] for r in merged["records"]}) == ["bone", "bone-b0.6", "rs"]
+    assert pairs == [("bone", "rs"), ("bone", "bone-b0.6"), ("bone-b0.6", "rs")]
+    # the corner moves down to the worse variant's points: 0.1 below the main file's minimum, minus 1 % of the range
+    assert merged["reference_point"] == pytest.approx(reference_point([[r["means"]["x"], r["means"]["y"]] for r in merged["records"]]))
+    assert merged["reference_point"][0] < main["reference_point"][0] - 0.09
+    summary = compare(merged, resamples=100, pairs=pairs)
+    by = {(c["a"], c["b"]): c for c in summary["comparisons"]}
+    assert by[("bone", "bone-b0.6")]["mean_scalarised_diff"] == pytest.approx(0.1) and by[("bone", "bone-b0.6")]["p_hypervolume_a_greater"] == 1.0
+    assert by[("bone", "rs")]["mean_scalarised_diff"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"settings \['seed'\] differ"):
+        ablation(main, {"b0.8": {**worse, "settings": {**settings, "seed": 1}}})
+    with pytest.raises(ValueError, match="no 'bone' records in the main"):
+        ablation({**main, "records": [r for r in main["records"] if r["method"] == "rs"]}, {"b0.6": worse})

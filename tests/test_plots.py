@@ -45,6 +45,7 @@ def test_all_figures_writes_fronts_ablation_and_lmc(tmp_path):
     (results / "summary.json").write_text(json.dumps(RESULT))
     (results / "summary-beta0.6.json").write_text(json.dumps(RESULT))
     (results / "summary-ingredients.json").write_text(json.dumps({"rows": {}}))  # other files are left alone
+    (results / "summary-beta-compare.json").write_text(json.dumps({"methods": {}}))  # not a β sweep
     lmc = {"task": "summary", "kind": "implicit", "pair": ["faithful", "concise"],
            "rows": [{"t": t, "means": {"faithful": 0.5 + t / 10, "concise": 0.4 - t / 10}, "stderr": {"faithful": 0.01, "concise": 0.01}} for t in (0, 0.5, 1)]}
     (results / "summary-lmc-implicit.json").write_text(json.dumps(lmc))
