@@ -16,6 +16,8 @@ from .pareto import pareto_front
 
 PALETTE = {"mage-i": "#d62728", "mage-e": "#ff7f0e", "bone": "#1f77b4", "rs": "#2ca02c", "aba": "#9467bd", "mod": "#8c564b",
            "ensemble-i": "#e377c2", "ensemble-e": "#f7b6d2", "sft+i": "#7f7f7f", "sft+e": "#bcbd22", "react": "#17becf", "base": "#000000"}
+# colours of unnamed series (objectives of an LMC curve, β variants of an overlay), in order
+SERIES = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#7f7f7f", "#bcbd22", "#17becf", "#8c564b"]
 
 
 def _points(result: dict, method: str, axes: Sequence[int]) -> tuple[list[list[float]], list[dict]]:
@@ -75,7 +77,7 @@ def lmc_figure(result: dict) -> go.Figure:
     fig = go.Figure()
     ts = [r["t"] for r in result["rows"]]
     for i, o in enumerate(result["rows"][0]["means"]):
-        color = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][i % 4]
+        color = SERIES[i % len(SERIES)]
         ys = [r["means"][o] for r in result["rows"]]
         errs = [r["stderr"][o] for r in result["rows"]]
         fig.add_trace(go.Scatter(x=ts, y=ys, error_y=dict(type="data", array=errs), mode="lines+markers", name=o, line=dict(color=color)))
@@ -89,14 +91,15 @@ def lmc_figure(result: dict) -> go.Figure:
 def overlay_figure(results: dict[str, dict], method: str, *, axes: tuple[int, int] = (0, 1), title: str = "") -> go.Figure:
     """One method's front from several results files (e.g. Bone Soup at β = 0.6 / 0.7 / 0.8), labelled by key."""
     fig = go.Figure()
-    for label, result in results.items():
-        objectives = result["objectives"]
+    for i, (label, result) in enumerate(results.items()):
         pts, _ = _points(result, method, axes)
         if not pts:
             continue
+        color = SERIES[i % len(SERIES)]  # a label's points and its front share one colour
         front = sorted(pareto_front(pts))
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=label, legendgroup=label))
-        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", legendgroup=label, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=label, legendgroup=label, marker=dict(color=color, size=8)))
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", legendgroup=label, showlegend=False, hoverinfo="skip",
+                                 line=dict(color=color, width=2)))
     first = next(iter(results.values()))
     fig.update_layout(title=title, xaxis_title=first["objectives"][axes[0]], yaxis_title=first["objectives"][axes[1]], template="plotly_white")
     return fig
@@ -121,7 +124,7 @@ def guided_bench_figure(bench: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("per-step time / plain decoding", "peak RSS (MB)"))
     for i, variant in enumerate(dict.fromkeys(r["variant"] for r in bench["rows"])):
         rows = sorted((r for r in bench["rows"] if r["variant"] == variant), key=lambda r: r["k"])
-        color = PALETTE.get(variant, ["#7f7f7f", "#bcbd22", "#17becf", "#8c564b"][i % 4])
+        color = PALETTE.get(variant, SERIES[(i + 4) % len(SERIES)])
         for col, key in ((1, "ratio_vs_plain"), (2, "peak_rss_mb")):
             fig.add_trace(go.Scatter(x=[r["k"] for r in rows], y=[r[key] for r in rows], mode="lines+markers", name=variant, legendgroup=variant,
                                      showlegend=col == 1, line=dict(color=color)), row=1, col=col)

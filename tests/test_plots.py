@@ -93,3 +93,12 @@ def test_bench_figures_from_the_committed_benchmarks(tmp_path):
     assert list(bars.x) == ["rs", "mage-i"] and abs(bars.y[1] - 1000 * app["mage-i"]["first_token_s"]["median"]) < 1e-9
     written = all_figures(tmp_path / "no-results", tmp_path / "figures", png=False, bench_dir=bench)
     assert sorted(Path(p).name for p in written) == ["bench-app.html", "bench-guided.html"]
+
+
+def test_an_overlay_draws_each_label_and_its_front_in_one_colour():
+    from mage.plots import overlay_figure
+
+    fig = overlay_figure({"β = 0.6": RESULT, "β = 0.7": RESULT}, "bone")
+    points, lines = fig.data[0::2], fig.data[1::2]
+    assert [t.name for t in points] == ["β = 0.6", "β = 0.7"]
+    assert [t.marker.color for t in points] == [t.line.color for t in lines] and points[0].marker.color != points[1].marker.color
