@@ -110,7 +110,8 @@ def ablation(result: dict, variants: dict[str, dict], *, method: str = "bone", k
     records = [r for r in result["records"] if r["method"] in (method, *keep)]
     if not any(r["method"] == method for r in records):
         raise ValueError(f"{result['task']}: no {method!r} records in the main results file; fix: python -m mage evaluate --task {result['task']} --methods {method}")
-    pairs = [(method, k) for k in keep if any(r["method"] == k for r in records)]
+    kept = [k for k in keep if any(r["method"] == k for r in records)]
+    pairs = [(method, k) for k in kept]
     for label, variant in variants.items():
         if list(variant["objectives"]) != objectives:
             raise ValueError(f"variant {label}: objectives {variant['objectives']} differ from {objectives}")
@@ -123,7 +124,7 @@ def ablation(result: dict, variants: dict[str, dict], *, method: str = "bone", k
         if not found:
             raise ValueError(f"variant {label}: no {method!r} records")
         records += found
-        pairs += [(method, name), *((name, k) for k in keep if any(r["method"] == k for r in records))]
+        pairs += [(method, name), *((name, k) for k in kept)]
     ref = reference_point([[r["means"][o] for o in objectives] for r in records])
     return {**result, "records": records, "reference_point": ref, "summary": {}}, pairs
 
