@@ -138,7 +138,7 @@ def cmd_table(args) -> None:
 def cmd_evaluate(args) -> None:
     from pathlib import Path
 
-    from .sweep import SweepConfig, beta_file, chosen_strengths, run_sweep
+    from .sweep import SweepConfig, chosen_strengths, run_sweep
 
     methods = tuple(args.methods.split(","))
     # --strength sets every guided method's strength; without it each uses the one choose-strength picked (else 1.0)
@@ -148,10 +148,7 @@ def cmd_evaluate(args) -> None:
     config = SweepConfig(task=args.task, methods=methods, prompts=args.prompts, samples=args.samples, seed=args.seed,
                          split=args.split, strength=1.0 if args.strength is None else args.strength, base=args.base, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())))
-    out = Path(args.out) if args.out else None
-    if out is None and args.beta != DEFAULT_BETA:  # the β ablation must not overwrite the main results file
-        out = beta_file(args.task, args.beta)
-    result = run_sweep(config, out)
+    result = run_sweep(config, Path(args.out) if args.out else None)
     for method, s in result.get("summary", {}).items():
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
 

@@ -89,7 +89,7 @@ def _recorded(config: SweepConfig, fingerprint: str) -> dict[str, dict]:
 
 
 def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None, write: bool = True) -> dict:
-    """Sweep and summarise; the results file goes to ``out`` (default ``assets/results/<task>.json``) unless ``write`` is False."""
+    """Sweep and summarise; the results file goes to ``out`` (default :func:`results_file`) unless ``write`` is False."""
     for m in config.methods:
         get_method(m)
     task = get_task(config.task)
@@ -121,7 +121,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
                            hashes={"base_model": fingerprint, "checkpoints": hashes})
         result["wall_time_s"] = round(time.time() - started, 1)
         if write:
-            write_json_atomic(out or RESULTS / f"{task.name}.json", result)
+            write_json_atomic(out or results_file(task.name, config.beta), result)
     barrier(world)
     return result or {}
 
@@ -159,6 +159,12 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
                            "controllability": controllability([r["weights"] for r in rows], pts),
                            "mean_scalarised": sum(sum(w * x for w, x in zip(r["weights"], p)) for r, p in zip(rows, pts)) / len(rows)}
     return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
+
+
+def results_file(task: str, beta: float = DEFAULT_BETA, results_dir: Path | None = None) -> Path:
+    """A sweep's default results file: ``<task>.json`` for the default β, else :func:`beta_file`, so a β ablation
+    never overwrites the main results."""
+    return (results_dir or RESULTS) / f"{task}.json" if beta == DEFAULT_BETA else beta_file(task, beta, results_dir)
 
 
 def beta_file(task: str, beta: float, results_dir: Path | None = None) -> Path:

@@ -149,8 +149,8 @@ def test_a_sweep_resumed_with_another_number_of_processes_regenerates_nothing(ti
     assert [r["means"] for r in result["records"]] == [r["means"] for r in first["records"]]
 
 
-@pytest.mark.parametrize("argv, expected", [([], None), (["--beta", "0.6"], "summary-beta0.6.json"), (["--beta", "0.6", "--out", "x.json"], "x.json")])
-def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(monkeypatch, argv, expected):
+@pytest.mark.parametrize("argv, expected", [([], None), (["--beta", "0.6"], None), (["--beta", "0.6", "--out", "x.json"], "x.json")])
+def test_evaluate_passes_beta_and_out_through_to_the_sweep(monkeypatch, argv, expected):
     import mage.sweep
     from mage.cli import main
 
@@ -159,3 +159,20 @@ def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(monkeypa
     main(["evaluate", "--task", "summary", "--methods", "bone", *argv])
     assert (seen["out"] and seen["out"].name) == expected
     assert seen["config"].beta == (0.6 if argv else 0.7)
+
+
+def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(tiny_checkpoints, tmp_path, monkeypatch):
+    """A sweep with other backbones than the default β goes to ``<task>-beta<β>.json`` unless told otherwise."""
+    import mage.sweep
+    from mage.sweep import beta_files, results_file
+
+    _, base = tiny_checkpoints
+    monkeypatch.setattr(mage.sweep, "RESULTS", tmp_path)
+    assert results_file("summary") == tmp_path / "summary.json"
+    assert results_file("summary", 0.8) == tmp_path / "summary-beta0.8.json"
+    main = tmp_path / "summary.json"
+    main.write_text("{}")
+    run_sweep(SweepConfig(task="summary", methods=("rs",), prompts=1, max_new_tokens=2, grid=((1.0, 0.0),), base=str(base), beta=0.6))
+    assert main.read_text() == "{}"  # untouched
+    assert beta_files("summary", tmp_path) == {0.6: tmp_path / "summary-beta0.6.json"}
+    assert json.loads((tmp_path / "summary-beta0.6.json").read_text())["settings"]["beta"] == 0.6
