@@ -5,6 +5,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .decoding import SamplingConfig
@@ -123,8 +124,6 @@ def cmd_objectives(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from pathlib import Path
-
     from .reports import RESULTS, adapter_table, ingredient_table
 
     common = dict(split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, base=args.base, command=_command())
@@ -136,8 +135,6 @@ def cmd_table(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from pathlib import Path
-
     from .sweep import SweepConfig, chosen_strengths, run_sweep
 
     methods = tuple(args.methods.split(","))
@@ -154,13 +151,12 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_choose_strength(args) -> None:
-    from pathlib import Path
-
     from .sweep import choose_strength, strength_file
 
     strengths = [float(s) for s in args.strengths.split(",")]
     out = Path(args.out) if args.out else strength_file(args.task, args.method)
-    choice = choose_strength(args.task, args.method, strengths, prompts=args.prompts, base=args.base, seed=args.seed, max_new_tokens=args.max_new_tokens, out=out)
+    choice = choose_strength(args.task, args.method, strengths, prompts=args.prompts, base=args.base, seed=args.seed, max_new_tokens=args.max_new_tokens, out=out,
+                             command=_command())
     for row in choice["rows"]:
         print(f"w={row['strength']:<5g} mean scalarised {row['mean_scalarised']:.4f}  hypervolume {row['hypervolume']:.4f}")
     print(f"chosen strength: {choice['chosen']:g} (written to {out})")
@@ -200,8 +196,6 @@ def cmd_compatibility(args) -> None:
 
 def cmd_compare(args) -> None:
     import json
-    from pathlib import Path
-
     from .compare import compare, markdown
     from .io import write_json_atomic
 
@@ -245,8 +239,12 @@ def cmd_build_base(args) -> None:
     print(resolve_base(args.base))
 
 
+_ARGV: list[str] | None = None  # what main() parsed, when it was called with an argv rather than from the shell
+
+
 def _command() -> str:
-    return "python -m mage " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command line being run, as results files record it."""
+    return "python -m mage " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if _ARGV is None else _ARGV))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("objectives", cmd_objectives, "validate the default objectives on hand-labelled pairs, or fit the humour probe")
     p.add_argument("action", choices=["check", "fit-probes"])
     p.add_argument("--names", nargs="*", default=None)
-    p.add_argument("--write", action="store_true", help="write docs/OBJECTIVES.md tables and assets/objective_checks.json")
+    p.add_argument("--write", action="store_true", help="write assets/objective_checks.json (the numbers docs/OBJECTIVES.md quotes)")
 
     p = add("table", cmd_table, "expert x objective table: base model and every ingredient on a split")
     p.add_argument("--task", required=True)
@@ -363,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--adapter", action="append", default=[], help="label=folder; evaluate these adapters instead of the task's checkpoints")
-    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-ingredients.json)")
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-ingredients.json, or <task>-adapters.json with --adapter)")
 
     p = add("evaluate", cmd_evaluate, "sweep the preference grid for each method; writes assets/results/<task>.json")
     p.add_argument("--task", required=True)
@@ -410,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--beta-ablation", action="store_true", help="compare Bone Soup (β = 0.7, from the results file) with the <task>-beta<β>.json "
                    "files beside it, against one shared reference point (default out: <task>-beta-compare.json)")
-    p.add_argument("--out", default=None, help="default: assets/results/<task>-compare.json")
+    p.add_argument("--out", default=None, help="default: <results stem>-compare.json beside the results file (<task>-beta-compare.json with --beta-ablation)")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)
@@ -445,6 +443,8 @@ def install_preset(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global _ARGV
+    _ARGV = None if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.preset:

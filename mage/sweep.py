@@ -212,7 +212,7 @@ def chosen_strengths(task: str, methods: Sequence[str], results_dir: Path | None
 
 
 def choose_strength(task: str, method: str, strengths: list[float], *, prompts: int | None = 30, base: str = DEFAULT_BASE, seed: int = 0,
-                    max_new_tokens: int | None = None, out: Path | None = None) -> dict:
+                    max_new_tokens: int | None = None, out: Path | None = None, command: str | None = None) -> dict:
     """Pick a guidance strength on the validation split: the one with the best mean scalarised reward Σ μ_i r_i
     over the preference grid (ties: the smaller strength), among the positive ``strengths``. Strength 0
     (the unguided policy) is always run too, as the reference the choice is measured against, but is
@@ -229,10 +229,18 @@ def choose_strength(task: str, method: str, strengths: list[float], *, prompts: 
     unguided = rows[0]
     choice = {"task": task, "method": method, "split": "validation", "prompts": prompts, "rows": rows, "chosen": best["strength"],
               "gain_over_unguided": best["mean_scalarised"] - unguided["mean_scalarised"],
-              "command": f"python -m mage choose-strength --task {task} --method {method} --strengths {','.join(f'{s:g}' for s in strengths)}"}
+              "command": command or _choose_command(task, method, strengths, prompts=prompts, base=base, seed=seed, max_new_tokens=max_new_tokens)}
     if out is not None:
         write_json_atomic(out, choice)
     return choice
+
+
+def _choose_command(task: str, method: str, strengths: list[float], *, prompts: int | None, base: str, seed: int, max_new_tokens: int | None) -> str:
+    """The CLI line that repeats a ``choose_strength`` call made from Python (the CLI records its own argv instead)."""
+    parts = ["python -m mage choose-strength", f"--task {task}", f"--method {method}", f"--strengths {','.join(f'{s:g}' for s in strengths)}",
+             f"--prompts {prompts}" if prompts is not None else "", f"--seed {seed}" if seed else "",
+             f"--base {base}" if base != DEFAULT_BASE else "", f"--max-new-tokens {max_new_tokens}" if max_new_tokens else ""]
+    return " ".join(p for p in parts if p)
 
 
 def corner_grid(n: int) -> list[list[float]]:
