@@ -81,17 +81,19 @@ def controllability(weights: Sequence[Sequence[float]], achieved: Sequence[Seque
     """How well the achieved rewards follow the preference over a grid [ours; the paper's definition is not public].
 
     - ``spearman``: per objective i, Spearman(μ_i, r_i) over the grid; ``score`` is their mean.
-    - ``monotone_fraction``: per objective, sort the grid by μ_i and count consecutive pairs with
-      strictly larger μ_i whose r_i is also larger; the fraction over all such pairs.
+    - ``monotone_fraction``: per objective, group the grid points by μ_i (the 3-objective grid repeats
+      values), average r_i within each group, and count consecutive groups whose mean r_i rises with
+      μ_i; the fraction over all such steps. Grouping makes it independent of the grid's order.
     """
     n = len(weights[0])
     per = [spearman([w[i] for w in weights], [a[i] for a in achieved]) for i in range(n)]
     steps = agree = 0
     for i in range(n):
-        order = sorted(range(len(weights)), key=lambda k: weights[k][i])
-        for a, b in zip(order, order[1:]):
-            if weights[b][i] > weights[a][i]:
-                steps += 1
-                agree += achieved[b][i] > achieved[a][i]
+        groups: dict[float, list[float]] = {}
+        for w, a in zip(weights, achieved):
+            groups.setdefault(w[i], []).append(a[i])
+        means = [sum(v) / len(v) for _, v in sorted(groups.items())]
+        steps += len(means) - 1
+        agree += sum(b > a for a, b in zip(means, means[1:]))
     finite = [s for s in per if not math.isnan(s)]
     return {"spearman": per, "score": sum(finite) / len(finite) if finite else float("nan"), "monotone_fraction": agree / steps if steps else float("nan")}

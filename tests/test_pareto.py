@@ -62,3 +62,21 @@ def test_controllability_of_perfect_reversed_and_flat_control():
 
 def test_spearman_with_ties():
     assert spearman([1, 2, 3, 4], [10, 20, 20, 40]) == pytest.approx(0.9486833, abs=1e-6)
+
+
+def test_monotone_fraction_does_not_depend_on_the_order_of_a_grid_with_repeated_weights():
+    import random
+
+    from mage.sweep import preference_grid
+
+    grid = preference_grid(3)  # μ_i repeats: 0, 0, 0.1, 0.1, 0.2, 0.2, 0.2, ...
+    rng = random.Random(0)
+    achieved = [[w + rng.gauss(0, 0.08) for w in mu] for mu in grid]
+    first = controllability(grid, achieved)["monotone_fraction"]
+    pairs = list(zip(grid, achieved))
+    for _ in range(50):
+        rng.shuffle(pairs)
+        assert controllability([p[0] for p in pairs], [p[1] for p in pairs])["monotone_fraction"] == first
+    # each objective has 8 distinct μ_i levels (0, 0.1, 0.2, 1/3, 0.4, 0.6, 0.8, 1), so 7 steps
+    levels = len({w[0] for w in grid})
+    assert controllability(grid, grid)["monotone_fraction"] == 1.0 and levels == 8
