@@ -86,6 +86,7 @@ def controllability(weights: Sequence[Sequence[float]], achieved: Sequence[Seque
       μ_i; the fraction over all such steps. Grouping makes it independent of the grid's order.
     """
     n = len(weights[0])
+    weights = [[round(x, 9) for x in w] for w in weights]  # 0.2 and 0.19999999999999998 (a normalised μ) are one preference: a tie
     per = [spearman([w[i] for w in weights], [a[i] for a in achieved]) for i in range(n)]
     steps = agree = 0
     for i in range(n):

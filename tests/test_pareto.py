@@ -80,3 +80,11 @@ def test_monotone_fraction_does_not_depend_on_the_order_of_a_grid_with_repeated_
     # each objective has 8 distinct μ_i levels (0, 0.1, 0.2, 1/3, 0.4, 0.6, 0.8, 1), so 7 steps
     levels = len({w[0] for w in grid})
     assert controllability(grid, grid)["monotone_fraction"] == 1.0 and levels == 8
+
+
+def test_weights_equal_up_to_rounding_are_one_preference():
+    exact = [(0.2, 0.8), (0.2, 0.8), (0.6, 0.4)]
+    normalised = [(0.19999999999999998, 0.8), (0.2, 0.8000000000000002), (0.6, 0.4)]  # as μ / Σμ leaves them
+    achieved = [(0.1, 0.5), (0.3, 0.4), (0.2, 0.3)]
+    assert controllability(normalised, achieved) == controllability(exact, achieved)
+    assert controllability(normalised, achieved)["monotone_fraction"] == 0.5  # one step per objective: up for x, down for y
