@@ -101,17 +101,15 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     points = [(m, w) for m in config.methods for w in grid]
     mine = points[rank::world]
-    journal = _journal(config, fingerprint, rank)
     done = set(_recorded(config, fingerprint))
+    todo = [(m, w, key) for m, w in mine if (key := _point_key(config, m, w, hashes[m])) not in done]
     started = time.time()
-    with open_journal(journal) as f:
-        for method, weights in tqdm(mine, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
-            key = _point_key(config, method, weights, hashes[method])
-            if key in done:
-                continue
-            record = evaluate_point(engine, method, weights, strength=config.strength_for(method), split=config.split, samples=config.samples, seed=config.seed,
-                                    max_prompts=config.prompts, sampling=sampling, batch_size=config.batch_size)
-            append_rows(f, [{"key": key, **record}])
+    if todo:  # a sweep with nothing left to generate only reads the journals (safe beside a running sweep)
+        with open_journal(_journal(config, fingerprint, rank)) as f:
+            for method, weights, key in tqdm(todo, desc=f"sweep {task.name} [{rank}/{world}]", unit="point", disable=rank != 0):
+                record = evaluate_point(engine, method, weights, strength=config.strength_for(method), split=config.split, samples=config.samples,
+                                        seed=config.seed, max_prompts=config.prompts, sampling=sampling, batch_size=config.batch_size)
+                append_rows(f, [{"key": key, **record}])
     barrier(world)
     result = None
     if rank == 0:

@@ -176,3 +176,21 @@ def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(tiny_che
     assert main.read_text() == "{}"  # untouched
     assert beta_files("summary", tmp_path) == {0.6: tmp_path / "summary-beta0.6.json"}
     assert json.loads((tmp_path / "summary-beta0.6.json").read_text())["settings"]["beta"] == 0.6
+
+
+def test_a_sweep_with_nothing_to_generate_leaves_the_journal_alone(tiny_checkpoints, tmp_path):
+    """Re-summarising a finished sweep while another sweep appends to the same journal must not cut
+    that sweep's half-written row (opening a journal for appending trims a torn last line)."""
+    from mage.methods import Engine
+    from mage.models import fingerprint_model
+    from mage.sweep import _journal
+
+    _, base = tiny_checkpoints
+    config = _config(base=str(base))
+    run_sweep(config, tmp_path / "a.json")
+    journal = _journal(config, fingerprint_model(Engine("summary", base=str(base)).policy.model), 0)
+    with open(journal, "a", encoding="utf-8") as f:
+        f.write('{"key": "in flight", "means": ')  # another sweep, mid-write
+    before = journal.read_bytes()
+    again = run_sweep(config, tmp_path / "b.json")
+    assert journal.read_bytes() == before and len(again["records"]) == 6
