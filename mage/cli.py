@@ -195,11 +195,11 @@ def cmd_compatibility(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    import json
     from .compare import compare, markdown
     from .io import write_json_atomic
+    from .sweep import results_file
 
-    path = Path(args.results or f"assets/results/{args.task}.json")
+    path = Path(args.results) if args.results else results_file(args.task)
     if not path.is_file():
         raise SystemExit(f"mage: {path} does not exist; fix: python -m mage evaluate --task {args.task} first")
     result, pairs, stem = json.loads(path.read_text()), None, path.stem

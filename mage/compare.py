@@ -64,15 +64,19 @@ def _stats(rows: Sequence[dict], objectives: Sequence[str], ref: Sequence[float]
 def basic_interval(estimate: float, samples: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float]:
     """The basic bootstrap 95 % interval [2θ̂ − q₉₇.₅, 2θ̂ − q₂.₅] (NaN resamples dropped), clipped to the
     statistic's range ``bounds``."""
-    finite = [s for s in samples if not math.isnan(s)]
+    finite = _finite(samples)
     if not finite or math.isnan(estimate):
         return [math.nan, math.nan]
     lo, hi = 2 * estimate - float(np.percentile(finite, 97.5)), 2 * estimate - float(np.percentile(finite, 2.5))
     return [min(max(lo, bounds[0]), bounds[1]), min(max(hi, bounds[0]), bounds[1])]
 
 
+def _finite(samples: Sequence[float]) -> list[float]:
+    return [s for s in samples if not math.isnan(s)]  # a resample can make a statistic undefined (e.g. a flat objective's Spearman)
+
+
 def _bias(estimate: float, samples: Sequence[float]) -> float:
-    finite = [s for s in samples if not math.isnan(s)]
+    finite = _finite(samples)
     return float(np.mean(finite)) - estimate if finite else math.nan
 
 
