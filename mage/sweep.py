@@ -5,7 +5,8 @@
   each record: method, weights (objective order), means / stderr (objective → float), n_prompts,
   coefficients, strength, wall_time_s, per_prompt (objective → list, for paired statistics).
 Points are journaled as they finish, so an interrupted sweep resumes and an unchanged point costs
-nothing on a re-run. Under ``torchrun`` / ``accelerate launch`` the points are shared out over the
+nothing on a re-run; the records of the results file being rewritten count as cached too, so a fresh
+clone extends the committed sweeps (e.g. adds one method) without regenerating them. Under ``torchrun`` / ``accelerate launch`` the points are shared out over the
 processes; every point is generated with the same batches and seeds as in one process, so the
 results are identical.
 """
@@ -81,11 +82,22 @@ def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
     return cache_dir() / "sweeps" / config.task / f"{fingerprint}.part{rank}.jsonl"
 
 
-def _recorded(config: SweepConfig, fingerprint: str) -> dict[str, dict]:
-    """Every point already recorded for this base model, by key, from the journals of *any* rank: a sweep
-    resumed with another number of processes reuses them instead of regenerating."""
+def _recorded(config: SweepConfig, fingerprint: str, results: Path | None = None) -> dict[str, dict]:
+    """Every point already recorded for this base model, by key: the records of the results file the sweep
+    will write (so a fresh clone reuses the committed sweeps instead of regenerating them), then the
+    journals of *any* rank (a sweep resumed with another number of processes reuses them too). A key
+    covers the settings, μ and the checkpoints' hashes, so only a truly unchanged point is reused."""
+    found = {}
+    if results is not None and results.is_file():
+        try:
+            previous = json.loads(results.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = {}  # unreadable: regenerate, and the atomic write below replaces it
+        if previous.get("hashes", {}).get("base_model") == fingerprint:
+            found.update((r["key"], r) for r in previous.get("records", []) if "key" in r)
     folder = _journal(config, fingerprint, 0).parent
-    return {r["key"]: r for path in sorted(folder.glob(f"{fingerprint}.part*.jsonl")) for r in read_journal(path)}
+    found.update((r["key"], r) for path in sorted(folder.glob(f"{fingerprint}.part*.jsonl")) for r in read_journal(path))
+    return found
 
 
 def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None, write: bool = True) -> dict:
@@ -101,7 +113,8 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     points = [(m, w) for m in config.methods for w in grid]
     mine = points[rank::world]
-    done = set(_recorded(config, fingerprint))
+    target = (out or results_file(task.name, config.beta)) if write else None  # an unwritten sweep reads only the journals
+    done = set(_recorded(config, fingerprint, target))
     todo = [(m, w, key) for m, w in mine if (key := _point_key(config, m, w, hashes[m])) not in done]
     started = time.time()
     if todo:  # a sweep with nothing left to generate only reads the journals (safe beside a running sweep)
@@ -113,13 +126,13 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     barrier(world)
     result = None
     if rank == 0:
-        by_key = _recorded(config, fingerprint)
+        by_key = _recorded(config, fingerprint, target)
         records = [by_key[_point_key(config, m, w, hashes[m])] for m, w in points]
         result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
                            hashes={"base_model": fingerprint, "checkpoints": hashes})
         result["wall_time_s"] = round(time.time() - started, 1)
         if write:
-            write_json_atomic(out or results_file(task.name, config.beta), result)
+            write_json_atomic(target, result)
     barrier(world)
     return result or {}
 

@@ -194,3 +194,32 @@ def test_a_sweep_with_nothing_to_generate_leaves_the_journal_alone(tiny_checkpoi
     before = journal.read_bytes()
     again = run_sweep(config, tmp_path / "b.json")
     assert journal.read_bytes() == before and len(again["records"]) == 6
+
+
+def test_a_fresh_clone_reuses_the_committed_results_file(tiny_checkpoints, tmp_path, monkeypatch):
+    """No journals (a fresh machine): the points already in the results file being rewritten are reused,
+    so adding a method does not regenerate the others; a file for another base model is not trusted."""
+    import shutil
+
+    import mage.sweep
+    from mage.models import cache_dir
+
+    _, base = tiny_checkpoints
+    out = tmp_path / "r.json"
+    first = run_sweep(_config(base=str(base)), out)
+    shutil.rmtree(cache_dir() / "sweeps")  # the journals are gone; the committed results file stays
+    generated = []
+    real = mage.sweep.evaluate_point
+    monkeypatch.setattr(mage.sweep, "evaluate_point", lambda engine, method, weights, **kw: generated.append(method) or real(engine, method, weights, **kw))
+    again = run_sweep(_config(base=str(base)), out)
+    assert generated == [] and [r["key"] for r in again["records"]] == [r["key"] for r in first["records"]]
+    assert [r["means"] for r in again["records"]] == [r["means"] for r in first["records"]]
+    wider = run_sweep(SweepConfig(**{**_config(base=str(base)).__dict__, "methods": ("rs", "bone", "aba")}), out)
+    assert generated == ["aba"] * 3 and len(wider["records"]) == 9  # only the new method's points were generated
+    shutil.rmtree(cache_dir() / "sweeps")
+    stale = json.loads(out.read_text())
+    stale["hashes"]["base_model"] = "another-model"
+    out.write_text(json.dumps(stale))
+    generated.clear()
+    run_sweep(_config(base=str(base)), out)
+    assert len(generated) == 6  # a results file from another base model is regenerated, not reused
