@@ -6,6 +6,7 @@ POSIX). Folders are published the same way (build in ``<name>.tmp-<pid>``, then 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -81,24 +82,45 @@ def read_journal(path: str | Path) -> list[dict]:
 
 def append_rows(f, rows: list[dict]) -> None:
     """Append rows to a journal opened with :func:`open_journal`, one JSON line each, and make them durable
-    (flush + fsync) before returning: a row a run reports as done survives a crash."""
-    for row in rows:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+    (fsync) before returning: a row a run reports as done survives a crash. Several processes may append
+    to one journal: each call writes its rows in one ``write`` under an exclusive lock, first ending a
+    line torn by a process killed mid-write, so rows never interleave and a torn line stays on its own
+    (where :func:`read_journal` skips it)."""
+    payload = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    fd = f.fileno()
+    with _locked(fd):
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            payload = b"\n" + payload
+        view = memoryview(payload)
+        while view:  # O_APPEND: every write lands at the end
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+
+
+@contextmanager
+def _locked(fd: int) -> Iterator[None]:
+    """An exclusive advisory lock on an open file, held for the block (every journal writer takes it)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def open_journal(path: str | Path):
-    """Open a journal for appending, first cutting a torn last line so new rows start on a fresh line."""
+    """Open a journal for appending with :func:`append_rows` (binary, ``O_APPEND``), first cutting a torn
+    last line so new rows start on a fresh line. Safe beside another process appending to the same file:
+    the cut happens under the writers' lock, when no row is half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
+    f = open(path, "a+b")  # readable too: append_rows checks the last byte
+    with _locked(f.fileno()):
         data = path.read_bytes()
         end = data.rfind(b"\n") + 1
         if end < len(data):
-            with open(path, "r+b") as f:
-                f.truncate(end)
-    return open(path, "a", encoding="utf-8")
+            os.truncate(path, end)
+    return f
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:

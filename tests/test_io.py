@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from mage.io import atomic_dir, open_journal, read_journal, recover_dir, write_json_atomic
+from mage.io import append_rows, atomic_dir, open_journal, read_journal, recover_dir, write_json_atomic
 
 
 def test_atomic_write_has_the_usual_mode_and_leaves_no_temp_files(tmp_path):
@@ -26,8 +28,39 @@ def test_torn_journal_line_is_cut_before_appending(tmp_path):
     path.write_text('{"key": 1}\n{"key": 2}\n{"key": 3, "half')  # killed mid-write
     assert [r["key"] for r in read_journal(path)] == [1, 2]
     with open_journal(path) as f:
-        f.write(json.dumps({"key": 4}) + "\n")
+        append_rows(f, [{"key": 4}])
     assert [r["key"] for r in read_journal(path)] == [1, 2, 4]
+
+
+def test_a_line_torn_by_another_writer_stays_on_its_own(tmp_path):
+    """A process killed mid-row while this one has the journal open: the next row starts on a new line."""
+    path = tmp_path / "j.jsonl"
+    with open_journal(path) as f:
+        append_rows(f, [{"key": 1}])
+        with open(path, "ab") as other:
+            other.write(b'{"key": 2, "ha')  # the other writer dies here
+        append_rows(f, [{"key": 3}, {"key": 4}])
+    assert [r["key"] for r in read_journal(path)] == [1, 3, 4]
+
+
+_WRITER = """
+import sys
+from mage.io import append_rows, open_journal
+with open_journal(sys.argv[1]) as f:
+    for i in range(int(sys.argv[3])):
+        append_rows(f, [{"writer": sys.argv[2], "i": i, "pad": "x" * 20000}])  # rows larger than any write buffer
+"""
+
+
+def test_two_processes_appending_to_one_journal_never_interleave_rows(tmp_path):
+    path = tmp_path / "j.jsonl"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name, "150"]) for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    lines = path.read_bytes().splitlines()
+    rows = read_journal(path)
+    assert len(lines) == len(rows) == 300  # every line is one whole row
+    for name in ("a", "b"):
+        assert [r["i"] for r in rows if r["writer"] == name] == list(range(150))
 
 
 def test_atomic_dir_replaces_whole_and_keeps_the_old_version_on_error(tmp_path):
