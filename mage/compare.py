@@ -29,7 +29,7 @@ from .pareto import controllability, hypervolume, reference_point
 
 # (A, B): the comparisons the papers make, run when both methods are in the file
 COMPARISONS = [("bone", "rs"), ("bone", "aba"), ("mage-i", "bone"), ("mage-e", "bone"), ("mage-i", "ensemble-i"), ("mage-e", "ensemble-e"),
-               ("mage-i", "sft+i"), ("mage-e", "sft+e"), ("mage-i", "mod"), ("react", "rs"), ("react", "bone"), ("mod", "rs")]
+               ("mage-i", "sft+i"), ("mage-e", "sft+e"), ("mage-i", "mod"), ("mage-e", "mod"), ("react", "rs"), ("react", "bone"), ("mod", "rs")]
 
 
 def _method_rows(result: dict) -> dict[str, list[dict]]:
