@@ -84,12 +84,16 @@ def test_the_multi_cpu_config_really_starts_two_processes(tmp_path):
 
     config = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "multi_cpu.yaml"
     script = tmp_path / "rank.py"
-    script.write_text("import os; print('RANK', os.environ.get('RANK'), os.environ.get('WORLD_SIZE'), flush=True)\n")
+    # each rank leaves a file (stdout of two children through the launcher's pipe is not a reliable witness)
+    script.write_text("import os, pathlib, sys\n"
+                      "rank, world = os.environ.get('RANK'), os.environ.get('WORLD_SIZE')\n"
+                      "pathlib.Path(sys.argv[1], f'rank-{rank}').write_text(str(world))\n")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", str(port), str(script)]
-    proc = subprocess.run(launcher, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", str(port), str(script), str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run(launcher, capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ranks = sorted(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RANK"))
-    assert ranks == [["0", "2"], ["1", "2"]]
+    ranks = {p.name: p.read_text() for p in tmp_path.glob("rank-*")}
+    assert ranks == {"rank-0": "2", "rank-1": "2"}, (ranks, proc.stdout[-1000:], proc.stderr[-2000:])
