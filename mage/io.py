@@ -109,18 +109,12 @@ def _locked(fd: int) -> Iterator[None]:
 
 
 def open_journal(path: str | Path):
-    """Open a journal for appending with :func:`append_rows` (binary, ``O_APPEND``), first cutting a torn
-    last line so new rows start on a fresh line. Safe beside another process appending to the same file:
-    the cut happens under the writers' lock, when no row is half-written."""
+    """Open a journal for :func:`append_rows` (binary, ``O_APPEND``, readable so it can check the last byte).
+    A torn last line is left where it is: the next append starts a fresh line after it and
+    :func:`read_journal` skips it, so opening never rewrites a file another process may be appending to."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+b")  # readable too: append_rows checks the last byte
-    with _locked(f.fileno()):
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            os.truncate(path, end)
-    return f
+    return open(path, "a+b")
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:

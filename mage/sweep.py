@@ -6,9 +6,9 @@
   coefficients, strength, wall_time_s, per_prompt (objective → list, for paired statistics).
 Points are journaled as they finish, so an interrupted sweep resumes and an unchanged point costs
 nothing on a re-run; the records of the results file being rewritten count as cached too, so a fresh
-clone extends the committed sweeps (e.g. adds one method) without regenerating them. Under ``torchrun`` / ``accelerate launch`` the points are shared out over the
-processes; every point is generated with the same batches and seeds as in one process, so the
-results are identical.
+clone extends the committed sweeps (e.g. adds one method) without regenerating them. Under
+``torchrun`` / ``accelerate launch`` the points are shared out over the processes; every point is
+generated with the same batches and seeds as in one process, so the results are identical.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig
 from .evaluation import EVAL_SAMPLING, evaluate_point
-from .io import append_rows, open_journal, read_journal, sha256_file, sha256_text, write_json_atomic
+from .io import append_rows, open_journal, read_journal, read_json, sha256_file, sha256_text, write_json_atomic
 from .merging import DEFAULT_BETA
 from .methods import Engine, get_method
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
@@ -82,22 +82,26 @@ def _journal(config: SweepConfig, fingerprint: str, rank: int) -> Path:
     return cache_dir() / "sweeps" / config.task / f"{fingerprint}.part{rank}.jsonl"
 
 
-def _recorded(config: SweepConfig, fingerprint: str, results: Path | None = None) -> dict[str, dict]:
-    """Every point already recorded for this base model, by key: the records of the results file the sweep
-    will write (so a fresh clone reuses the committed sweeps instead of regenerating them), then the
-    journals of *any* rank (a sweep resumed with another number of processes reuses them too). A key
-    covers the settings, μ and the checkpoints' hashes, so only a truly unchanged point is reused."""
-    found = {}
-    if results is not None and results.is_file():
-        try:
-            previous = json.loads(results.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            previous = {}  # unreadable: regenerate, and the atomic write below replaces it
-        if previous.get("hashes", {}).get("base_model") == fingerprint:
-            found.update((r["key"], r) for r in previous.get("records", []) if "key" in r)
+def _recorded(config: SweepConfig, fingerprint: str) -> dict[str, dict]:
+    """Every point already recorded for this base model, by key, from the journals of *any* rank: a sweep
+    resumed with another number of processes reuses them instead of regenerating."""
     folder = _journal(config, fingerprint, 0).parent
-    found.update((r["key"], r) for path in sorted(folder.glob(f"{fingerprint}.part*.jsonl")) for r in read_journal(path))
-    return found
+    return {r["key"]: r for path in sorted(folder.glob(f"{fingerprint}.part*.jsonl")) for r in read_journal(path)}
+
+
+def _committed(results: Path | None, fingerprint: str) -> dict[str, dict]:
+    """The records, by key, of the results file a sweep will rewrite, if it is of the same base model: a
+    fresh clone (no journals) reuses the committed sweeps instead of regenerating them. A key covers the
+    settings, μ and the checkpoints' hashes, so only a truly unchanged point is reused."""
+    if results is None or not results.is_file():
+        return {}
+    try:
+        previous = read_json(results)
+    except (OSError, json.JSONDecodeError):
+        return {}  # unreadable: regenerate, and the atomic write replaces it
+    if previous.get("hashes", {}).get("base_model") != fingerprint:
+        return {}
+    return {r["key"]: r for r in previous.get("records", []) if "key" in r}
 
 
 def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | None = None, write: bool = True) -> dict:
@@ -114,7 +118,8 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     points = [(m, w) for m in config.methods for w in grid]
     mine = points[rank::world]
     target = (out or results_file(task.name, config.beta)) if write else None  # an unwritten sweep reads only the journals
-    done = set(_recorded(config, fingerprint, target))
+    committed = _committed(target, fingerprint)  # read once: only this sweep's rank 0 rewrites it, at the end
+    done = committed.keys() | _recorded(config, fingerprint).keys()
     todo = [(m, w, key) for m, w in mine if (key := _point_key(config, m, w, hashes[m])) not in done]
     started = time.time()
     if todo:  # a sweep with nothing left to generate only reads the journals (safe beside a running sweep)
@@ -126,7 +131,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     barrier(world)
     result = None
     if rank == 0:
-        by_key = _recorded(config, fingerprint, target)
+        by_key = {**committed, **_recorded(config, fingerprint)}
         records = [by_key[_point_key(config, m, w, hashes[m])] for m, w in points]
         result = summarise(task.name, list(task.objectives), records, settings={**asdict(config), "grid": grid, "sampling": asdict(sampling)},
                            hashes={"base_model": fingerprint, "checkpoints": hashes})

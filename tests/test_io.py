@@ -23,7 +23,7 @@ def test_atomic_write_has_the_usual_mode_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["r.json"]
 
 
-def test_torn_journal_line_is_cut_before_appending(tmp_path):
+def test_a_torn_journal_line_is_skipped_and_appending_goes_on(tmp_path):
     path = tmp_path / "j.jsonl"
     path.write_text('{"key": 1}\n{"key": 2}\n{"key": 3, "half')  # killed mid-write
     assert [r["key"] for r in read_journal(path)] == [1, 2]
