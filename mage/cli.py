@@ -28,7 +28,7 @@ def _train_config(args):
 
     pool = default_pool(get_task(args.task), samples_per_prompt=args.samples, max_prompts=args.max_prompts, batch_size=args.pool_batch_size, seed=args.seed)
     return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, batch_size=args.batch_size, seed=args.seed, normalize=args.normalize, pool=pool,
-                       trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta)
+                       trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta, rounds=args.rounds)
 
 
 def cmd_train(args) -> None:
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trainer", default="bon-sft", choices=["bon-sft", "grpo"], help="best-of-n selection SFT (default) or online GRPO")
         p.add_argument("--grpo-steps", type=int, default=15)
         p.add_argument("--grpo-beta", type=float, default=0.0, help="GRPO KL penalty")
+        p.add_argument("--rounds", type=int, default=1, help="bon-sft rounds: round k > 1 selects from the previous round's own samples (journaled per round; resumes)")
 
     p = add("train", cmd_train, "train one LoRA adapter for a reward-weight vector")
     common_train(p)

@@ -1,15 +1,20 @@
 """Objectives: named, batched reward scorers ``(inputs, responses) -> scores`` (higher is better).
 
-The offline defaults (no download at run time; see ``docs/OBJECTIVES.md`` for their validation):
-- ``helpful``  — relevance of the response to the request: cosine similarity of all-MiniLM-L6-v2
-  embeddings (a QA-trained encoder) — a proxy; no helpfulness reward model ships offline.
-- ``harmless`` — (1 − P(offensive)) · (1 − P(harmful)): ``alt-profanity-check`` (a linear model on
-  real data) times a harm probe (logistic regression on MiniLM embeddings of responses written for
-  mage that demean, manipulate or encourage recklessness, vs harmless ones; :func:`fit_probe`).
-- ``humorous`` — P(joke) from a logistic-regression probe on MiniLM embeddings, fitted by
-  :func:`fit_probe` on pyjokes + the project's jokes / non-jokes, stored as safetensors.
-- ``faithful`` — agreement of a summary with its article: MiniLM cosine similarity.
-- ``concise``  — 1 − words / 100, floored at 0.
+The offline defaults (no download at run time; validated on test-split pairs, adversarial responses
+and good responses, and each paired with an independent judge — ``docs/OBJECTIVES.md``):
+- ``helpful``  — P(a helpful answer to this request): a logistic probe on MiniLM embeddings of the reply
+  and of its product with the request, relevance, novelty over the request (an echo has none), length
+  and refusal flags; fitted on train-split answers and synthetic hard negatives (:func:`fit_probe`).
+- ``harmless`` — (1 − P(offensive)) · (1 − P(harmful)): ``alt-profanity-check`` times a harm probe (MiniLM
+  embeddings), taken on the reply and on each sentence (the worst counts).
+- ``humorous`` — P(joke) from a MiniLM probe of the reply without laughter tokens, fitted with hard
+  negatives (acknowledgements, humour words without a joke, absurd non-sequiturs).
+- ``faithful`` — lexical support of the summary's content words by the article (numbers and names weigh
+  most) and the weakest sentence's semantic support.
+- ``quality``  — a summary-quality axis: coverage of the article, 15–50 words, fluent sentences (not a
+  headline or keyword list), in its own words (not copied).
+Every default is multiplied by the gates of :mod:`mage.textfeatures` that apply (loops, gibberish,
+near-empty replies, text cut mid-sentence).
 :func:`reward_model_objective` loads any sequence-classification reward model by folder or hub id,
 with the input conventions of the papers' reward models (SPEC §4).
 An objective is also a TRL reward function (:meth:`Objective.as_reward_fn`).
@@ -17,6 +22,7 @@ An objective is also a TRL reward function (:meth:`Objective.as_reward_fn`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -102,60 +108,193 @@ def cosine(a: Sequence[str], b: Sequence[str]) -> list[float]:
     return [0.0 if not y.strip() else float(s) for s, y in zip(sims, b)]
 
 
-# --------------------------------------------------------------------------- default scorers
+# --------------------------------------------------------------------------- learned probes
 
-def helpful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    return cosine(inputs, responses)
+PROBES = {name: RESOURCES / f"{name}_probe.safetensors" for name in ("helpful", "humor", "harm")}
+SCORER_DATA = RESOURCES / "scorer_data" / "assistant_train.jsonl"
 
 
-PROBES = {"humor": RESOURCES / "humor_probe.safetensors", "harm": RESOURCES / "harm_probe.safetensors"}
+def _scorer_rows(*labels: str) -> list[dict]:
+    """Rows of the scorers' training data (train-split prompts only) with the given labels, each with
+    its request and category attached."""
+    from .io import read_jsonl
+    from .tasks import get_task
+
+    prompts = {e.id: e for e in get_task("assistant").examples("train")}
+    rows = [r for r in read_jsonl(SCORER_DATA) if r["label"] in labels]
+    bad = sorted({r["id"] for r in rows if r["id"] not in prompts})
+    if bad:
+        raise ValueError(f"{SCORER_DATA} uses ids outside the assistant train split: {bad[:5]}; fix: use train-split prompts only")
+    return [{**r, "input": prompts[r["id"]].input, "category": prompts[r["id"]].category} for r in rows]
+
+
+def _news_sentences() -> list[str]:
+    from .tasks import lee_corpus_path
+
+    news = [s.strip() + "." for line in lee_corpus_path().read_text().splitlines()[:60] for s in line.split(". ")[:3]]
+    return [s for s in news if 6 <= len(s.split()) <= 40]
 
 
 def _probe_texts(name: str) -> tuple[list[str], list[int]]:
-    """Training texts of a probe (label 1 = joke / harmful response).
+    """Training texts of the ``humor`` and ``harm`` probes (label 1 = joke / harmful response).
 
-    - ``humor``: the 283 pyjokes one-liners + the project's jokes (1) vs the project's plain texts and
-      sentences of the gensim news articles (0) — ``resources/humor_probe_data.jsonl``.
-    - ``harm``: responses written for mage that insult, demean, manipulate or encourage recklessness (1)
-      vs refusals, firm-but-polite messages, kind teasing, jokes and plain help (0) —
-      ``resources/harm_probe_data.jsonl``; the humour data's texts and news sentences are added as
-      harmless (0), so humour and plain prose are not read as harm.
+    - ``humor``: jokes — the 283 pyjokes one-liners, the project's jokes (``humor_probe_data.jsonl``) and
+      on-topic jokes written for the train-split requests (``scorer_data``) — vs non-jokes: the project's
+      plain texts, news sentences, plain answers to the train-split requests, and hard negatives that
+      game a naive probe (short acknowledgements, humour words without a joke, a joke announced but not
+      told, absurd non-sequiturs; ``humor_hard_negatives.jsonl``).
+    - ``harm``: replies written for mage that insult, demean, manipulate or encourage recklessness (1)
+      vs refusals, firm-but-polite messages, kind teasing, safety advice on risky topics, plain help (0)
+      (``harm_probe_data.jsonl`` + ``scorer_data``); the humour texts and news sentences are added as
+      harmless, so humour and plain prose are not read as harm.
     """
     import pyjokes
 
     from .io import read_jsonl
-    from .tasks import lee_corpus_path
 
-    news = [s.strip() + "." for line in lee_corpus_path().read_text().splitlines()[:60] for s in line.split(". ")[:3]]
-    news = [s for s in news if 6 <= len(s.split()) <= 40]
-    humor_rows = read_jsonl(RESOURCES / "humor_probe_data.jsonl")
+    humor_rows = read_jsonl(RESOURCES / "humor_probe_data.jsonl") + read_jsonl(RESOURCES / "humor_hard_negatives.jsonl")
+    news = _news_sentences()
     jokes = list(pyjokes.get_jokes(category="all"))
     if name == "humor":
-        return [r["text"] for r in humor_rows] + jokes + news, [int(r["label"]) for r in humor_rows] + [1] * len(jokes) + [0] * len(news)
+        written = _scorer_rows("joke", "flat", "good")
+        plain = [r for r in written if r["label"] == "flat" or (r["label"] == "good" and r["category"] in ("serious", "casual"))]
+        texts = [r["text"] for r in humor_rows] + jokes + news + [r["response"] for r in written if r["label"] == "joke"] + [r["response"] for r in plain]
+        labels = [int(r["label"]) for r in humor_rows] + [1] * len(jokes) + [0] * len(news) + [1] * sum(r["label"] == "joke" for r in written) + [0] * len(plain)
+        return texts, labels
     if name == "harm":
         rows = read_jsonl(RESOURCES / "harm_probe_data.jsonl")
-        return [r["text"] for r in rows] + [r["text"] for r in humor_rows] + news, [int(r["label"]) for r in rows] + [0] * (len(humor_rows) + len(news))
+        written = _scorer_rows("harmful", "safe", "good", "flat")
+        texts = [r["text"] for r in rows] + [r["response"] for r in written] + [r["text"] for r in humor_rows] + news
+        labels = [int(r["label"]) for r in rows] + [int(r["label"] == "harmful") for r in written] + [0] * (len(humor_rows) + len(news))
+        return texts, labels
     raise ValueError(f"unknown probe {name!r}; fix: use one of {sorted(PROBES)}")
 
 
-def fit_probe(name: str, *, l2: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Fit a probe (logistic regression on MiniLM embeddings; class-balanced for ``harm``, whose
-    harmless side is the larger), save it as safetensors, return its 5-fold cross-validated accuracy."""
+# soft helpfulness targets of the written responses, by label (and category, where it matters)
+HELPFUL_TARGETS = {"good": 1.0, "flat": 0.75, "vague": 0.1, "safe": 0.7, "harmful": 0.5}
+
+
+def helpful_training_rows(seed: int = 0) -> list[tuple[str, str, float]]:
+    """(request, response, target) rows for the helpfulness probe, all on train-split requests.
+
+    The written responses carry soft targets (:data:`HELPFUL_TARGETS`; an on-topic joke counts as
+    helpful for playful and edgy requests, 0.3 otherwise). Synthetic hard negatives (target 0) are built
+    from the same requests with ``helpful_negative_templates.json``: the request echoed (once or twice)
+    or wrapped in a paraphrase template, generic filler, refusals of benign requests, only a question
+    back, a good answer to another request (off-topic), a good answer cut mid-sentence (0.1), and a good
+    sentence looped.
+    """
+    import random
+
+    from .io import read_json
+
+    rng = random.Random(seed)
+    tpl = read_json(RESOURCES / "helpful_negative_templates.json")
+    rows = _scorer_rows(*HELPFUL_TARGETS, "joke")
+    out = [(r["input"], r["response"], (0.7 if r["category"] in ("playful", "edgy") else 0.3) if r["label"] == "joke" else HELPFUL_TARGETS[r["label"]]) for r in rows
+           if not (r["label"] == "safe" and r["category"] == "edgy")] + [(r["input"], r["response"], 0.45) for r in rows if r["label"] == "safe" and r["category"] == "edgy"]
+    good = {}
+    for r in rows:
+        if r["label"] == "good":
+            good.setdefault(r["id"], r)
+    requests = sorted({(r["id"], r["input"], r["category"]) for r in rows})
+    for pid, x, category in requests:
+        other = good[rng.choice([k for k in good if k != pid])]["response"]
+        answer = good.get(pid, {}).get("response", other)
+        cut = answer.split()[: max(4, int(len(answer.split()) * rng.uniform(0.3, 0.7)))]
+        first = re.split(r"(?<=[.!?])\s+", answer)[0]
+        negatives = [x, f"{x} {x}", rng.choice(tpl["paraphrase"]).format(x=x, topic=" ".join(x.split()[:4])), _second_person(x, rng),
+                     _topical_filler(x, tpl, rng),
+                     " ".join(rng.sample(tpl["filler"], 2)), " ".join(rng.sample(tpl["filler"], 3)), other,
+                     rng.choice(tpl["question_back"]), " ".join([first] * rng.randint(3, 5))]
+        if category != "edgy":
+            negatives.append(rng.choice(tpl["refusal"]))
+        out += [(x, y, 0.0) for y in negatives] + [(x, " ".join(cut).rstrip(".,;:!?"), 0.1)]
+    return out
+
+
+_PERSON = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "am": "are", "we": "you", "our": "your", "us": "you"}
+
+
+def _second_person(request: str, rng) -> str:
+    """The request turned back on the user ("How do I fix my bike?" → "You're asking how you fix your
+    bike."): a paraphrase that restates without answering."""
+    words_ = [_PERSON.get(w.lower(), w) for w in request.rstrip("?.!").split()]
+    body = " ".join(words_)
+    body = body[0].lower() + body[1:] if body else body
+    lead = rng.choice(["You're asking", "You want to know", "So you'd like to find out", "Your question is basically", "You are wondering", "Let me restate:"])
+    return f"{lead} {body}."
+
+
+def _topical_filler(request: str, tpl: dict, rng) -> str:
+    """Generic filler that names the request's topic ("When it comes to <topic>, ..."): on topic, empty."""
+    topic = " ".join(w for w in request.rstrip("?.!").split() if w.lower() not in _PERSON)[:80]
+    return f"When it comes to this ({topic.lower()}), " + " ".join(rng.sample(tpl["filler"], 2)).lower()
+
+
+def _specificity(text: str) -> float:
+    """Concrete content per reply: content words (not function words) of 5+ letters and numbers, log-scaled."""
+    from . import textfeatures as tf
+
+    return math.log1p(sum(w[0].isdigit() or (len(w) >= 5 and w.lower() not in tf.FUNCTION_WORDS) for w in tf.words(text))) / 3.0
+
+
+def helpful_features(inputs: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """The helpfulness probe's input: MiniLM embeddings of the response and its product with the
+    request's, plus relevance (cosine), novelty over the request, log length, refusal and
+    only-questions flags."""
+    from . import textfeatures as tf
+
+    ex, ey = embed(inputs), embed(responses)
+    hand = np.array([[float((a * b).sum()), tf.novelty(x, y), math.log1p(tf.n_words(y)) / 4.0, float(tf.is_refusal(y)), _specificity(y),
+                      float(bool(y.strip()) and all(s.rstrip().endswith("?") for s in re.split(r"(?<=[.!?])\s+", y.strip()) if s.strip()))]
+                     for a, b, x, y in zip(ex, ey, inputs, responses)], dtype=np.float32)
+    return np.hstack([ey, ex * ey, hand]).astype(np.float32)
+
+
+def _design(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, sample weights) of a probe; soft targets t become two rows (1, t) and (0, 1 − t)."""
+    if name == "helpful":
+        rows = helpful_training_rows()
+        x = helpful_features([r[0] for r in rows], [r[1] for r in rows])
+        t = np.array([r[2] for r in rows])
+        return np.vstack([x, x]), np.r_[np.ones(len(t)), np.zeros(len(t))], np.r_[t, 1.0 - t]
+    texts, labels = _probe_texts(name)
+    return embed(texts), np.array(labels), np.ones(len(labels))
+
+
+PROBE_L2 = {"helpful": 4.0, "humor": 1.0, "harm": 1.0}
+
+
+def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
+    """Fit a probe (logistic regression; class-balanced for ``harm``, whose harmless side is the
+    larger), save it as safetensors, return its 5-fold cross-validated accuracy (on hard labels)."""
     import safetensors.torch
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
+    from sklearn.model_selection import StratifiedKFold
 
     from .io import write_bytes_atomic
 
-    texts, labels = _probe_texts(name)
-    x, y = embed(texts), np.array(labels)
-    clf = LogisticRegression(C=1.0 / l2, max_iter=2000, random_state=seed, class_weight="balanced" if name == "harm" else None)
-    accuracy = float(cross_val_score(clf, x, y, cv=5).mean())
-    clf.fit(x, y)
+    if name not in PROBES:
+        raise ValueError(f"unknown probe {name!r}; fix: use one of {sorted(PROBES)}")
+    x, y, w = _design(name)
+    keep = w > 0
+    x, y, w = x[keep], y[keep], w[keep]
+
+    def model():
+        return LogisticRegression(C=1.0 / PROBE_L2[name], max_iter=3000, random_state=seed, class_weight="balanced" if name == "harm" else None)
+
+    correct = total = 0.0
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
+        clf = model().fit(x[train], y[train], sample_weight=w[train])
+        correct += float(((clf.predict(x[test]) == y[test]) * w[test]).sum())
+        total += float(w[test].sum())
+    accuracy = correct / total
+    clf = model().fit(x, y, sample_weight=w)
     tensors = {"weight": torch.tensor(clf.coef_[0], dtype=torch.float32), "bias": torch.tensor(clf.intercept_, dtype=torch.float32)}
-    write_bytes_atomic(PROBES[name], safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(texts))}))
+    write_bytes_atomic(PROBES[name], safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(y))}))
     load_probe.cache_clear()
-    return {"probe": name, "cv_accuracy": accuracy, "n_texts": len(texts), "n_positive": int(y.sum())}
+    return {"probe": name, "cv_accuracy": round(accuracy, 4), "n_rows": int(len(y)), "weighted_positive": round(float((w * y).sum()), 1)}
 
 
 @lru_cache(maxsize=None)
@@ -170,34 +309,108 @@ def load_probe(name: str) -> tuple[np.ndarray, float]:
     return tensors["weight"], float(tensors["bias"][0])
 
 
-def probe_probability(name: str, responses: Sequence[str]) -> list[float]:
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def probe_probability(name: str, responses: Sequence[str], inputs: Sequence[str] | None = None) -> list[float]:
     """P(positive class) of a probe for each response; an empty response scores 0."""
     weight, bias = load_probe(name)
-    logits = embed(responses) @ weight + bias
-    return [0.0 if not r.strip() else float(p) for p, r in zip(1.0 / (1.0 + np.exp(-logits)), responses)]
+    x = helpful_features(inputs, responses) if name == "helpful" else embed(responses)
+    return [0.0 if not r.strip() else float(p) for p, r in zip(_sigmoid(x @ weight + bias), responses)]
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?;])\s+|\n+", text.strip()) if s.strip()]
+
+
+# --------------------------------------------------------------------------- default scorers
+
+def helpful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """P(a helpful answer to this request) from the helpfulness probe, times the form gates: loops and
+    gibberish score 0, a reply cut mid-sentence keeps half, fewer than 4 words a share."""
+    from . import textfeatures as tf
+
+    p = probe_probability("helpful", responses, inputs)
+    return [q * tf.form_gate(y) * tf.ending_gate(y) * tf.length_gate(y, 4) for q, y in zip(p, responses)]
 
 
 def harmless_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """(1 − P(offensive)) · (1 − P(harmful)): harmless only if neither detector fires."""
+    """(1 − P(offensive)) · (1 − P(harmful)), where P(harmful) is the harm probe's largest probability
+    over the whole reply and each of its sentences (safe words around a cruel sentence do not dilute
+    it); times the form gate (loops, gibberish and near-empty replies are not rewarded as harmless)."""
     from profanity_check import predict_prob
 
+    from . import textfeatures as tf
+
     offensive = predict_prob(list(responses))
-    return [(1.0 - float(p)) * (1.0 - h) for p, h in zip(offensive, probe_probability("harm", responses))]
+    parts = [[y] + [s for s in _sentences(y) if tf.n_words(s) >= 4] if y.strip() else [y] for y in responses]
+    flat = [s for p in parts for s in p]
+    harm = iter(probe_probability("harm", flat))
+    worst = [max(next(harm) for _ in p) for p in parts]
+    return [(1.0 - float(o)) * (1.0 - h) * tf.form_gate(y) * tf.length_gate(y, 3) for o, h, y in zip(offensive, worst, responses)]
 
 
 def humorous_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    return probe_probability("humor", responses)
+    """P(joke) of the reply with laughter tokens and emoji removed, times: the form gate, a length gate
+    (a joke needs a setup: 6 words), a laughter-stuffing penalty, the ending gate (a joke cut before its
+    punchline keeps 0.4) and topicality (a canned joke unrelated to the request keeps 0.4)."""
+    from . import textfeatures as tf
+
+    stripped = [tf.strip_laughter(y) for y in responses]
+    p = probe_probability("humor", stripped)
+    topical = [tf.clip01(0.4 + 0.6 * (c - 0.05) / 0.2) for c in cosine(inputs, stripped)]
+    return [q * tf.form_gate(s) * tf.length_gate(s, 6) * tf.clip01(1.0 - 3.0 * max(0.0, tf.laughter_share(y) - 0.1)) * tf.ending_gate(y, 0.4) * t
+            for q, s, y, t in zip(p, stripped, responses, topical)]
 
 
 def faithful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    return cosine(inputs, responses)
+    """Support of every claim by the article: 0.6 × the weighted share of the summary's content words
+    found in the article (numbers and names weigh 3, negations 2; suffixes stripped) + 0.4 × the share
+    of its adjacent word pairs found in order in the article (flipped negations, swapped names), squared, times the
+    weakest sentence's semantic support (MiniLM: its best cosine to an article sentence), times the
+    form gate, a statement gate (a bare keyword list keeps half) and the ending gate."""
+    from . import textfeatures as tf
+
+    out = []
+    for x, y in zip(inputs, responses):
+        out.append((0.6 * tf.support_precision(x, y) + 0.4 * tf.pair_support(x, y)) ** 2 * tf.form_gate(y) * tf.ending_gate(y)
+                   * (0.5 + 0.5 * tf.clip01(tf.function_word_ratio(y) / 0.15)))
+    support = sentence_support(inputs, responses)
+    return [o * tf.clip01((s - 0.25) / 0.4) for o, s in zip(out, support)]
 
 
-CONCISE_WORDS = 100  # a 100-word summary of a ~160-word article scores 0
+def sentence_support(articles: Sequence[str], summaries: Sequence[str]) -> list[float]:
+    """For each summary, the smallest over its sentences of the best cosine to any article sentence."""
+    pieces = [(_sentences(a), _sentences(s)) for a, s in zip(articles, summaries)]
+    flat = [t for a, s in pieces for t in a + s]
+    vectors = embed(flat) if flat else np.zeros((0, 384), dtype=np.float32)
+    out, at = [], 0
+    for a, s in pieces:
+        va, vs = vectors[at:at + len(a)], vectors[at + len(a):at + len(a) + len(s)]
+        at += len(a) + len(s)
+        out.append(float((vs @ va.T).max(axis=1).min()) if len(a) and len(s) else 0.0)
+    return out
 
 
-def concise_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    return [max(0.0, 1.0 - len(r.split()) / CONCISE_WORDS) for r in responses]
+SUMMARY_WORDS = (15, 50)  # the length a quality summary of a ~200-word article falls in
+
+
+def quality_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """Summary quality for a reader: coverage of the article (MiniLM cosine, 0.3 → 0, 0.8 → 1) times
+    length (full within 15–50 words, falling to 0 at none and at 100), fluent sentences (function-word
+    share, 0 → 0, ≥ 0.25 → 1: telegraphic headlines and keyword lists lose), own words (copying long
+    article spans loses up to 0.6), the form gate and the ending gate."""
+    from . import textfeatures as tf
+
+    lo, hi = SUMMARY_WORDS
+    out = []
+    for c, x, y in zip(cosine(inputs, responses), inputs, responses):
+        n = tf.n_words(y)
+        length = tf.clip01(n / lo) if n < lo else tf.clip01(1.0 - (n - hi) / hi) if n > hi else 1.0
+        own = 1.0 - 0.6 * tf.clip01((tf.copy_ratio(x, y) - 0.4) / 0.5)
+        out.append(tf.clip01((c - 0.3) / 0.5) * length * tf.clip01(tf.function_word_ratio(y) / 0.25) * own * tf.form_gate(y) * tf.ending_gate(y))
+    return out
 
 
 # --------------------------------------------------------------------------- reward models
@@ -265,11 +478,11 @@ PAPER_REWARD_MODELS = {  # SPEC §4; for machines with a hub
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
-        Objective("helpful", helpful_scores, "relevance: MiniLM cosine(request, response)"),
-        Objective("harmless", harmless_scores, "(1 - P(offensive), alt-profanity-check) x (1 - P(harmful), MiniLM probe)", version="2"),
-        Objective("humorous", humorous_scores, "P(joke), MiniLM + logistic-regression probe"),
-        Objective("faithful", faithful_scores, "MiniLM cosine(article, summary)"),
-        Objective("concise", concise_scores, f"1 - words/{CONCISE_WORDS}, floored at 0"),
+        Objective("helpful", helpful_scores, "P(helpful answer), MiniLM pair probe x form gates", version="3"),
+        Objective("harmless", harmless_scores, "(1 - P(offensive)) x (1 - max-sentence P(harmful)) x form gate", version="3"),
+        Objective("humorous", humorous_scores, "P(joke) of de-laughed text x form, length, stuffing, ending, topicality", version="3"),
+        Objective("faithful", faithful_scores, "lexical support precision^2 x weakest-sentence support x gates", version="3"),
+        Objective("quality", quality_scores, "coverage x length 15-50 words x fluent sentences x own words x gates", version="1"),
     )
 }
 

@@ -98,6 +98,25 @@ class Service:
         path = RESULTS_DIR / f"{get_task(task).name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def stale_fronts(self, task: str) -> str | None:
+        """Why the cached fronts of a task cannot be compared with today's scores (None when they can): a
+        results file scored by other objectives or by an earlier version of a scorer (its ``scorers``
+        signatures differ, or it predates them)."""
+        from .pools import scorer_signatures
+
+        result = self.results(task)
+        if result is None:
+            return None
+        name = get_task(task).name
+        fix = f"re-measure: python -m mage evaluate --task {name}"
+        if list(result.get("objectives", [])) != self.objectives(task):
+            return f"the cached fronts were measured on other objectives ({', '.join(result.get('objectives', []))}); {fix}"
+        current, recorded = scorer_signatures(get_task(task)), result.get("scorers")
+        if recorded != current:
+            changed = [n for n in current if (recorded or {}).get(n) != current[n]]
+            return f"the cached fronts were measured with earlier versions of {', '.join(changed)}; your samples are scored by the current ones; {fix}"
+        return None
+
     def axis_pairs(self, task: str) -> list[tuple[str, tuple[int, int]]]:
         """The plot's possible projections as (label, objective indices): one for two objectives, three for three."""
         from itertools import combinations
@@ -116,9 +135,13 @@ class Service:
         axes = tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)  # e.g. a pair from another task
         live = [p for p in live if p.get("scores") and p.get("task", name) == name]
         result = self.results(task)
-        if result is None:
+        stale = self.stale_fronts(task)
+        if result is None or (stale and list(result.get("objectives", [])) != self.objectives(task)):
             stub = {"task": name, "objectives": self.objectives(task), "records": []}
-            return front_figure(stub, axes=axes, live=live, title=f"{name}: no cached fronts yet (python -m mage evaluate --task {name}); stars = your samples")
+            why = stale or f"no cached fronts yet (python -m mage evaluate --task {name})"
+            return front_figure(stub, axes=axes, live=live, title=f"{name}: {why}; stars = your samples")
+        if stale:  # old scorers: the fronts alone, never beside points scored by today's objectives
+            return front_figure(result, axes=axes, title=f"{name}: earlier scorers — {stale}")
         try:
             mu = self.preference(task, sliders) if sliders is not None else None
         except ValueError:

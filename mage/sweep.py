@@ -70,9 +70,12 @@ RESULTS = Path("assets/results")
 
 def _point_key(config: SweepConfig, method: str, weights, checkpoints: str) -> str:
     """A point's cache key: the settings, the method, μ and the hash of the checkpoints *that method* reads
-    (retraining the value models does not invalidate the cached Rewarded-Soup points)."""
+    (retraining the value models does not invalidate the cached Rewarded-Soup points) and the objectives'
+    signatures (a point scored by an earlier version of a scorer is re-measured, never reused)."""
+    from .pools import scorer_signatures
+
     settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size", "method_strengths")}
-    parts = [settings, method, [round(w, 6) for w in weights], checkpoints]
+    parts = [settings, method, [round(w, 6) for w in weights], checkpoints, scorer_signatures(get_task(config.task))]
     if method in dict(config.method_strengths):
         parts.append(["strength", config.strength_for(method)])
     return sha256_text(json.dumps(parts))[:16]
@@ -174,7 +177,10 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
         methods[method] = {"front": [list(p) for p in pareto_front(pts)], "hypervolume": hypervolume(pts, ref),
                            "controllability": controllability([r["weights"] for r in rows], pts),
                            "mean_scalarised": sum(sum(w * x for w, x in zip(r["weights"], p)) for r, p in zip(rows, pts)) / len(rows)}
-    return {"task": task, "objectives": objectives, "reference_point": ref, "records": records, "summary": methods, "settings": settings, "hashes": hashes}
+    from .pools import scorer_signatures
+
+    return {"task": task, "objectives": objectives, "scorers": scorer_signatures(get_task(task)), "reference_point": ref, "records": records, "summary": methods,
+            "settings": settings, "hashes": hashes}
 
 
 def results_file(task: str, beta: float = DEFAULT_BETA, results_dir: Path | None = None) -> Path:

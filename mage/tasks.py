@@ -4,7 +4,7 @@ Two default tasks mirror the papers' two settings (Bone Soups / MAGE §5):
 - ``assistant`` — helpful / harmless / humorous over 300 prompts written for this project
   (``resources/assistant_prompts.jsonl``): serious questions, casual and playful requests, and
   edgy requests where complying is "helpful" but not harmless.
-- ``summary`` — faithful vs concise over the 300 news articles shipped in the gensim wheel
+- ``summary`` — faithful vs quality (key points, briefly, in the summary's own words) over the 300 news articles shipped in the gensim wheel
   (``gensim/test/test_data/lee_background.cor``), split by index.
 """
 from __future__ import annotations
@@ -102,11 +102,11 @@ TASKS: dict[str, Task] = {
     ),
     "summary": Task(
         name="summary",
-        objectives=("faithful", "concise"),
-        template="Summarize the following news article in a few sentences.\n\n{input}",  # "in a few sentences": 75 % of base summaries end before the cap (vs 33 %), so conciseness has room
+        objectives=("faithful", "quality"),
+        template="Summarize the following news article in a few sentences.\n\n{input}",  # "in a few sentences": 75 % of base summaries end before the cap (vs 33 %), so length has room
         max_new_tokens=96,
         load_examples=_summary_examples,
-        description="News summarisation: faithful vs concise (the papers' Reddit-summary setting).",
+        description="News summarisation: faithful vs summary quality (the papers' Reddit-summary setting: faithfulness vs a summary-quality reward).",
         pool_samples=6, pool_prompts=120, pool_batch=12,  # long prompts: ~4x the assistant's cost per sample
     ),
 }

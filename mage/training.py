@@ -49,13 +49,14 @@ class TrainConfig:
     trainer: str = "bon-sft"  # or "grpo" (see docs/TRAINING.md for the measured comparison)
     grpo_steps: int = 15
     grpo_beta: float = 0.0  # KL penalty; TRL's default is 0
+    rounds: int = 1  # bon-sft: round 1 selects from the shared base pool; round k > 1 from the round-(k-1) model's own samples
 
     def __post_init__(self):
         if self.trainer not in ("bon-sft", "grpo"):
             raise ValueError(f"trainer={self.trainer!r}; fix: use 'bon-sft' or 'grpo'")
         if self.normalize not in ("zscore", "none"):
             raise ValueError(f"normalize={self.normalize!r}; fix: use 'zscore' or 'none'")
-        if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+        if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.rounds < 1 or not self.learning_rate > 0:
             raise ValueError(f"rank, epochs, batch_size must be >= 1 and learning_rate > 0; got {self}")
 
 
@@ -75,9 +76,11 @@ def standardize(pool: Sequence[dict], objectives: Sequence[str], normalize: str)
     return stats
 
 
-def select_best(pool: Sequence[dict], objectives: Sequence[str], weights: Sequence[float], normalize: str = "zscore") -> list[dict]:
-    """Per prompt, the pool row with the highest mixed reward Σ_i w_i (r_i − m_i)/s_i (ties: lowest sample)."""
-    stats = standardize(pool, objectives, normalize)
+def select_best(pool: Sequence[dict], objectives: Sequence[str], weights: Sequence[float], normalize: str = "zscore",
+                stats: dict[str, tuple[float, float]] | None = None) -> list[dict]:
+    """Per prompt, the pool row with the highest mixed reward Σ_i w_i (r_i − m_i)/s_i (ties: lowest sample);
+    (m_i, s_i) are the pool's own unless ``stats`` gives them."""
+    stats = stats or standardize(pool, objectives, normalize)
     best: dict[str, tuple[float, dict]] = {}
     for row in pool:
         h = sum(w * (row["scores"][n] - stats[n][0]) / stats[n][1] for n, w in zip(objectives, weights))
@@ -122,20 +125,68 @@ def _common_args(config, scratch: str) -> dict:  # config: anything with learnin
                 use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
 
 
-def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "TrainConfig", scratch: str):
-    """Best-of-n selection from the shared base pool, then TRL SFT of a LoRA adapter."""
+def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: int) -> Path:
+    """Where round ``k`` of an iterated best-of-n run keeps its adapter (peft format, in the cache): the
+    journal that lets the same command resume after a stop. Keyed by everything that shapes the run."""
+    from .io import sha256_text
+    from .models import cache_dir
+
+    key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], _jsonable(asdict(config))], sort_keys=True))[:12]
+    return cache_dir() / "rounds" / task.name / key / f"round{k}"
+
+
+def _sft(task: Task, model, tokenizer, chosen: Sequence[dict], config: "TrainConfig", scratch: str, peft: bool):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    pool = sample_pool(task, model, tokenizer, config.pool)
-    chosen = select_best(pool, task.objectives, weights, config.normalize)
-    means = {n: sum(r["scores"][n] for r in chosen) / len(chosen) for n in task.objectives}
-    print(f"mage: selected {len(chosen)} of {len(pool)} samples for weights {weights}; their mean rewards {means}", flush=True)
     args = SFTConfig(**_common_args(config, scratch), num_train_epochs=config.epochs, lr_scheduler_type="cosine", warmup_steps=2,
                      completion_only_loss=True, max_length=1024)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_examples(task, tokenizer, chosen)), processing_class=tokenizer, peft_config=_lora(config))
-    result = trainer.train()
-    return trainer, {"train_loss": float(result.training_loss), "selected_means": means, "n_pool": len(pool), "n_selected": len(chosen)}
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_examples(task, tokenizer, chosen)), processing_class=tokenizer,
+                         peft_config=_lora(config) if peft else None)
+    return trainer, float(trainer.train().training_loss)
+
+
+def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "TrainConfig", scratch: str):
+    """Iterated best-of-n selection fine-tuning (RAFT / ReST): round 1 selects from the shared base pool,
+    round k > 1 from a pool the round-(k−1) model samples itself, each time SFT of the same LoRA adapter
+    with TRL. Every round's adapter is kept in the cache (:func:`round_dir`), so a stopped run resumes at
+    the first unfinished round. The mixed reward is standardised with the base pool's statistics in every
+    round, so a weight vector means the same trade-off throughout."""
+    from peft import PeftModel
+
+    base_pool = sample_pool(task, model, tokenizer, config.pool)
+    stats = standardize(base_pool, task.objectives, config.normalize)
+    history, trainer, loss = [], None, float("nan")
+    done = max((k for k in range(1, config.rounds + 1) if (round_dir(task, weights, config, k) / "adapter_config.json").is_file()), default=0)
+    if done:
+        model = PeftModel.from_pretrained(model, str(round_dir(task, weights, config, done)), is_trainable=True)
+        print(f"mage: resuming after round {done} of {config.rounds} ({round_dir(task, weights, config, done)})", flush=True)
+    for k in range(done + 1, config.rounds + 1):
+        model.eval()
+        pool = base_pool if k == 1 else sample_pool(task, model, tokenizer, config.pool, tag=f"round{k}-{round_dir(task, weights, config, k).parent.name}")
+        chosen = select_best(pool, task.objectives, weights, config.normalize, stats=stats)
+        means = {n: sum(r["scores"][n] for r in chosen) / len(chosen) for n in task.objectives}
+        pool_means = {n: sum(r["scores"][n] for r in pool) / len(pool) for n in task.objectives}
+        print(f"mage: round {k}/{config.rounds}: selected {len(chosen)} of {len(pool)} samples for weights {weights}; pool means {pool_means}; selected {means}", flush=True)
+        trainer, loss = _sft(task, model, tokenizer, chosen, config, scratch, peft=k == 1 and not done)
+        model = trainer.model
+        if trainer.accelerator.is_main_process:
+            with atomic_dir(round_dir(task, weights, config, k)) as tmp:
+                model.save_pretrained(str(tmp))
+        history.append({"round": k, "pool_means": pool_means, "selected_means": means, "train_loss": loss})
+    if trainer is None:  # every round was done before: rebuild a trainer-free result from the last round
+        return _Finished(model), {"train_loss": float("nan"), "rounds": config.rounds, "resumed_complete": True, "n_pool": len(base_pool)}
+    return trainer, {"train_loss": loss, "selected_means": history[-1]["selected_means"], "n_pool": len(base_pool), "n_selected": len(chosen), "rounds": history}
+
+
+class _Finished:
+    """Stands in for a trainer when every round was already journaled: what ``train_adapter`` reads."""
+
+    def __init__(self, model):
+        from accelerate import PartialState
+
+        self.model = model
+        self.accelerator = type("Acc", (), {"is_main_process": PartialState().is_main_process})()
 
 
 def fit_grpo(task: Task, weights: list[float], model, tokenizer, config: "TrainConfig", scratch: str):
@@ -185,6 +236,11 @@ def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path,
     return out_dir
 
 
+def _n_rounds(info: dict) -> int:
+    rounds = info.get("rounds", 1)
+    return len(rounds) if isinstance(rounds, list) else int(rounds)
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=list))
 
@@ -196,7 +252,7 @@ def checkpoint_readme(info: dict) -> str:
         f"Trained by mage ({info['trainer']}: TRL + peft LoRA).\n\n"
         f"- command: `{info['command']}`\n- commit: {info['commit']}\n- wall time: {info['wall_time_s']} s\n"
         f"- data: the task's `{info['config']['pool']['split']}` split"
-        + (f"; pool of {info['n_pool']} base-model samples, {info['n_selected']} selected (best per prompt)\n- mean rewards of the selected samples: "
-           + ", ".join(f"{k}={v:.3f}" for k, v in info["selected_means"].items()) if "n_pool" in info else f"; {info.get('steps')} GRPO steps")
+        + (f"; pool of {info['n_pool']} base-model samples, best per prompt selected in each of {_n_rounds(info)} round(s)\n- mean rewards of the last round's selected samples: "
+           + ", ".join(f"{k}={v:.3f}" for k, v in info.get("selected_means", {}).items()) if "n_pool" in info else f"; {info.get('steps')} GRPO steps")
         + f"\n- final train loss: {info['train_loss']:.4f}\n\n## Config\n\n```json\n{json.dumps(info['config'], indent=2)}\n```\n"
     )

@@ -174,6 +174,9 @@ def fit_implicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     pairs = preference_pairs(pool, objective)
+    if not pairs:
+        raise ValueError(f"no prompt of the pool has two samples that {objective!r} scores differently, so there is nothing to learn from; "
+                         "fix: sample more per prompt (--samples) or check that the scorer varies on this model's outputs")
     data = Dataset.from_list([{"prompt": task.messages(w["input"]), "chosen": [{"role": "assistant", "content": w["response"]}],
                                "rejected": [{"role": "assistant", "content": l["response"]}]} for w, l in pairs])
     args = CPOConfig(**_common_args(config, scratch), loss_type="sigmoid", cpo_alpha=0.0, beta=config.implicit_beta, num_train_epochs=config.epochs,

@@ -81,7 +81,7 @@ def test_api_generates_side_by_side(server):
     shown = _request(client, [0.3, 0.7])
     heads = [h for h, _ in shown]
     assert "Bone Soup" in heads[0] and "Rewarded Soup" in heads[1]
-    assert "faithful" in heads[0] and "concise" in heads[0] and "λ = (" in heads[1]  # scores and coefficients shown
+    assert "faithful" in heads[0] and "quality" in heads[0] and "λ = (" in heads[1]  # scores and coefficients shown
     with pytest.raises(Exception, match="prompt is empty"):
         client.predict("summary", "  ", ["bone"], 1.0, 4, 1.0, 0.9, 0, True, 1.0, 1.0, 1.0, api_name="/generate")
     with pytest.raises(Exception, match="all zero"):
@@ -154,7 +154,7 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
 
     out = Path(os.environ.get("MAGE_SCREENSHOTS", tmp_path))
     seen = drive(server, out, task="summary", slider=0.2)
-    assert "faithful 0.17, concise 0.83" in seen["weights"] and seen["weights"] != seen["weights_before"]  # slider 0.2 and 1.0, normalised
+    assert "faithful 0.17, quality 0.83" in seen["weights"] and seen["weights"] != seen["weights_before"]  # slider 0.2 and 1.0, normalised
     assert seen["grid_point"].startswith("faithful") and seen["slider_after_grid"] == float(seen["grid_point"].split(",")[0].split()[-1])
     assert seen["heads"][:3] == ["MAGE (implicit guidance)", "Bone Soup", "Rewarded Soup"]
     assert len(seen["texts"]) == 3 and seen["plot_changed"] and seen["live_in_plot"]
@@ -178,4 +178,4 @@ def test_plot_axes_handlers_choose_the_projection(tiny_checkpoints, monkeypatch)
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("harmless", "humorous")
     # a pair left over from a three-objective task falls back to the first pair on a two-objective task
     fig = app.pareto("summary", [], [1, 2], 1.0, 1.0, 1.0)
-    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("faithful", "concise")
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("faithful", "quality")

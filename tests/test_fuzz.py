@@ -160,7 +160,7 @@ def test_invalid_utf8_on_the_command_line_is_replaced_or_refused(tiny_checkpoint
 @MANY
 @given(task=st.sampled_from(["assistant", "summary"]), sliders=st.one_of(st.none(), st.lists(FLOATS, max_size=4)),
        live=st.lists(st.fixed_dictionaries({"task": st.sampled_from(["assistant", "summary", ""]), "method": st.sampled_from(["bone", "x"]),
-                                            "scores": st.dictionaries(st.sampled_from(["helpful", "harmless", "humorous", "faithful", "concise"]), st.floats(-1, 1))}),
+                                            "scores": st.dictionaries(st.sampled_from(["helpful", "harmless", "humorous", "faithful", "quality"]), st.floats(-1, 1))}),
                      max_size=4))
 def test_pareto_figure_and_preference_never_crash(service, task, sliders, live):
     live = [p for p in live if set(p["scores"]) >= set(service.objectives(p["task"] or task))]  # complete points, as the app stores them

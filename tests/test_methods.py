@@ -88,11 +88,11 @@ def test_implicit_value_models_start_from_init_seed_whatever_the_training_seed(t
     from mage.values import ValueConfig, _lora_model, fit_implicit
 
     monkeypatch.setattr(CPOTrainer, "train", lambda self: SimpleNamespace(training_loss=0.0))
-    pool = [{"id": "p", "sample": s, "input": "news", "response": r, "scores": {"concise": v}} for s, (r, v) in enumerate([("long answer here", 0.2), ("short", 0.9)])]
+    pool = [{"id": "p", "sample": s, "input": "news", "response": r, "scores": {"quality": v}} for s, (r, v) in enumerate([("long answer here", 0.2), ("short", 0.9)])]
     a_of = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "lora_A" in n]
     reference = a_of(_lora_model(tiny_model(tokenizer), ValueConfig(init_seed=11)))
     for seed in (0, 5):
-        model, _ = fit_implicit(get_task("summary"), "concise", tiny_model(tokenizer), tokenizer, pool, ValueConfig(kind="implicit", seed=seed, init_seed=11), str(tmp_path))
+        model, _ = fit_implicit(get_task("summary"), "quality", tiny_model(tokenizer), tokenizer, pool, ValueConfig(kind="implicit", seed=seed, init_seed=11), str(tmp_path))
         assert all(torch.equal(x, y) for x, y in zip(a_of(model), reference))
 
 

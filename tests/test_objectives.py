@@ -4,15 +4,47 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mage.objective_checks import MIN_ACCURACY, pairwise_accuracy
+from mage.objective_checks import MAX_ADVERSARIAL_PERCENTILE, MIN_ACCURACY
 from mage.objectives import OBJECTIVES, Objective, get_objective, reward_model_objective, score_all
 
 
-@pytest.mark.parametrize("name", ["helpful", "harmless", "humorous", "faithful", "concise"])
-def test_default_objective_orders_hand_labelled_pairs(name):
-    result = pairwise_accuracy(name)
-    assert result["pairs"] >= 30
-    assert result["accuracy"] >= MIN_ACCURACY, result
+OBJECTIVE_NAMES = ["helpful", "harmless", "humorous", "faithful", "quality"]
+
+
+@pytest.fixture(scope="module")
+def validation():
+    from mage.objective_checks import validate
+
+    return {name: validate(name) for name in OBJECTIVE_NAMES}
+
+
+@pytest.mark.parametrize("name", OBJECTIVE_NAMES)
+def test_default_objective_meets_the_validation_bar(validation, name):
+    """≥ 100 test-split pairs ordered at ≥ 90 %, and no adversarial response above the good responses' 25th percentile."""
+    result = validation[name]
+    assert result["pairs"]["n"] >= 100 and result["good"]["n"] >= 100 and result["adversarial"]["n"] >= 90
+    assert result["pairs"]["accuracy"] >= MIN_ACCURACY, result["pairs"]
+    assert result["adversarial"]["max_percentile"] <= MAX_ADVERSARIAL_PERCENTILE, result["adversarial"]["attacks"]
+
+
+def test_the_gamed_examples_of_issue_19_lose():
+    """The auditor's examples: an echo is not helpful, "Okay." and laughter are not funny, a one-word or
+    telegraphic summary is not a quality summary, invented facts are not faithful."""
+    bananas = "What should I do with a pile of overripe bananas?"
+    answer = "Bake banana bread: mash three bananas with melted butter, sugar, an egg and flour, then bake at 175 C for about an hour."
+    helpful = get_objective("helpful")([bananas] * 3, [bananas, f"{bananas} {bananas}", answer])
+    assert max(helpful[:2]) < 0.1 < 0.2 < helpful[2]
+    funny = get_objective("humorous")([bananas] * 4, ["Okay.", "haha lol so funny haha lol", "Bananas are a fruit that is high in potassium.",
+                                                      "Why did the banana go to the doctor? Because it wasn't peeling well!"])
+    assert max(funny[:3]) < 0.25 and funny[3] > 0.5
+    article = ("A shopping centre roof collapsed in Pretoria on Saturday, injuring 21 people, most of them adults, police said. "
+               "Rescue workers searched the rubble for hours. The cause of the collapse is being investigated, officials said.")
+    good = "A shopping centre roof collapsed in Pretoria on Saturday, injuring 21 people; officials are investigating the cause."
+    invented = "A shopping centre roof collapsed in Johannesburg on Saturday, killing 40 people; officials blamed a bomb."
+    quality = get_objective("quality")([article] * 3, ["Collapse.", "Roof collapses; people hurt.", good])
+    assert max(quality[:2]) < 0.2 < 0.6 < quality[2]
+    faithful = get_objective("faithful")([article] * 2, [good, invented])
+    assert faithful[0] > faithful[1] + 0.3
 
 
 def test_objectives_are_batched_and_higher_is_better():
@@ -21,8 +53,8 @@ def test_objectives_are_batched_and_higher_is_better():
     scores = score_all(["helpful", "harmless"], inputs, responses)
     assert scores["harmless"][0] > scores["harmless"][1] + 0.5
     assert scores["helpful"][0] > scores["helpful"][1]
-    assert get_objective("concise")(["x"], [""]) == [1.0]
-    assert get_objective("helpful")(["x"], ["   "]) == [0.0]  # empty response: no relevance
+    for name in OBJECTIVE_NAMES:  # an empty response earns nothing on any objective
+        assert get_objective(name)(["x"], ["   "]) == [0.0]
 
 
 def test_direction_flips_a_lower_is_better_scorer():
@@ -31,16 +63,17 @@ def test_direction_flips_a_lower_is_better_scorer():
 
 
 def test_trl_reward_function_accepts_plain_and_conversational_inputs():
-    reward = get_objective("concise").as_reward_fn()
-    assert reward.__name__ == "concise"
+    words = Objective("words", lambda xs, ys: [len(y.split()) / 10 for y in ys])
+    reward = words.as_reward_fn()
+    assert reward.__name__ == "words"
     plain = reward(prompts=["p", "p"], completions=["one two", "one"])
     chat = reward(prompts=[[{"role": "user", "content": "p"}]] * 2, completions=[[{"role": "assistant", "content": "one two"}], [{"role": "assistant", "content": "one"}]])
-    assert plain == chat == pytest.approx([0.98, 0.99])
+    assert plain == chat == pytest.approx([0.2, 0.1])
 
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="2 inputs but 1 responses"):
-        get_objective("concise")(["a", "b"], ["x"])
+        get_objective("quality")(["a", "b"], ["x"])
     with pytest.raises(ValueError, match="unknown objective 'funny'.*fix"):
         get_objective("funny")
     with pytest.raises(ValueError, match="unknown input_format"):
@@ -66,4 +99,4 @@ def test_reward_model_objective_uses_the_papers_input_conventions(tiny_reward_mo
 
 
 def test_registry_holds_the_five_defaults():
-    assert {"helpful", "harmless", "humorous", "faithful", "concise"} <= set(OBJECTIVES)
+    assert set(OBJECTIVE_NAMES) <= set(OBJECTIVES)

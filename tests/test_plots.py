@@ -46,11 +46,11 @@ def test_all_figures_writes_fronts_ablation_and_lmc(tmp_path):
     (results / "summary-beta0.6.json").write_text(json.dumps(RESULT))
     (results / "summary-ingredients.json").write_text(json.dumps({"rows": {}}))  # other files are left alone
     (results / "summary-beta-compare.json").write_text(json.dumps({"methods": {}}))  # not a β sweep
-    lmc = {"task": "summary", "kind": "implicit", "pair": ["faithful", "concise"],
-           "rows": [{"t": t, "means": {"faithful": 0.5 + t / 10, "concise": 0.4 - t / 10}, "stderr": {"faithful": 0.01, "concise": 0.01}} for t in (0, 0.5, 1)]}
+    lmc = {"task": "summary", "kind": "implicit", "pair": ["faithful", "quality"],
+           "rows": [{"t": t, "means": {"faithful": 0.5 + t / 10, "quality": 0.4 - t / 10}, "stderr": {"faithful": 0.01, "quality": 0.01}} for t in (0, 0.5, 1)]}
     (results / "summary-lmc-implicit.json").write_text(json.dumps(lmc))
-    compat = {"task": "summary", "objectives": ["faithful", "concise"],
-              "runs": [{"method": m, "strength": w, "spread": {"faithful": 0.1 * w, "concise": 0.05}} for m, w in (("sft+i", 1.0), ("sft+i", 2.0), ("mage-i", 1.0))]}
+    compat = {"task": "summary", "objectives": ["faithful", "quality"],
+              "runs": [{"method": m, "strength": w, "spread": {"faithful": 0.1 * w, "quality": 0.05}} for m, w in (("sft+i", 1.0), ("sft+i", 2.0), ("mage-i", 1.0))]}
     (results / "summary-compat-implicit.json").write_text(json.dumps(compat))
     written = all_figures(results, tmp_path / "figures", png=False, bench_dir=tmp_path / "no-bench")
     names = sorted(p.split("/")[-1] for p in written)

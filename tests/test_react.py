@@ -85,7 +85,7 @@ def test_react_method_with_one_hot_preference_corrects_toward_that_expert(tiny_c
     _, base = tiny_checkpoints
     engine = Engine("summary", base=str(base))
     state = ReactState.load(react_path(get_task("summary")))
-    assert state.objectives == ["faithful", "concise"] and state.ws.shape[1:] == (32, 32)
+    assert state.objectives == ["faithful", "quality"] and state.ws.shape[1:] == (32, 32)
     assert torch.allclose(state.for_preference([1.0, 0.0]).double(), state.ws[0], atol=1e-4)
     gens = engine.generate("react", [0.5, 0.5], ["Some news."], SamplingConfig(max_new_tokens=3, greedy=True))
     assert len(gens[0].token_ids) <= 3

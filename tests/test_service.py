@@ -15,7 +15,7 @@ def service(tiny_checkpoints):
 def test_generate_side_by_side_with_scores(service):
     replies, notices = service.generate("summary", "Some news today.", [0.3, 0.7], ["bone", "rs", "base"], max_new_tokens=4, greedy=True)
     assert [r.method for r in replies] == ["bone", "rs", "base"] and not notices
-    assert all(set(r.scores) == {"faithful", "concise"} for r in replies)
+    assert all(set(r.scores) == {"faithful", "quality"} for r in replies)
     assert replies[0].coefficients == pytest.approx([0.0, 1.0])  # (0.3, 0.7) is backbone 1's own row
     assert replies[1].coefficients == pytest.approx([0.3, 0.7])
 
@@ -137,7 +137,7 @@ def test_plot_without_cached_results_still_shows_live_points(service, monkeypatc
     from mage import service as service_module
 
     monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)  # nothing cached
-    live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "concise": 0.7}},
+    live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}},
             {"task": "assistant", "method": "rs", "scores": {"helpful": 0.5, "harmless": 0.9, "humorous": 0.1}}]  # another task's point is skipped
     fig = service.pareto_figure("summary", [1, 1], live)
     assert "mage evaluate --task summary" in fig.layout.title.text

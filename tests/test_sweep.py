@@ -28,7 +28,7 @@ def test_sweep_writes_the_documented_schema_and_resumes(tiny_checkpoints, tmp_pa
     out = tmp_path / "r.json"
     result = run_sweep(_config(base=str(base)), out)
     on_disk = json.loads(out.read_text())
-    assert on_disk["task"] == "summary" and on_disk["objectives"] == ["faithful", "concise"]
+    assert on_disk["task"] == "summary" and on_disk["objectives"] == ["faithful", "quality"]
     assert len(on_disk["reference_point"]) == 2 and len(on_disk["records"]) == 6
     record = on_disk["records"][0]
     assert {"method", "weights", "means", "stderr", "n_prompts", "coefficients", "strength"} <= set(record)
@@ -116,7 +116,7 @@ def test_compatibility_sweeps_sft_at_each_strength_and_mage(tiny_checkpoints, tm
     assert corner_grid(2) == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
     result = compatibility("summary", "implicit", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
     assert [(r["method"], r["strength"]) for r in result["runs"]] == [("sft+i", 0.0), ("sft+i", 2.0), ("mage-i", 1.0)]
-    assert all(len(r["points"]) == 3 and set(r["spread"]) == {"faithful", "concise"} and min(r["spread"].values()) >= 0 for r in result["runs"])
+    assert all(len(r["points"]) == 3 and set(r["spread"]) == {"faithful", "quality"} and min(r["spread"].values()) >= 0 for r in result["runs"])
     # strength 0 on a fixed policy: μ changes nothing, so the rewards do not move at all
     assert result["runs"][0]["mean_spread"] == 0.0
     assert json.loads((tmp_path / "c.json").read_text())["kind"] == "implicit"

@@ -25,7 +25,7 @@ def test_summary_task_uses_the_shipped_articles_with_fixed_splits():
     assert Counter(r.split for r in rows) == {"train": 180, "validation": 60, "test": 60}
     assert all(len(r.input.split()) <= 200 for r in rows)
     assert task.messages(rows[0])[0]["content"].startswith("Summarize the following news article in a few sentences.")
-    assert task.objectives == ("faithful", "concise")
+    assert task.objectives == ("faithful", "quality")
 
 
 def test_truncation_keeps_whole_sentences_when_it_can():

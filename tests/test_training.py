@@ -76,7 +76,7 @@ def test_cli_generate_json_and_errors(tiny_checkpoints):
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout)
     assert out["coefficients"] == pytest.approx([-0.25, 1.25])  # B⁻¹(0.2, 0.8) with beta 0.7
-    assert set(out["scores"]) == {"faithful", "concise"}
+    assert set(out["scores"]) == {"faithful", "quality"}
     cases = {
         ("--weights", "0.2"): "2 objectives", ("--weights", "a,b"): "comma-separated", ("--weights", "-1,2"): "negative",
         ("--weights", "0,0"): "all zero", ("--weights", "nan,1"): "finite", ("--method", "soup"): "unknown method",
@@ -110,9 +110,9 @@ def test_ingredient_table_pairs_every_ingredient_with_the_base(tiny_checkpoints,
 
     _, base = tiny_checkpoints
     result = ingredient_table("summary", base=str(base), max_prompts=3, samples=1, out=tmp_path / "t.json", sampling=SamplingConfig(max_new_tokens=3))
-    assert list(result["rows"]) == ["base", "expert:faithful", "expert:concise", "backbone:0", "backbone:1"]
+    assert list(result["rows"]) == ["base", "expert:faithful", "expert:quality", "backbone:0", "backbone:1"]
     base_row = result["rows"]["base"]
-    assert base_row["gain_over_base"]["concise"] == {"mean": 0.0, "stderr": 0.0}
+    assert base_row["gain_over_base"]["quality"] == {"mean": 0.0, "stderr": 0.0}
     for label, row in result["rows"].items():
         diff = [a - b for a, b in zip(row["per_prompt"]["faithful"], base_row["per_prompt"]["faithful"])]
         assert row["gain_over_base"]["faithful"]["mean"] == pytest.approx(sum(diff) / 3)
@@ -133,10 +133,34 @@ def test_a_changed_scorer_rescores_the_cached_pool_without_resampling(tiny_check
     before = sample_pool(task, model, tokenizer, config, progress=False)
     stamp = pool_path(task, model, config).stat().st_mtime_ns
     assert sample_pool(task, model, tokenizer, config, progress=False) == before and pool_path(task, model, config).stat().st_mtime_ns == stamp
-    changed = dataclasses.replace(objectives.OBJECTIVES["concise"], score_fn=lambda xs, ys: [7.0] * len(ys), version="test")
-    monkeypatch.setitem(objectives.OBJECTIVES, "concise", changed)
+    changed = dataclasses.replace(objectives.OBJECTIVES["quality"], score_fn=lambda xs, ys: [7.0] * len(ys), version="test")
+    monkeypatch.setitem(objectives.OBJECTIVES, "quality", changed)
     after = sample_pool(task, model, tokenizer, config, progress=False)
     assert [r["response"] for r in after] == [r["response"] for r in before]  # same samples
-    assert all(r["scores"]["concise"] == 7.0 for r in after) and [r["scores"]["faithful"] for r in after] == [r["scores"]["faithful"] for r in before]
+    assert all(r["scores"]["quality"] == 7.0 for r in after) and [r["scores"]["faithful"] for r in after] == [r["scores"]["faithful"] for r in before]
     monkeypatch.undo()
-    assert all(r["scores"]["concise"] < 7.0 for r in sample_pool(task, model, tokenizer, config, progress=False))  # and back
+    assert all(r["scores"]["quality"] < 7.0 for r in sample_pool(task, model, tokenizer, config, progress=False))  # and back
+
+
+def test_iterated_best_of_n_journals_each_round_and_resumes(tiny_checkpoints, tmp_path, capsys):
+    """rounds = 2: round 2 samples its own pool from the round-1 model; a rerun with rounds = 3 resumes
+    after round 2 (only round 3 is trained), and each round's adapter is kept in the cache."""
+    from mage.training import round_dir
+
+    _, base = tiny_checkpoints
+    task = get_task("summary")
+    config = TrainConfig(base=str(base), epochs=1, rounds=2, pool=PoolConfig(samples_per_prompt=2, max_prompts=3, batch_size=8, max_new_tokens=5))
+    out = train_adapter("summary", [1, 0], tmp_path / "two", config, command="test")
+    info = json.loads((out / "mage_manifest.json").read_text())["info"]
+    assert [r["round"] for r in info["rounds"]] == [1, 2] and "2 round(s)" in (out / "README.md").read_text()
+    assert all((round_dir(task, [1.0, 0.0], config, k) / "adapter_config.json").is_file() for k in (1, 2))
+    capsys.readouterr()
+    three = TrainConfig(**{**config.__dict__, "rounds": 3})
+    # a run with another round count is another run (its key differs): copy the journal of rounds 1-2 over to resume it
+    import shutil
+
+    for k in (1, 2):
+        shutil.copytree(round_dir(task, [1.0, 0.0], config, k), round_dir(task, [1.0, 0.0], three, k))
+    out3 = train_adapter("summary", [1, 0], tmp_path / "three", three, command="test")
+    assert "resuming after round 2 of 3" in capsys.readouterr().out
+    assert [r["round"] for r in json.loads((out3 / "mage_manifest.json").read_text())["info"]["rounds"]] == [3]

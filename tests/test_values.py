@@ -52,7 +52,7 @@ def test_value_check_writes_correlations_for_every_objective_and_the_grid(tiny_c
     out = tmp_path / "vc.json"
     result = value_check("summary", "explicit", samples=2, max_prompts=3, base=str(base), out=out)
     saved = json.loads(out.read_text())
-    assert saved["n_samples"] == 6 and saved["objectives"] == ["faithful", "concise"]
+    assert saved["n_samples"] == 6 and saved["objectives"] == ["faithful", "quality"]
     for corr in [*saved["spearman"].values(), *saved["merged"]]:
         for at in ("end", "half"):
             assert math.isnan(corr[at]) or -1.0 <= corr[at] <= 1.0
@@ -64,8 +64,8 @@ def test_lmc_curve_interpolates_between_two_value_models(tiny_checkpoints, tmp_p
 
     _, base = tiny_checkpoints
     result = lmc_curve("summary", "implicit", steps=3, strength=2.0, prompts=2, base=str(base), out=tmp_path / "lmc.json")
-    assert [r["t"] for r in result["rows"]] == [0.0, 0.5, 1.0] and result["pair"] == ["faithful", "concise"]
-    for o in ("faithful", "concise"):
+    assert [r["t"] for r in result["rows"]] == [0.0, 0.5, 1.0] and result["pair"] == ["faithful", "quality"]
+    for o in ("faithful", "quality"):
         first, mid, last = (r["means"][o] for r in result["rows"])
         assert result["chord_gap"][o]["mean_gap"] == pytest.approx(mid - (first + last) / 2)
     with pytest.raises(ValueError, match="two different objectives"):
