@@ -116,6 +116,10 @@ def cmd_objectives(args) -> None:
 
     if args.action == "fit-probes":
         print(json.dumps([fit_probe(name) for name in PROBES], indent=2))
+    elif args.action == "fit-judges":
+        from .judges import JUDGED, fit_judge
+
+        print(json.dumps([fit_judge(name) for name in args.names or JUDGED], indent=2))
     else:
         results = check_objectives(args.names)
         print(json.dumps(results, indent=2))
@@ -348,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--json", action="store_true", help="print one JSON object with the response and every objective's score")
 
-    p = add("objectives", cmd_objectives, "validate the default objectives on hand-labelled pairs, or fit the humour probe")
-    p.add_argument("action", choices=["check", "fit-probes"])
-    p.add_argument("--names", nargs="*", default=None)
+    p = add("objectives", cmd_objectives, "validate the objectives and their judges on the test-split sets, or refit the probes / judges")
+    p.add_argument("action", choices=["check", "fit-probes", "fit-judges"])
+    p.add_argument("--names", nargs="*", default=None, help="objectives (default: all five)")
     p.add_argument("--write", action="store_true", help="write assets/objective_checks.json (the numbers docs/OBJECTIVES.md quotes)")
 
     p = add("table", cmd_table, "expert x objective table: base model and every ingredient on a split")

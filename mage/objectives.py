@@ -5,10 +5,12 @@ and good responses, and each paired with an independent judge — ``docs/OBJECTI
 - ``helpful``  — P(a helpful answer to this request): a logistic probe on MiniLM embeddings of the reply
   and of its product with the request, relevance, novelty over the request (an echo has none), length
   and refusal flags; fitted on train-split answers and synthetic hard negatives (:func:`fit_probe`).
-- ``harmless`` — (1 − P(offensive)) · (1 − P(harmful)): ``alt-profanity-check`` times a harm probe (MiniLM
-  embeddings), taken on the reply and on each sentence (the worst counts).
-- ``humorous`` — P(joke) from a MiniLM probe of the reply without laughter tokens, fitted with hard
-  negatives (acknowledgements, humour words without a joke, absurd non-sequiturs).
+- ``harmless`` — (1 − P(offensive)) · (1 − P(harmful)): ``alt-profanity-check`` times a harm probe on the
+  hidden states of a fixed reader LM (SmolLM2-135M-Instruct), fitted with hard cases (polite cruelty,
+  sarcasm, reckless advice vs safety advice, boundaries, kind refusals).
+- ``humorous`` — P(joke) from a probe on the reader LM's hidden states of the reply without laughter
+  tokens, fitted with hard negatives (acknowledgements, humour words, absurd non-sequiturs, explained
+  or cut jokes), times length, stuffing, ending and topicality factors.
 - ``faithful`` — lexical support of the summary's content words by the article (numbers and names weigh
   most) and the weakest sentence's semantic support.
 - ``quality``  — a summary-quality axis: coverage of the article, 15–50 words, fluent sentences (not a
@@ -128,6 +130,19 @@ def _scorer_rows(*labels: str) -> list[dict]:
     return [{**r, "input": prompts[r["id"]].input, "category": prompts[r["id"]].category} for r in rows]
 
 
+def _hard_rows(name: str) -> list[dict]:
+    """Hard cases for a probe, written for train-split requests (``scorer_data/<name>``)."""
+    from .io import read_jsonl
+    from .tasks import get_task
+
+    train = {e.id for e in get_task("assistant").examples("train")}
+    rows = read_jsonl(SCORER_DATA.parent / name)
+    bad = sorted({r["id"] for r in rows if r["id"] not in train})
+    if bad:
+        raise ValueError(f"{SCORER_DATA.parent / name} uses ids outside the assistant train split: {bad[:5]}; fix: use train-split prompts only")
+    return rows
+
+
 def _news_sentences() -> list[str]:
     from .tasks import lee_corpus_path
 
@@ -158,14 +173,19 @@ def _probe_texts(name: str) -> tuple[list[str], list[int]]:
     if name == "humor":
         written = _scorer_rows("joke", "flat", "good")
         plain = [r for r in written if r["label"] == "flat" or (r["label"] == "good" and r["category"] in ("serious", "casual"))]
-        texts = [r["text"] for r in humor_rows] + jokes + news + [r["response"] for r in written if r["label"] == "joke"] + [r["response"] for r in plain]
-        labels = [int(r["label"]) for r in humor_rows] + [1] * len(jokes) + [0] * len(news) + [1] * sum(r["label"] == "joke" for r in written) + [0] * len(plain)
+        # hard cases written for train-split requests; a canned joke off the request's topic is left to the topicality factor
+        hard = [r for r in _hard_rows("humor_hard.jsonl") if r["kind"] != "off-topic-joke"]
+        texts = [r["text"] for r in humor_rows] + jokes + news + [r["response"] for r in written if r["label"] == "joke"] + [r["response"] for r in plain] + [r["response"] for r in hard]
+        labels = ([int(r["label"]) for r in humor_rows] + [1] * len(jokes) + [0] * len(news) + [1] * sum(r["label"] == "joke" for r in written) + [0] * len(plain)
+                  + [int(r["label"]) for r in hard])
         return texts, labels
     if name == "harm":
         rows = read_jsonl(RESOURCES / "harm_probe_data.jsonl")
         written = _scorer_rows("harmful", "safe", "good", "flat")
-        texts = [r["text"] for r in rows] + [r["response"] for r in written] + [r["text"] for r in humor_rows] + news
-        labels = [int(r["label"]) for r in rows] + [int(r["label"] == "harmful") for r in written] + [0] * (len(humor_rows) + len(news))
+        hard = _hard_rows("harm_hard.jsonl")
+        texts = [r["text"] for r in rows] + [r["response"] for r in written] + [r["response"] for r in hard] + [r["text"] for r in humor_rows] + news
+        labels = ([int(r["label"]) for r in rows] + [int(r["label"] == "harmful") for r in written] + [int(r["label"] == "harmful") for r in hard]
+                  + [0] * (len(humor_rows) + len(news)))
         return texts, labels
     raise ValueError(f"unknown probe {name!r}; fix: use one of {sorted(PROBES)}")
 
@@ -252,6 +272,36 @@ def helpful_features(inputs: Sequence[str], responses: Sequence[str]) -> np.ndar
     return np.hstack([ey, ex * ey, hand]).astype(np.float32)
 
 
+SCORER_LM = "smollm2-135m-instruct"  # the scorers' own reader: fixed, whatever base model a policy uses
+
+
+@lru_cache(maxsize=1)
+def scorer_lm():
+    """The language model the harm and humour probes read with (SmolLM2-135M-Instruct from the embedded
+    GGUF, on the CPU, loaded once). A fixed instrument: it does not follow the policy's base model."""
+    from .models import load_base
+
+    return load_base(SCORER_LM, device="cpu")
+
+
+def lm_features(texts: Sequence[str], *, batch_size: int = 32, max_tokens: int = 96) -> np.ndarray:
+    """Mean-pooled hidden states of the scorer LM at its middle and last layer (N, 2 × hidden): a reader
+    that knows the shape of a joke or the tone of contempt far better than a sentence encoder (on the
+    test-split pairs: humour 0.87 → 0.96, harm 0.94 → 0.99 pairwise accuracy)."""
+    model, tok = scorer_lm()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), 2 * model.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tok([texts[i] or " " for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+        with torch.no_grad():
+            hidden = model.model(**enc, output_hidden_states=True).hidden_states
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = [(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)]
+        out[idx] = torch.cat(pooled, dim=-1).float().numpy()
+    return out
+
+
 def _design(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, labels, sample weights) of a probe; soft targets t become two rows (1, t) and (0, 1 − t)."""
     if name == "helpful":
@@ -260,10 +310,10 @@ def _design(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = np.array([r[2] for r in rows])
         return np.vstack([x, x]), np.r_[np.ones(len(t)), np.zeros(len(t))], np.r_[t, 1.0 - t]
     texts, labels = _probe_texts(name)
-    return embed(texts), np.array(labels), np.ones(len(labels))
+    return lm_features(texts), np.array(labels), np.ones(len(labels))
 
 
-PROBE_L2 = {"helpful": 4.0, "humor": 1.0, "harm": 1.0}
+PROBE_L2 = {"helpful": 4.0, "humor": 100.0, "harm": 33.0}  # the LM probes read 1,152 standardised features: strong L2
 
 
 def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
@@ -280,6 +330,8 @@ def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
     x, y, w = _design(name)
     keep = w > 0
     x, y, w = x[keep], y[keep], w[keep]
+    mu, sd = (x.mean(0), x.std(0) + 1e-6) if name in LM_PROBES else (np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32))
+    x = (x - mu) / sd
 
     def model():
         return LogisticRegression(C=1.0 / PROBE_L2[name], max_iter=3000, random_state=seed, class_weight="balanced" if name == "harm" else None)
@@ -291,14 +343,18 @@ def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
         total += float(w[test].sum())
     accuracy = correct / total
     clf = model().fit(x, y, sample_weight=w)
-    tensors = {"weight": torch.tensor(clf.coef_[0], dtype=torch.float32), "bias": torch.tensor(clf.intercept_, dtype=torch.float32)}
+    tensors = {"weight": torch.tensor(clf.coef_[0], dtype=torch.float32), "bias": torch.tensor(clf.intercept_, dtype=torch.float32),
+               "mean": torch.tensor(mu, dtype=torch.float32), "scale": torch.tensor(sd, dtype=torch.float32)}
     write_bytes_atomic(PROBES[name], safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(y))}))
     load_probe.cache_clear()
     return {"probe": name, "cv_accuracy": round(accuracy, 4), "n_rows": int(len(y)), "weighted_positive": round(float((w * y).sum()), 1)}
 
 
+LM_PROBES = ("humor", "harm")  # probes that read the scorer LM's hidden states; "helpful" reads MiniLM pair features
+
+
 @lru_cache(maxsize=None)
-def load_probe(name: str) -> tuple[np.ndarray, float]:
+def load_probe(name: str) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     from safetensors.numpy import load_file
 
     if name not in PROBES:
@@ -306,7 +362,8 @@ def load_probe(name: str) -> tuple[np.ndarray, float]:
     if not PROBES[name].is_file():
         raise FileNotFoundError(f"{PROBES[name]} is missing; fix: python -m mage objectives fit-probes")
     tensors = load_file(str(PROBES[name]))
-    return tensors["weight"], float(tensors["bias"][0])
+    dim = tensors["weight"].shape[0]
+    return tensors["weight"], float(tensors["bias"][0]), tensors.get("mean", np.zeros(dim, np.float32)), tensors.get("scale", np.ones(dim, np.float32))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -315,9 +372,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def probe_probability(name: str, responses: Sequence[str], inputs: Sequence[str] | None = None) -> list[float]:
     """P(positive class) of a probe for each response; an empty response scores 0."""
-    weight, bias = load_probe(name)
-    x = helpful_features(inputs, responses) if name == "helpful" else embed(responses)
-    return [0.0 if not r.strip() else float(p) for p, r in zip(_sigmoid(x @ weight + bias), responses)]
+    weight, bias, mean, scale = load_probe(name)
+    x = helpful_features(inputs, responses) if name == "helpful" else lm_features(responses)
+    return [0.0 if not r.strip() else float(p) for p, r in zip(_sigmoid(((x - mean) / scale) @ weight + bias), responses)]
 
 
 def _sentences(text: str) -> list[str]:
@@ -336,23 +393,21 @@ def helpful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[floa
 
 
 def harmless_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """(1 − P(offensive)) · (1 − P(harmful)), where P(harmful) is the harm probe's largest probability
-    over the whole reply and each of its sentences (safe words around a cruel sentence do not dilute
-    it); times the form gate (loops, gibberish and near-empty replies are not rewarded as harmless)."""
+    """(1 − P(offensive)) · (1 − P(harmful)): ``alt-profanity-check`` times the harm probe (the scorer LM
+    reads the whole reply, so safe words around a cruel sentence do not hide it); times the form gate
+    (loops, gibberish and near-empty replies are not rewarded as harmless)."""
     from profanity_check import predict_prob
 
     from . import textfeatures as tf
 
     offensive = predict_prob(list(responses))
-    parts = [[y] + [s for s in _sentences(y) if tf.n_words(s) >= 4] if y.strip() else [y] for y in responses]
-    flat = [s for p in parts for s in p]
-    harm = iter(probe_probability("harm", flat))
-    worst = [max(next(harm) for _ in p) for p in parts]
-    return [(1.0 - float(o)) * (1.0 - h) * tf.form_gate(y) * tf.length_gate(y, 3) for o, h, y in zip(offensive, worst, responses)]
+    harm = probe_probability("harm", responses)
+    return [(1.0 - float(o)) * (1.0 - h) * tf.form_gate(y) * tf.length_gate(y, 3) for o, h, y in zip(offensive, harm, responses)]
 
 
 def humorous_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """P(joke) of the reply with laughter tokens and emoji removed, times: the form gate, a length gate
+    """P(joke) of the reply with laughter tokens and emoji removed (the humour probe on the scorer LM's
+    hidden states), times: the form gate, a length gate
     (a joke needs a setup: 6 words), a laughter-stuffing penalty, the ending gate (a joke cut before its
     punchline keeps 0.4) and topicality (a canned joke unrelated to the request keeps 0.4)."""
     from . import textfeatures as tf
@@ -479,8 +534,8 @@ OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
         Objective("helpful", helpful_scores, "P(helpful answer), MiniLM pair probe x form gates", version="3"),
-        Objective("harmless", harmless_scores, "(1 - P(offensive)) x (1 - max-sentence P(harmful)) x form gate", version="3"),
-        Objective("humorous", humorous_scores, "P(joke) of de-laughed text x form, length, stuffing, ending, topicality", version="3"),
+        Objective("harmless", harmless_scores, "(1 - P(offensive)) x (1 - P(harmful), SmolLM2 probe) x form gate", version="3"),
+        Objective("humorous", humorous_scores, "P(joke), SmolLM2 probe, of de-laughed text x form, length, stuffing, ending, topicality", version="3"),
         Objective("faithful", faithful_scores, "lexical support precision^2 x weakest-sentence support x gates", version="3"),
         Objective("quality", quality_scores, "coverage x length 15-50 words x fluent sentences x own words x gates", version="1"),
     )

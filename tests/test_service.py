@@ -153,3 +153,29 @@ def test_default_strength_is_the_validation_choice(service, monkeypatch, tmp_pat
     assert service.default_strength("summary") == 1.0  # nothing chosen yet
     (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
     assert service.default_strength("summary") == 2.0 and service.default_strength("assistant") == 1.0
+
+
+def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_live_points(service, monkeypatch, tmp_path):
+    """Issue 19: a results file from earlier objectives (no signatures, other objectives, or an older
+    version of a scorer) is named as such, and today's samples are not drawn beside it."""
+    import json
+
+    from mage import service as service_module
+    from mage.pools import scorer_signatures
+    from mage.tasks import get_task
+
+    monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)
+    record = {"method": "bone", "weights": [0.5, 0.5], "means": {"faithful": 0.6, "quality": 0.4}}
+    live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}}]
+    current = {"task": "summary", "objectives": ["faithful", "quality"], "scorers": scorer_signatures(get_task("summary")), "records": [record]}
+    for stale, why in [({**current, "scorers": None}, "earlier versions of faithful, quality"),
+                       ({**current, "scorers": {**current["scorers"], "quality": "quality|old|1|0"}}, "earlier versions of quality"),
+                       ({**current, "objectives": ["faithful", "concise"], "records": [{**record, "means": {"faithful": 0.6, "concise": 0.4}}]}, "other objectives (faithful, concise)")]:
+        (tmp_path / "summary.json").write_text(json.dumps(stale))
+        assert why in service.stale_fronts("summary")
+        fig = service.pareto_figure("summary", [1, 1], live)
+        assert why in fig.layout.title.text and "python -m mage evaluate --task summary" in fig.layout.title.text
+        assert not [t for t in fig.data if t.name == "live: bone"] or "other objectives" in why  # never beside old fronts
+    (tmp_path / "summary.json").write_text(json.dumps(current))
+    assert service.stale_fronts("summary") is None
+    assert "live: bone" in [t.name for t in service.pareto_figure("summary", [1, 1], live).data]
