@@ -40,18 +40,40 @@ def evaluate_model(model, tokenizer, task: Task, *, guide=None, split: str = "te
     seeds = eval_seeds(len(examples), samples, seed)
     started = time.time()
     gens = generate(model, tokenizer, [task.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress)
-    scores = score_all(task.objectives, inputs, [g.text for g in gens])
+    texts = [g.text for g in gens]
+    scores = score_all(task.objectives, inputs, texts)
+    judged = judge_scores(task.objectives, inputs, texts)
     means, stderr, per_prompt = {}, {}, {}
-    for name in task.objectives:
-        per_prompt[name] = [sum(scores[name][p * samples:(p + 1) * samples]) / samples for p in range(len(examples))]
+    for name, values in {**scores, **judged}.items():
+        per_prompt[name] = [sum(values[p * samples:(p + 1) * samples]) / samples for p in range(len(examples))]
         means[name], stderr[name] = mean_stderr(per_prompt[name])
     lengths = [len(g.token_ids) for g in gens]
     return {
-        "means": means, "stderr": stderr, "n_prompts": len(examples), "samples_per_prompt": samples,
+        "means": {n: means[n] for n in task.objectives}, "stderr": {n: stderr[n] for n in task.objectives},
+        "judge_means": {n: means[n] for n in judged}, "judge_stderr": {n: stderr[n] for n in judged}, "fluency": fluency(texts),
+        "n_prompts": len(examples), "samples_per_prompt": samples,
         "mean_tokens": sum(lengths) / len(lengths), "finished_fraction": sum(g.finished for g in gens) / len(gens),
         "wall_time_s": round(time.time() - started, 1), "per_prompt": per_prompt,
         "examples": [{"input": inputs[i][:200], "response": gens[i].text} for i in range(0, len(gens), max(1, len(gens) // 4))][:4],
     }
+
+
+def judge_scores(objectives: Sequence[str], inputs: Sequence[str], texts: Sequence[str]) -> dict[str, list[float]]:
+    """The independent judges' scores (``judge:<objective>``) for the objectives that have one
+    (:mod:`mage.judges`): reported beside the training scorers, never used to train or choose."""
+    from .judges import JUDGED, get_judge
+
+    return {f"judge:{n}": get_judge(n)(inputs, texts) for n in objectives if n in JUDGED}
+
+
+def fluency(texts: Sequence[str]) -> dict[str, float]:
+    """The fluency guard's readings: mean loop score, share of degenerate replies (loops or gibberish:
+    form gate < 0.5), share of replies that end mid-sentence."""
+    from . import textfeatures as tf
+
+    n = max(1, len(texts))
+    return {"repetition": sum(tf.repetition(t) for t in texts) / n, "degenerate": sum(tf.form_gate(t) < 0.5 for t in texts) / n,
+            "cut_off": sum(not tf.is_complete(t) for t in texts) / n}
 
 
 def evaluate_point(engine: Engine, method: str, weights: Sequence[float], *, strength: float = 1.0, **kwargs) -> dict:

@@ -42,8 +42,9 @@ def adapter_table(task: str, adapters: dict[str, str | Path], *, split: str = "t
         print(f"mage: evaluating {label} on {task}/{split}", flush=True)
         soup.apply([1.0 if k == row - 1 else 0.0 for k in range(len(labels))])
         points[label] = evaluate_model(model, tokenizer, get_task(task), split=split, samples=samples, seed=seed, max_prompts=max_prompts, sampling=sampling, progress=True)
+    judged = [f"judge:{o}" for o in objectives if f"judge:{o}" in points["base"]["per_prompt"]]
     for point in points.values():
-        point["gain_over_base"] = {o: dict(zip(("mean", "stderr"), paired_gain(point, points["base"], o))) for o in objectives}
+        point["gain_over_base"] = {o: dict(zip(("mean", "stderr"), paired_gain(point, points["base"], o))) for o in objectives + judged}
     result = {"task": task, "split": split, "objectives": objectives, "samples_per_prompt": samples, "seed": seed,
               "adapters": {k: str(v) for k, v in adapters.items()}, "rows": points, "wall_time_s": round(time.time() - started, 1), "command": command}
     write_json_atomic(out or RESULTS / f"{task}-ingredients.json", result)
@@ -63,12 +64,15 @@ def ingredient_table(task: str, *, beta: float = DEFAULT_BETA, **kwargs) -> dict
 
 
 def markdown_table(result: dict) -> str:
-    objectives = result["objectives"]
+    """Means ± standard errors (and paired gains over the base) on every scorer and, where one exists, its judge."""
+    first = next(iter(result["rows"].values()))
+    objectives = list(result["objectives"]) + [f"judge:{o}" for o in result["objectives"] if f"judge:{o}" in first.get("judge_means", {})]
     lines = ["| model | " + " | ".join(objectives) + " |", "|---|" + "---|" * len(objectives)]
     for label, point in result["rows"].items():
         cells = []
         for o in objectives:
-            cell = f"{point['means'][o]:.3f} ± {point['stderr'][o]:.3f}"
+            means, stderr = (point["judge_means"], point["judge_stderr"]) if o.startswith("judge:") else (point["means"], point["stderr"])
+            cell = f"{means[o]:.3f} ± {stderr[o]:.3f}"
             if label != "base":
                 gain, se = point["gain_over_base"][o]["mean"], point["gain_over_base"][o]["stderr"]
                 cell += f" ({gain:+.3f} ± {se:.3f})"
