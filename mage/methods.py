@@ -148,9 +148,9 @@ class Engine:
                 raise CheckpointError(f"{path} is missing: ReACT is not calibrated for task {self.task.name!r}; fix: python -m mage react-calibrate --task {self.task.name}")
             self._react = ReactState.load(path)
             if self._react.objectives != list(self.task.objectives):
-                raise CheckpointError(f"{path} holds corrections for {self._react.objectives}, the task has {list(self.task.objectives)}; fix: recalibrate")
+                raise CheckpointError(f"{path} holds corrections for {self._react.objectives}, the task has {list(self.task.objectives)}; fix: python -m mage react-calibrate --task {self.task.name}")
             if self._react.ws.shape[-1] != self.policy.model.config.hidden_size:
-                raise CheckpointError(f"{path} was calibrated for hidden size {self._react.ws.shape[-1]}, the model has {self.policy.model.config.hidden_size}; fix: recalibrate")
+                raise CheckpointError(f"{path} was calibrated for hidden size {self._react.ws.shape[-1]}, the model has {self.policy.model.config.hidden_size}; fix: python -m mage react-calibrate --task {self.task.name}")
         return self._react
 
     def guidance(self, kind: str) -> GuidanceBank:
