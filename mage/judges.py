@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from .objectives import Objective
-from .tasks import RESOURCES, get_task
+from .tasks import RESOURCES, split_rows
 
 JUDGE_DIR = RESOURCES / "judges"
 JUDGE_DATA = {"assistant": [RESOURCES / "judge_data" / "assistant_validation.jsonl", RESOURCES / "judge_data" / "assistant_validation_extra.jsonl"],
@@ -137,15 +137,8 @@ def _design(objective: str, inputs: Sequence[str], responses: Sequence[str], idf
 
 
 def _rows(objective: str) -> tuple[list[str], list[str], np.ndarray]:
-    from .io import read_jsonl
-
-    task = JUDGED[objective]
-    prompts = {e.id: e.input for e in get_task(task).examples("validation")}
-    rows = [r for path in JUDGE_DATA[task] for r in read_jsonl(path)]
-    bad = sorted({r["id"] for r in rows if r["id"] not in prompts})
-    if bad:
-        raise ValueError(f"{[str(p) for p in JUDGE_DATA[task]]} use ids outside the {task} validation split: {bad[:5]}; fix: use validation-split ids")
-    return [prompts[r["id"]] for r in rows], [r["response"] for r in rows], np.array([r[objective] / RATING_MAX[objective] for r in rows], dtype=np.float32)
+    rows = split_rows(JUDGE_DATA[JUDGED[objective]], JUDGED[objective], "validation")
+    return [r["input"] for r in rows], [r["response"] for r in rows], np.array([r[objective] / RATING_MAX[objective] for r in rows], dtype=np.float32)
 
 
 JUDGE_L2 = {"assistant": 1.0, "summary": 1.0}

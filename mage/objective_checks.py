@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .io import read_jsonl, write_json_atomic
+from .io import write_json_atomic
 from .objectives import get_objective
-from .tasks import RESOURCES, get_task
+from .tasks import RESOURCES, split_rows
 
 VALIDATION = RESOURCES / "validation"
 TASK_OF = {"helpful": "assistant", "harmless": "assistant", "humorous": "assistant", "faithful": "summary", "quality": "summary"}
@@ -28,24 +28,14 @@ MIN_ACCURACY = 0.9
 MAX_ADVERSARIAL_PERCENTILE = 25.0
 
 
-def _inputs(objective: str) -> dict[str, str]:
-    if objective not in TASK_OF:
-        raise ValueError(f"no validation sets for objective {objective!r}; fix: use one of {sorted(TASK_OF)}")
-    return {e.id: e.input for e in get_task(TASK_OF[objective]).examples("test")}
-
-
 def load_set(objective: str, kind: str) -> list[dict]:
     """One validation set of an objective, each row with its prompt (``input``) attached."""
     if kind not in ("pairs", "adversarial", "good"):
         raise ValueError(f"unknown validation set {kind!r}; fix: use pairs, adversarial or good")
     folder = "summary" if kind == "good" and TASK_OF.get(objective) == "summary" else objective
-    path = VALIDATION / folder / f"{kind}.jsonl"
-    inputs = _inputs(objective)
-    rows = read_jsonl(path)
-    bad = sorted({r["id"] for r in rows if r["id"] not in inputs})
-    if bad:
-        raise ValueError(f"{path}: ids outside the {TASK_OF[objective]} test split: {bad[:5]}; fix: use test-split ids")
-    return [{**r, "input": inputs[r["id"]]} for r in rows]
+    if objective not in TASK_OF:
+        raise ValueError(f"no validation sets for objective {objective!r}; fix: use one of {sorted(TASK_OF)}")
+    return split_rows(VALIDATION / folder / f"{kind}.jsonl", TASK_OF[objective], "test")
 
 
 Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]

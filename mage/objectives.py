@@ -119,28 +119,17 @@ SCORER_DATA = RESOURCES / "scorer_data" / "assistant_train.jsonl"
 def _scorer_rows(*labels: str) -> list[dict]:
     """Rows of the scorers' training data (train-split prompts only) with the given labels, each with
     its request and category attached."""
-    from .io import read_jsonl
-    from .tasks import get_task
+    from .tasks import get_task, split_rows
 
-    prompts = {e.id: e for e in get_task("assistant").examples("train")}
-    rows = [r for r in read_jsonl(SCORER_DATA) if r["label"] in labels]
-    bad = sorted({r["id"] for r in rows if r["id"] not in prompts})
-    if bad:
-        raise ValueError(f"{SCORER_DATA} uses ids outside the assistant train split: {bad[:5]}; fix: use train-split prompts only")
-    return [{**r, "input": prompts[r["id"]].input, "category": prompts[r["id"]].category} for r in rows]
+    category = {e.id: e.category for e in get_task("assistant").examples("train")}
+    return [{**r, "category": category[r["id"]]} for r in split_rows(SCORER_DATA, "assistant", "train") if r["label"] in labels]
 
 
 def _hard_rows(name: str) -> list[dict]:
     """Hard cases for a probe, written for train-split requests (``scorer_data/<name>``)."""
-    from .io import read_jsonl
-    from .tasks import get_task
+    from .tasks import split_rows
 
-    train = {e.id for e in get_task("assistant").examples("train")}
-    rows = read_jsonl(SCORER_DATA.parent / name)
-    bad = sorted({r["id"] for r in rows if r["id"] not in train})
-    if bad:
-        raise ValueError(f"{SCORER_DATA.parent / name} uses ids outside the assistant train split: {bad[:5]}; fix: use train-split prompts only")
-    return rows
+    return split_rows(SCORER_DATA.parent / name, "assistant", "train")
 
 
 def _news_sentences() -> list[str]:
@@ -284,22 +273,26 @@ def scorer_lm():
     return load_base(SCORER_LM, device="cpu")
 
 
+_LM_MEMO: dict[str, np.ndarray] = {}  # text → reader-LM features: harm and humour probes read mostly the same replies
+
+
 def lm_features(texts: Sequence[str], *, batch_size: int = 32, max_tokens: int = 96) -> np.ndarray:
     """Mean-pooled hidden states of the scorer LM at its middle and last layer (N, 2 × hidden): a reader
     that knows the shape of a joke or the tone of contempt far better than a sentence encoder (on the
     test-split pairs: humour 0.87 → 0.96, harm 0.94 → 0.99 pairwise accuracy)."""
     model, tok = scorer_lm()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), 2 * model.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        enc = tok([texts[i] or " " for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+    todo = sorted({t for t in texts if t not in _LM_MEMO}, key=len)
+    if len(_LM_MEMO) + len(todo) > 4096:  # bounded: the memo serves one scoring call's two probes, not a corpus
+        _LM_MEMO.clear()
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        enc = tok([t or " " for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
         with torch.no_grad():
             hidden = model.model(**enc, output_hidden_states=True).hidden_states
         mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = [(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)]
-        out[idx] = torch.cat(pooled, dim=-1).float().numpy()
-    return out
+        pooled = torch.cat([(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)], dim=-1).float().numpy()
+        _LM_MEMO.update(zip(batch, pooled))
+    return np.stack([_LM_MEMO[t] for t in texts]) if texts else np.zeros((0, 2 * model.config.hidden_size), dtype=np.float32)
 
 
 def _design(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

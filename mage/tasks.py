@@ -117,6 +117,19 @@ def _examples(name: str) -> tuple[Example, ...]:
     return tuple(TASKS[name].load_examples())
 
 
+def split_rows(paths, task: str, split: str) -> list[dict]:
+    """Rows of JSONL files that refer to one split's prompts by ``id``, each with its ``input`` attached.
+    A row naming a prompt outside the split is refused: data written for one split (scorer training on
+    train, judges on validation, validation sets on test) must never leak into another."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    inputs = {e.id: e.input for e in get_task(task).examples(split)}
+    rows = [r for p in paths for r in read_jsonl(p)]
+    bad = sorted({r["id"] for r in rows if r["id"] not in inputs})
+    if bad:
+        raise ValueError(f"{', '.join(map(str, paths))}: ids outside the {task} {split} split: {bad[:5]}; fix: use {split}-split ids only")
+    return [{**r, "input": inputs[r["id"]]} for r in rows]
+
+
 def register_task(task: Task) -> Task:
     """Add (or replace) a task, e.g. from a preset (:mod:`mage.presets`)."""
     TASKS[task.name] = task
