@@ -1,7 +1,9 @@
 """mage — Gradio app: preference sliders, live merging, methods side by side, streamed.
 
 Layout and event wiring only; all logic lives in :mod:`mage.service` (plain values in and out).
-Run: ``python app.py [--host 127.0.0.1] [--port 7860]``.
+Run: ``python app.py [--host 127.0.0.1] [--port 7860] [--device auto] [--dtype float32]``. Gradio's own
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (what a Hugging Face Space sets) are the defaults of
+``--host`` / ``--port``; ``MAGE_DEVICE`` / ``MAGE_DTYPE`` those of ``--device`` / ``--dtype``.
 
 The service holds one engine per task (models loaded once, read-only between requests); every
 request merges for its own preference and decodes on the service's one compute thread, one request
@@ -14,10 +16,23 @@ import os
 
 import gradio as gr
 
+from mage.models import DTYPES
 from mage.service import MAX_METHODS, MAX_NEW_TOKENS, MAX_STRENGTH, METHOD_LABELS, Service
 from mage.tasks import TASKS
 
-SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"))
+
+def settings(argv: list[str] | None = None) -> argparse.Namespace:
+    """Where and how the app serves: command-line flags over environment variables over local defaults."""
+    parser = argparse.ArgumentParser(description="mage Gradio app")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", help="default: $GRADIO_SERVER_NAME, else 127.0.0.1 (this machine only)")
+    parser.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT") or 7860, help="default: $GRADIO_SERVER_PORT, else 7860")
+    parser.add_argument("--device", default=os.environ.get("MAGE_DEVICE") or "auto", help="auto (a GPU when present), cpu, cuda or cuda:N; default: $MAGE_DEVICE, else auto")
+    parser.add_argument("--dtype", default=os.environ.get("MAGE_DTYPE") or "float32", choices=list(DTYPES), help="the base model's weights; default: $MAGE_DTYPE, else float32")
+    return parser.parse_args(argv)
+
+
+SETTINGS = settings(None if __name__ == "__main__" else [])  # imported (tests, a Space's runner): the environment alone
+SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"), device=SETTINGS.device, dtype=SETTINGS.dtype)
 MAX_OBJECTIVES = max(len(t.objectives) for t in TASKS.values())
 SLOTS = MAX_METHODS  # methods shown side by side
 LIVE_POINTS = 24  # live samples a session keeps on its plot
@@ -124,7 +139,8 @@ def on_release(task: str, prompt: str, methods: list[str], strength: float, max_
 with gr.Blocks(title="mage — controllable multi-objective generation") as demo:
     gr.Markdown("# mage\nDrag the sliders to say how much each objective matters; each method merges its LoRA models live for that preference "
                 "and the replies stream side by side.")
-    gr.Markdown(f"Running on **{SERVICE.device()}**.", elem_id="device")
+    gr.Markdown(f"Running on **{SERVICE.device()}** in **{SERVICE.dtype}**." + (f" Note: {SERVICE.precision_note()}." if SERVICE.precision_note() else ""),
+                elem_id="device")
     live = gr.State([])  # this session's live sample points on the plot
     axes = gr.State([0, 1])  # the plot's projection (objective indices); a State, so the API is unchanged
     with gr.Row():
@@ -186,8 +202,4 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
 demo.queue(max_size=16, default_concurrency_limit=1)  # a bounded queue: the 17th waiting request is refused
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="mage Gradio app")
-    parser.add_argument("--host", default=os.environ.get("MAGE_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MAGE_PORT", 7860)))
-    args = parser.parse_args()
-    demo.launch(server_name=args.host, server_port=args.port)
+    demo.launch(server_name=SETTINGS.host, server_port=SETTINGS.port)

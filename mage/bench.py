@@ -26,15 +26,30 @@ import torch
 from .io import write_json_atomic
 
 OUT = Path("assets/bench")
+TARGET = {"device": "cpu", "dtype": "float32"}  # where the parts run: set by run_bench (the CLI's --device / --dtype)
+
+
+def _load(name: str | None = None):
+    """The base model on the benchmark's device and dtype."""
+    from .models import DEFAULT_BASE, load_base
+
+    return load_base(name or DEFAULT_BASE, device=TARGET["device"], dtype=TARGET["dtype"])
+
+
+def _sync() -> None:
+    if TARGET["device"].startswith("cuda"):
+        torch.cuda.synchronize()  # GPU work is asynchronous: a timing must wait for it
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
     for _ in range(warmup):
         fn()
+    _sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
     return summary_stats(times)
 
@@ -46,8 +61,9 @@ def summary_stats(times: list[float]) -> dict:
 def machine() -> dict:
     import os
 
+    gpu = torch.cuda.get_device_name() if TARGET["device"].startswith("cuda") else None
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "device": TARGET["device"], "dtype": TARGET["dtype"], "gpu": gpu}
 
 
 def _adapters(model, tokenizer, n: int):
@@ -68,9 +84,8 @@ def bench_merge(repeats: int = 20) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from .merging import Soup, coefficients
-    from .models import load_base
 
-    model, tokenizer = load_base()
+    model, tokenizer = _load()
     adapters, source = _adapters(model, tokenizer, 3)
     prefs = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.8, 0.1]]
     lams = [coefficients("bone", p) for p in prefs]
@@ -138,9 +153,8 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
     """Per-token decode time of the merged policy (folded weights) vs the untouched base model, batch 1 and 8."""
     from .decoding import SamplingConfig, generate
     from .merging import Soup, coefficients
-    from .models import load_base
 
-    model, tokenizer = load_base()
+    model, tokenizer = _load()
     adapters, source = _adapters(model, tokenizer, 3)
     soup = Soup(model, adapters)
     prompts = [[{"role": "user", "content": f"Tell me about topic number {i}."}] for i in range(8)]
@@ -169,14 +183,23 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
     return results
 
 
-def run_bench(part: str = "all", repeats: int = 20) -> None:
+def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtype: str = "float32") -> None:
+    """Run benchmark parts on ``device`` in ``dtype``; the CPU in float32 writes ``<part>.json``, anything
+    else ``<part>-<device>-<dtype>.json`` beside it (so a GPU run never overwrites the CPU's numbers)."""
+    from .models import pick_device, pick_dtype
+
     names = list(PARTS) if part == "all" else [part]
     for name in names:
         if name not in PARTS:
             raise ValueError(f"unknown bench part {name!r}; fix: use one of {sorted(PARTS)} or 'all'")
+    pick_dtype(dtype)
+    TARGET.update(device=str(pick_device(device)), dtype=dtype)
+    default = TARGET == {"device": "cpu", "dtype": "float32"}
+    flags = "" if default else f" --device {TARGET['device']} --dtype {dtype}"
+    for name in names:
         torch.set_num_threads(2)
-        result = {"part": name, "machine": machine(), "command": f"python -m mage bench {name} --repeats {repeats}", **PARTS[name](repeats=repeats)}
-        write_json_atomic(OUT / f"{name}.json", result)
+        result = {"part": name, "machine": machine(), "command": f"python -m mage bench {name} --repeats {repeats}{flags}", **PARTS[name](repeats=repeats)}
+        write_json_atomic(OUT / (f"{name}.json" if default else f"{name}-{TARGET['device'].replace(':', '')}-{dtype}.json"), result)
         print(json.dumps(result, indent=2))
 
 
@@ -194,7 +217,8 @@ def _random_adapters(model, n: int, seed: int = 0):
                                        for name, m in modules.items()}) for j in range(n)]
 
 
-def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: int = 48, repeats: int = 3, top_k: int = 10) -> dict:
+def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: int = 48, repeats: int = 3, top_k: int = 10, *,
+                  device: str = "cpu", dtype: str = "float32") -> dict:
     """One (variant, K) measurement in a fresh process, so peak RSS belongs to it alone.
 
     Value models and experts are random rank-8 adapters: speed and memory do not depend on training.
@@ -207,12 +231,12 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
     from .decoding import SamplingConfig, generate
     from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
     from .merging import Soup
-    from .models import load_base
     from .values import ExplicitValueModel, _new_head
 
     torch.set_num_threads(2)
+    TARGET.update(device=device, dtype=dtype)
     mu = [1.0 / k_objectives] * k_objectives
-    policy, tokenizer = load_base()
+    policy, tokenizer = _load()
     policy_soup = Soup(policy, _random_adapters(policy, k_objectives, seed=1))
     policy_soup.apply(mu)  # the merged stage-1 policy
     guide, model = None, policy
@@ -221,7 +245,7 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
 
         model = guide = FusedImplicit(policy, row_corrections(policy_soup, _random_adapters(policy, k_objectives, seed=2), mu), 1.0)
     elif variant in ("mage-i-separate", "mage-e", "ensemble-i", "ensemble-e"):
-        value_base, _ = load_base()
+        value_base, _ = _load()
         soup = Soup(value_base, _random_adapters(value_base, k_objectives, seed=2))
         wrap = (lambda m: ExplicitValueModel(m, _new_head(m.config.hidden_size, 0))) if variant.endswith("-e") else (lambda m: m)
         if variant.startswith("mage"):
@@ -261,7 +285,8 @@ def bench_guided(repeats: int = 3) -> dict:
     rows = []
     for k in (2, 3, 4):
         for variant in GUIDED_VARIANTS:
-            code = f"import json; from mage.bench import guided_worker; print('RESULT' + json.dumps(guided_worker({variant!r}, {k}, repeats={repeats})))"
+            code = (f"import json; from mage.bench import guided_worker; print('RESULT' + json.dumps(guided_worker({variant!r}, {k}, repeats={repeats}, "
+                    f"device={TARGET['device']!r}, dtype={TARGET['dtype']!r})))")
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             row = json.loads(out.split("RESULT", 1)[1])
             rows.append(row)
@@ -297,7 +322,7 @@ def _first_token_parts(engine, prompt: str, repeats: int) -> dict:
     n = len(engine.task.objectives)
     prefs = iter([[(i + j) % n + 1.0 for j in range(n)] for i in range(10**6)])
     values = [v.adapter for v in engine.guidance("implicit").values]
-    ids, mask = encode_prompts(engine.policy.tokenizer, [engine.task.messages(prompt)], "cpu")
+    ids, mask = encode_prompts(engine.policy.tokenizer, [engine.task.messages(prompt)], engine.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     fused = FusedImplicit(engine.policy.model, row_corrections(engine.policy.soup, values, [1.0 / n] * n), 1.0)
     with torch.no_grad():
@@ -318,7 +343,7 @@ def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -
     streamed token and to the full response, for MAGE (implicit) and Rewarded Soup, median over μs."""
     from .service import Service
 
-    service = Service()
+    service = Service(device=TARGET["device"], dtype=TARGET["dtype"])
     service.engine(task)  # loading is a one-off start-up cost, not per slider move
     n = len(service.objectives(task))
     prefs = [[(i + j) % n + 1.0 for j in range(n)] for i in range(repeats + 1)]  # a different μ every request
@@ -349,7 +374,6 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
     decode overhead of the corrected head vs the plain merged model (the uniform soup)."""
     from .decoding import SamplingConfig, generate
     from .merging import Soup
-    from .models import load_base
     from .react import CorrectedHead, ReactState, correction
 
     gen = torch.Generator().manual_seed(0)
@@ -368,7 +392,7 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
     results["w_mu_new_preference"] = timed(lambda: state.factored(next(prefs)), 4 * repeats)  # what decoding uses: one Cholesky
     results["ratio_explicit_over_factored"] = results["w_mu_new_preference_explicit"]["median_s"] / results["w_mu_new_preference"]["median_s"]
     # decode overhead: the corrected head on the merged model vs the plain merged model
-    model, tokenizer = load_base()
+    model, tokenizer = _load()
     adapters, source = _adapters(model, tokenizer, 3)
     Soup(model, adapters).apply([1 / 3] * 3)
     head = model.lm_head
@@ -404,7 +428,7 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
     from .tasks import get_task
 
     t = get_task(task)
-    engine = Engine(t)
+    engine = Engine(t, device=TARGET["device"], dtype=TARGET["dtype"])
     grid = ((0.2, 0.8), (0.8, 0.2)) if len(t.objectives) == 2 else ((0.6, 0.2, 0.2), (0.2, 0.2, 0.6))
     config = SweepConfig(task=task, methods=("bone",), prompts=prompts, grid=grid)
     sampling = SamplingConfig(max_new_tokens=t.max_new_tokens, **EVAL_SAMPLING)
@@ -460,9 +484,7 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
     from .decoding import SamplingConfig, generate
     from .fused import FusedImplicit, row_corrections
     from .merging import Soup
-    from .models import load_base
-
-    model, tokenizer = load_base()
+    model, tokenizer = _load()
     soup = Soup(model, _random_adapters(model, 3, seed=1))
     soup.apply([1 / 3] * 3)
     fused = FusedImplicit(model, row_corrections(soup, _random_adapters(model, 3, seed=2), [1 / 3] * 3), 1.0)

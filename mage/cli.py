@@ -11,7 +11,7 @@ from typing import Callable
 from .decoding import SamplingConfig
 from .io import write_text_atomic
 from .merging import DEFAULT_BETA, training_weights
-from .models import DEFAULT_BASE
+from .models import DEFAULT_BASE, DTYPES
 
 
 def parse_weights(text: str) -> list[float]:
@@ -28,7 +28,7 @@ def _train_config(args):
 
     pool = default_pool(get_task(args.task), samples_per_prompt=args.samples, max_prompts=args.max_prompts, batch_size=args.pool_batch_size, seed=args.seed)
     return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, batch_size=args.batch_size, seed=args.seed, normalize=args.normalize, pool=pool,
-                       trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta, rounds=args.rounds)
+                       trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta, rounds=args.rounds, device=args.device)
 
 
 def cmd_train(args) -> None:
@@ -52,6 +52,13 @@ def cmd_train_set(args) -> None:
         train_adapter(args.task, weights, root / name, _train_config(args), command=_command())
 
 
+def _precision_warning(dtype: str) -> None:
+    from .models import HALF_DTYPES, HALF_PRECISION_NOTE
+
+    if dtype in HALF_DTYPES:
+        print(f"mage: note: {HALF_PRECISION_NOTE}", file=sys.stderr)
+
+
 def _sampling(args, task) -> SamplingConfig:
     return SamplingConfig(max_new_tokens=args.max_new_tokens or task.max_new_tokens, temperature=args.temperature,
                           top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, greedy=args.greedy)
@@ -60,7 +67,7 @@ def _sampling(args, task) -> SamplingConfig:
 def cmd_generate(args) -> None:
     from .io import clean_text
     from .methods import Engine, get_method
-    from .objectives import score_all
+    from .objectives import score_all, use_device
     from .tasks import get_task
 
     task = get_task(args.task)
@@ -69,7 +76,9 @@ def cmd_generate(args) -> None:
     args.prompt = clean_text(args.prompt)  # invalid UTF-8 in argv arrives as surrogate escapes
     if not args.prompt.strip():
         raise SystemExit("mage generate: --prompt is empty; fix: pass the request (or article) to respond to")
-    engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates)
+    _precision_warning(args.dtype)
+    use_device(args.device)
+    engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates, device=args.device, dtype=args.dtype)
     gen = engine.generate(args.method, args.weights, [args.prompt], sampling, strength=args.strength, seed=args.seed)[0]
     if args.json:
         merged = engine.current
@@ -88,7 +97,7 @@ def cmd_train_values(args) -> None:
 
     task = get_task(args.task)
     config = ValueConfig(kind=args.kind, base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed,
-                         pool=default_pool(task), train_prompts=args.max_prompts, train_samples=args.samples_per_prompt)
+                         pool=default_pool(task), train_prompts=args.max_prompts, train_samples=args.samples_per_prompt, device=args.device)
     for objective in args.objective or task.objectives:
         folder = value_dir(task, args.kind) / objective
         if (folder / "mage_manifest.json").is_file() and not args.force:
@@ -101,7 +110,7 @@ def cmd_react_calibrate(args) -> None:
     from .methods import Engine
     from .react import calibrate, react_path
 
-    engine = Engine(args.task, base=args.base)
+    engine = Engine(args.task, base=args.base, device=args.device)
     state = calibrate(engine, prompts_per_objective=args.prompts, beta=args.beta, seed=args.seed)
     path = react_path(engine.task)
     state.meta["command"] = _command()
@@ -139,8 +148,11 @@ def cmd_table(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .objectives import use_device
     from .sweep import SweepConfig, chosen_strengths, run_sweep
 
+    _precision_warning(args.dtype)
+    use_device(args.device)
     methods = tuple(args.methods.split(","))
     # --strength sets every guided method's strength; without it each uses the one choose-strength picked (else 1.0)
     chosen = {} if args.strength is not None else chosen_strengths(args.task, methods)
@@ -148,7 +160,7 @@ def cmd_evaluate(args) -> None:
         print(f"mage: {method} at guidance strength {strength:g} (chosen on the validation split)")
     config = SweepConfig(task=args.task, methods=methods, prompts=args.prompts, samples=args.samples, seed=args.seed,
                          split=args.split, strength=1.0 if args.strength is None else args.strength, base=args.base, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())))
+                         batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())), device=args.device, dtype=args.dtype)
     result = run_sweep(config, Path(args.out) if args.out else None)
     for method, s in result.get("summary", {}).items():
         print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
@@ -228,13 +240,14 @@ def cmd_compare(args) -> None:
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
-    pool_stats(args.task, base=args.base)
+    pool_stats(args.task, base=args.base, ship=args.ship)
 
 
 def cmd_bench(args) -> None:
     from .bench import run_bench
 
-    run_bench(args.part, repeats=args.repeats)
+    _precision_warning(args.dtype)
+    run_bench(args.part, repeats=args.repeats, device=args.device, dtype=args.dtype)
 
 
 def cmd_build_base(args) -> None:
@@ -264,7 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    def device_args(p, dtype: bool = True):
+        p.add_argument("--device", default="auto", help="auto (a GPU when present, else the CPU), cpu, cuda or cuda:N")
+        if dtype:
+            p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="the base model's weights (16-bit rounds the folded merge; see docs/PERFORMANCE.md)")
+
     def common_train(p):
+        device_args(p, dtype=False)  # training precision follows the device: fp32 on a CPU, bf16 mixed precision on a GPU that has it
         p.add_argument("--task", required=True, help="assistant or summary")
         p.add_argument("--base", default=DEFAULT_BASE, help="base model: embedded alias, folder or hub id")
         p.add_argument("--epochs", type=int, default=3)
@@ -302,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--max-prompts", type=int, default=None, help="train on the shared pool's first N prompts only (the pool is not resampled)")
     p.add_argument("--samples-per-prompt", type=int, default=None, help="explicit models: the first S pool samples of each prompt (default: all)")
+    device_args(p, dtype=False)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 
@@ -333,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", default=DEFAULT_BASE)
+    device_args(p, dtype=False)
 
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
     p.add_argument("--task", required=True)
@@ -351,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--json", action="store_true", help="print one JSON object with the response and every objective's score")
+    device_args(p)
 
     p = add("objectives", cmd_objectives, "validate the objectives and their judges on the test-split sets, or refit the probes / judges")
     p.add_argument("action", choices=["check", "fit-probes", "fit-judges"])
@@ -382,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)")
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json; with a --beta other than the default, <task>-beta<β>.json)")
+    device_args(p)
 
     p = add("choose-strength", cmd_choose_strength, "pick a guidance strength on the validation split (best mean Σ μ_i r_i over the grid)")
     p.add_argument("--task", required=True)
@@ -418,10 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)
     p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--ship", action="store_true", help="also copy the pool beside the task's checkpoints (checkpoints/<task>/pools/), "
+                   "so a fresh machine trains from it instead of re-sampling")
 
     p = add("bench", cmd_bench, "benchmarks; results under assets/bench/")
     p.add_argument("part", nargs="?", default="all")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
+    p.add_argument("--device", default="cpu", help="cpu (default: the committed numbers), cuda, cuda:N or auto; other than the CPU writes <part>-<device>-<dtype>.json")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
 
     p = add("build-base", cmd_build_base, "build (once) and print the path of the base model")
     p.add_argument("--base", default=DEFAULT_BASE)

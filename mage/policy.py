@@ -72,13 +72,13 @@ class PolicyBank:
     """
 
     def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, kinds: Sequence[str] = ("experts", "backbones"), model=None, tokenizer=None, strict: bool = False,
-                 device: str | None = "cpu"):
+                 device: str | None = "cpu", dtype: str | None = None):
         """Load ``kinds`` of ingredients. A missing or damaged kind raises with ``strict``; otherwise it is
         recorded in :attr:`missing` and only the methods that need it fail (with the same message)."""
         self.task = get_task(task) if isinstance(task, str) else task
         self.beta = beta
         if model is None:
-            model, tokenizer = load_base(base, device=device)
+            model, tokenizer = load_base(base, device=device, dtype=dtype)
         self.model, self.tokenizer = model, tokenizer
         fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
         self.groups: dict[str, slice] = {}

@@ -7,6 +7,7 @@ resumes where it stopped) and sharded over processes under ``torchrun`` / ``acce
 """
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig, decode_batch, sample_seed
-from .io import append_rows, open_journal, read_journal, read_json, read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
+from .io import append_rows, open_journal, read_journal, read_json, read_jsonl, sha256_text, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from .models import cache_dir, fingerprint_model
 from .objectives import get_objective, score_all
 from .parallel import barrier, rank_world
@@ -49,6 +50,35 @@ def _signatures_path(final: Path) -> Path:
     return final.with_suffix(".scorers.json")
 
 
+def shipped_path(task: Task, final: Path) -> Path:
+    """Where a task's training pool ships beside its checkpoints (gzip-compressed JSONL): the data the
+    committed models were trained on, and what a fresh machine reads instead of re-sampling it."""
+    from .policy import checkpoints_root
+
+    return checkpoints_root() / task.name / "pools" / f"{final.name}.gz"
+
+
+def ship_pool(task: Task, final: Path) -> Path:
+    """Copy a finished pool (and its scorer signatures) beside the task's checkpoints."""
+    target = shipped_path(task, final)
+    write_bytes_atomic(target, gzip.compress(final.read_bytes(), mtime=0))
+    write_json_atomic(_signatures_path(target.with_suffix("")), read_json(_signatures_path(final)))
+    return target
+
+
+def _restore_shipped(task: Task, final: Path) -> bool:
+    """Unpack a shipped pool into the cache (its samples are keyed like the cache's; stale scores are redone)."""
+    shipped = shipped_path(task, final)
+    if not shipped.is_file():
+        return False
+    write_bytes_atomic(final, gzip.decompress(shipped.read_bytes()))
+    signatures = _signatures_path(shipped.with_suffix(""))
+    if signatures.is_file():
+        write_json_atomic(_signatures_path(final), read_json(signatures))
+    print(f"mage: pool {final.name} restored from {shipped}", flush=True)
+    return True
+
+
 def score_pool(task: Task, final: Path, rows: list[dict]) -> list[dict]:
     """Score every row by every objective of the task and write the pool (and its scorer signatures) atomically."""
     scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])
@@ -76,6 +106,9 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
     """
     final = pool_path(task, model, config, tag)
     rank, world = rank_world()
+    if rank == 0 and not final.is_file():
+        _restore_shipped(task, final)
+    barrier(world)
     if final.is_file():
         if rank == 0:
             _rescore_if_stale(task, final)

@@ -81,19 +81,22 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None) -> dict:
-    """Objective correlations over the base-model training pool: is the trade-off real?"""
+def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, ship: bool = False) -> dict:
+    """Objective correlations over the base-model training pool: is the trade-off real? ``ship`` also
+    copies the pool beside the task's checkpoints (:func:`mage.pools.ship_pool`)."""
     import statistics
 
     from scipy.stats import pearsonr, spearmanr
 
     from .models import load_base
-    from .pools import sample_pool
+    from .pools import pool_path, sample_pool, ship_pool
     from .tasks import get_task
     from .training import default_pool
 
     model, tokenizer = load_base(base)
     pool = sample_pool(get_task(task), model, tokenizer, default_pool(get_task(task)))
+    if ship:
+        print(f"mage: pool shipped to {ship_pool(get_task(task), pool_path(get_task(task), model, default_pool(get_task(task))))}")
     objectives = list(get_task(task).objectives)
     values = {o: [r["scores"][o] for r in pool] for o in objectives}
     pairs = {}

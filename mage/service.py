@@ -26,8 +26,8 @@ from .adapters import CheckpointError
 from .io import clean_text
 from .decoding import SamplingConfig
 from .merging import normalize_weights
-from .models import DEFAULT_BASE, pick_device
-from .objectives import score_all
+from .models import DEFAULT_BASE, HALF_DTYPES, HALF_PRECISION_NOTE, pick_device, pick_dtype
+from .objectives import score_all, use_device
 from .methods import METHODS, Engine
 from .tasks import get_task
 
@@ -77,8 +77,10 @@ class Reply:
 
 
 class Service:
-    def __init__(self, base: str = DEFAULT_BASE):
-        self.base = base
+    def __init__(self, base: str = DEFAULT_BASE, *, device: str | None = "auto", dtype: str = "float32"):
+        """``device``: "auto" (a GPU when present), "cpu" or "cuda[:N]"; ``dtype``: the base model's weights."""
+        self.base, self._device, self.dtype = base, str(pick_device(device)), str(pick_dtype(dtype)).removeprefix("torch.")
+        use_device(self._device)  # the live scores' encoders run beside the models
         self._engines: dict[str, Engine] = {}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
 
@@ -88,7 +90,11 @@ class Service:
         return self._compute.submit(fn, *args, **kwargs).result()
 
     def device(self) -> str:
-        return str(pick_device(None))
+        return self._device
+
+    def precision_note(self) -> str:
+        """What the page says about the dtype: 16-bit folding rounds the merge (empty for 32/64-bit)."""
+        return HALF_PRECISION_NOTE if self.dtype in HALF_DTYPES else ""
 
     def objectives(self, task: str) -> list[str]:
         return list(get_task(task).objectives)
@@ -178,7 +184,7 @@ class Service:
 
     def _load(self, name: str) -> None:
         if name not in self._engines:  # a second request may have queued the same load
-            self._engines[name] = Engine(name, base=self.base, device=self.device())  # a GPU when present
+            self._engines[name] = Engine(name, base=self.base, device=self._device, dtype=self.dtype)
 
     def validate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> Request:

@@ -60,6 +60,8 @@ class SweepConfig:
     grid: tuple[tuple[float, ...], ...] | None = None  # None = SPEC §4's grid
     beta: float = DEFAULT_BETA  # which Bone-Soup backbones (checkpoints/<task>/backbones-b<β>) bone / aba / mage-* use
     method_strengths: tuple[tuple[str, float], ...] = ()  # per-method guidance strength overriding ``strength``
+    device: str = "cpu"  # "auto": a GPU when present; not part of a point's key (a sweep resumes on another device)
+    dtype: str = "float32"  # the base model's weights: part of a point's key (16-bit folding rounds the merge)
 
     def strength_for(self, method: str) -> float:
         return dict(self.method_strengths).get(method, self.strength)
@@ -74,7 +76,7 @@ def _point_key(config: SweepConfig, method: str, weights, checkpoints: str) -> s
     signatures (a point scored by an earlier version of a scorer is re-measured, never reused)."""
     from .pools import scorer_signatures
 
-    settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size", "method_strengths")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("methods", "grid", "batch_size", "method_strengths", "device")}
     parts = [settings, method, [round(w, 6) for w in weights], checkpoints, scorer_signatures(get_task(config.task))]
     if method in dict(config.method_strengths):
         parts.append(["strength", config.strength_for(method)])
@@ -114,7 +116,7 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
     task = get_task(config.task)
     grid = [list(p) for p in config.grid] if config.grid else preference_grid(len(task.objectives))
     rank, world = rank_world()
-    engine = engine or Engine(task, base=config.base, beta=config.beta)
+    engine = engine or Engine(task, base=config.base, beta=config.beta, device=config.device, dtype=config.dtype)
     fingerprint = fingerprint_model(engine.policy.model)
     hashes = {m: checkpoint_hash(engine, m) for m in config.methods}
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)

@@ -29,7 +29,7 @@ from .adapters import save_adapter
 from .decoding import encode_prompts
 from .io import atomic_dir, write_text_atomic
 from .merging import normalize_weights
-from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
+from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base, pick_device
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
 
@@ -50,6 +50,7 @@ class TrainConfig:
     grpo_steps: int = 15
     grpo_beta: float = 0.0  # KL penalty; TRL's default is 0
     rounds: int = 1  # bon-sft: round 1 selects from the shared base pool; round k > 1 from the round-(k-1) model's own samples
+    device: str = "auto"  # sampling and training: a GPU when present (bf16 mixed precision where it has it), else the CPU
 
     def __post_init__(self):
         if self.trainer not in ("bon-sft", "grpo"):
@@ -113,16 +114,21 @@ def _lora(config: "TrainConfig"):
     return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
 
 
-def use_bf16() -> bool:
-    """bf16 where it is fast (a GPU that supports it, e.g. the papers' scale); fp32 on a CPU."""
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def on_cpu(config) -> bool:
+    """Does this run train on the CPU? (``config.device``: auto = a GPU when present)."""
+    return pick_device(config.device).type == "cpu"
 
 
-def _common_args(config, scratch: str) -> dict:  # config: anything with learning_rate, batch_size, seed
-    """Trainer arguments right for this machine: fp32 on a CPU (TRL's defaults assume bf16 on a GPU), bf16 on a GPU that has it."""
+def use_bf16(config) -> bool:
+    """bf16 mixed precision where it is fast (a GPU that supports it, e.g. the papers' scale); fp32 on a CPU."""
+    return not on_cpu(config) and torch.cuda.is_bf16_supported()
+
+
+def _common_args(config, scratch: str) -> dict:  # config: anything with learning_rate, batch_size, seed, device
+    """Trainer arguments right for the device: fp32 on a CPU (TRL's defaults assume bf16 on a GPU), bf16 on a GPU that has it."""
     return dict(output_dir=scratch, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size, logging_steps=5,
-                save_strategy="no", report_to=[], seed=config.seed, bf16=use_bf16(), fp16=False, gradient_checkpointing=use_bf16(),
-                use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+                save_strategy="no", report_to=[], seed=config.seed, bf16=use_bf16(config), fp16=False, gradient_checkpointing=use_bf16(config),
+                use_cpu=on_cpu(config), dataloader_num_workers=0)
 
 
 def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: int) -> Path:
@@ -131,7 +137,8 @@ def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: in
     from .io import sha256_text
     from .models import cache_dir
 
-    key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], _jsonable(asdict(config))], sort_keys=True))[:12]
+    settings = {k: v for k, v in _jsonable(asdict(config)).items() if k != "device"}  # a run resumes on another device
+    key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], settings], sort_keys=True))[:12]
     return cache_dir() / "rounds" / task.name / key / f"round{k}"
 
 
@@ -219,7 +226,7 @@ def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path,
     task = get_task(task_name)
     weights = normalize_weights(weights, len(task.objectives))
     started = time.time()
-    model, tokenizer = load_base(config.base)
+    model, tokenizer = load_base(config.base, device=config.device)
     base_fp, tok_fp = fingerprint_model(model), fingerprint_tokenizer(tokenizer)
     with tempfile.TemporaryDirectory() as scratch:
         trainer, stats = TRAINERS[config.trainer](task, weights, model, tokenizer, config, scratch)

