@@ -16,6 +16,7 @@ import os
 
 import gradio as gr
 
+from mage.limits import BODY_BYTES
 from mage.models import DTYPES
 from mage.service import MAX_METHODS, MAX_NEW_TOKENS, MAX_STRENGTH, METHOD_LABELS, Service
 from mage.tasks import TASKS
@@ -202,4 +203,4 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
 demo.queue(max_size=16, default_concurrency_limit=1)  # a bounded queue: the 17th waiting request is refused
 
 if __name__ == "__main__":
-    demo.launch(server_name=SETTINGS.host, server_port=SETTINGS.port)
+    demo.launch(server_name=SETTINGS.host, server_port=SETTINGS.port, app_kwargs={"max_body_size": BODY_BYTES})  # a 50 MB paste is refused at the door

@@ -134,6 +134,25 @@ def load_adapter(folder: str | Path, *, base_fingerprint: str | None = None, tok
     factors = {m: (p["A"], p["B"]) for m, p in sorted(parts.items()) if "A" in p and "B" in p}
     if not factors:
         raise CheckpointError(f"{folder / WEIGHTS} holds no LoRA factors; fix: point at a peft LoRA adapter folder")
+    bad = [m for m, (a, b) in factors.items() if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()))]
+    if bad:
+        raise CheckpointError(f"{folder / WEIGHTS} holds NaN or infinite values (in {bad[0]}{' and others' if len(bad) > 1 else ''}); fix: retrain the checkpoint")
+    ranks = {m: (a.shape[0], b.shape[1]) for m, (a, b) in factors.items()}
+    if any(ra != rb for ra, rb in ranks.values()) or len({ra for ra, _ in ranks.values()}) != 1:
+        raise CheckpointError(f"{folder / WEIGHTS} has LoRA factors of inconsistent ranks {sorted(set(ranks.values()))}; fix: retrain the checkpoint")
     r, alpha = config["r"], config["lora_alpha"]
     scaling = alpha / (r ** 0.5) if config.get("use_rslora") else alpha / r
-    return LoraAdapter(name or folder.name, float(scaling), factors, meta=manifest)
+    return LoraAdapter(name or folder.name, float(scaling), factors, meta={**manifest, "folder": str(folder)})
+
+
+def check_fits(model: torch.nn.Module, adapter: LoraAdapter) -> None:
+    """Refuse, naming the adapter's folder, an adapter whose modules or shapes the model does not have."""
+    modules = dict(model.named_modules())
+    where = adapter.meta.get("folder", adapter.name)
+    for name, (a, b) in adapter.factors.items():
+        module = modules.get(name)
+        if module is None or not hasattr(module, "weight"):
+            raise CheckpointError(f"{where}: adapter module {name!r} is not in the model; fix: load it onto the base model it was trained on, or retrain it")
+        if tuple(module.weight.shape) != (b.shape[0], a.shape[1]):
+            raise CheckpointError(f"{where}: the factors for {name!r} make a {b.shape[0]}x{a.shape[1]} delta, the model's weight is "
+                                  f"{tuple(module.weight.shape)[0]}x{tuple(module.weight.shape)[1]}; fix: use the base model it was trained on, or retrain it")

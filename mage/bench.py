@@ -11,6 +11,8 @@ Parts:
 - ``app``    — slider move → first streamed token and → full response in the app's service.
 - ``react``  — ReACT's W_μ for a new μ, calibration vs n, decode overhead of the corrected head.
 - ``sweep``  — evaluation-sweep throughput vs plain batched generation of the same merged model.
+- ``devices`` — every method on the bench's device in each dtype: does it run, and does it give the same
+  greedy tokens as float32 on the CPU (the reference, computed in the same run)?
 """
 from __future__ import annotations
 
@@ -557,4 +559,38 @@ def bench_start(repeats: int = 1) -> dict:
             "note": "fresh clone → serving also needs `make setup` (package installs, network-bound), not timed here"}
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start, "profile": bench_profile}
+def bench_devices(repeats: int = 1, task: str = "assistant", prompts: int = 3, new_tokens: int = 16) -> dict:
+    """The method × dtype matrix on the bench's device against float32 on the CPU: runs, and the share of
+    prompts whose greedy tokens are identical (the default model and the task's committed checkpoints)."""
+    from .decoding import SamplingConfig
+    from .methods import METHODS, Engine
+    from .tasks import get_task
+
+    t = get_task(task)
+    inputs = [ex.input for ex in t.examples("test")[:prompts]]
+    config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
+    weights = [1.0 / len(t.objectives)] * len(t.objectives)
+
+    def tokens(engine):
+        out = {}
+        for method in METHODS:
+            try:
+                out[method] = [g.token_ids for g in engine.generate(method, weights, inputs, config)]
+            except Exception as err:  # a benchmark records a crash as a result (the point of this part)
+                out[method] = f"{type(err).__name__}: {err}"[:300]
+        return out
+
+    reference = tokens(Engine(t, device="cpu", dtype="float32"))
+    dtypes = ("float32", "bfloat16", "float64") if TARGET["device"] != "cpu" else ("bfloat16", "float64")
+    matrix = {}
+    for dtype in dtypes:
+        got = tokens(Engine(t, device=TARGET["device"], dtype=dtype))
+        matrix[dtype] = {m: {"runs": isinstance(v, list), **({"same_greedy_tokens": sum(a == b for a, b in zip(v, reference[m])) / len(inputs)}
+                                                              if isinstance(v, list) and isinstance(reference[m], list) else {"error": v if isinstance(v, str) else reference[m]})}
+                         for m, v in got.items()}
+    return {"task": task, "prompts": prompts, "new_tokens": new_tokens, "weights": weights, "reference": "float32 on the CPU",
+            "device": TARGET["device"], "matrix": matrix}
+
+
+PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start, "profile": bench_profile,
+                                         "devices": bench_devices}

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 from .decoding import SamplingConfig
-from .io import write_text_atomic
 from .merging import DEFAULT_BETA, training_weights
 from .models import DEFAULT_BASE, DTYPES
 
@@ -20,6 +19,17 @@ def parse_weights(text: str) -> list[float]:
         return [float(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"weights {text!r} are not comma-separated numbers; fix: write them like 0.2,0.8") from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--max-new-tokens 0`` is refused, not read as "default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; fix: e.g. 48") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1; fix: leave the option out for the default")
+    return value
 
 
 def _train_config(args):
@@ -60,31 +70,40 @@ def _precision_warning(dtype: str) -> None:
 
 
 def _sampling(args, task) -> SamplingConfig:
-    return SamplingConfig(max_new_tokens=args.max_new_tokens or task.max_new_tokens, temperature=args.temperature,
+    return SamplingConfig(max_new_tokens=task.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens, temperature=args.temperature,
                           top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, greedy=args.greedy)
 
 
 def cmd_generate(args) -> None:
     from .io import clean_text
+    from .limits import check_prompt
+    from .merging import normalize_weights
     from .methods import Engine, get_method
+    from .models import load_tokenizer
     from .objectives import score_all, use_device
     from .tasks import get_task
 
+    # every argument is checked before a model loads (seconds and hundreds of MB)
     task = get_task(args.task)
     sampling = _sampling(args, task)
-    get_method(args.method)
+    method = get_method(args.method)
+    normalize_weights(args.weights, len(task.objectives))
     args.prompt = clean_text(args.prompt)  # invalid UTF-8 in argv arrives as surrogate escapes
     if not args.prompt.strip():
         raise SystemExit("mage generate: --prompt is empty; fix: pass the request (or article) to respond to")
+    check_prompt(load_tokenizer(args.base), task, args.prompt, base=args.base, max_new_tokens=sampling.max_new_tokens)
+    if method.guide is None and args.strength is not None:
+        print(f"mage: note: --strength is ignored: method {method.name!r} has no guidance", file=sys.stderr)
+    strength = (1.0 if args.strength is None else args.strength) if method.guide else None
     _precision_warning(args.dtype)
     use_device(args.device)
     engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates, device=args.device, dtype=args.dtype)
-    gen = engine.generate(args.method, args.weights, [args.prompt], sampling, strength=args.strength, seed=args.seed)[0]
+    gen = engine.generate(args.method, args.weights, [args.prompt], sampling, strength=1.0 if strength is None else strength, seed=args.seed)[0]
     if args.json:
         merged = engine.current
         scores = {k: v[0] for k, v in score_all(task.objectives, [args.prompt], [gen.text]).items()}
         print(json.dumps({"task": task.name, "method": args.method, "weights": merged.weights if merged else None,
-                          "coefficients": merged.coefficients if merged else None, "strength": args.strength,
+                          "coefficients": merged.coefficients if merged else None, "strength": strength,
                           "seed": args.seed, "response": gen.text, "finished": gen.finished, "scores": scores}, ensure_ascii=False))
     else:
         print(gen.text)
@@ -110,12 +129,14 @@ def cmd_react_calibrate(args) -> None:
     from .methods import Engine
     from .react import calibrate, react_path
 
+    from .models import fingerprint_model, fingerprint_tokenizer
+
     engine = Engine(args.task, base=args.base, device=args.device)
     state = calibrate(engine, prompts_per_objective=args.prompts, beta=args.beta, seed=args.seed)
-    path = react_path(engine.task)
     state.meta["command"] = _command()
-    state.save(path)
-    write_text_atomic(path.parent / "README.md", f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n")
+    path = state.save_checkpoint(react_path(engine.task).parent, base_fingerprint=fingerprint_model(engine.policy.model),
+                                 tokenizer_fingerprint=fingerprint_tokenizer(engine.policy.tokenizer),
+                                 readme=f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n")
     print(f"mage: ReACT corrections for {state.objectives} saved to {path} ({state.meta['wall_time_s']} s)")
 
 
@@ -358,12 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
     p.add_argument("--task", required=True)
     p.add_argument("--method", default="bone", help="base, rs, bone, aba, mage-e, mage-i, ensemble-e, ensemble-i, sft+e, sft+i, mod, react")
-    p.add_argument("--strength", type=float, default=1.0, help="guidance strength w (guided methods; 0 = plain decoding)")
+    p.add_argument("--strength", type=float, default=None, help="guidance strength w of a guided method (default 1; 0 = plain decoding)")
     p.add_argument("--top-k-candidates", type=int, default=10, help="candidates re-scored by explicit value guidance")
     p.add_argument("--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)")
     p.add_argument("--prompt", required=True, help="the request (assistant) or the article (summary)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's cap")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="default: the task's cap")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--top-k", type=int, default=0)
@@ -399,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--strength", type=float, default=None, help="guidance strength of every guided method (default: each method's "
                    "choice in assets/results/<task>-strength-<method>.json, else 1.0)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)")
     p.add_argument("--base", default=DEFAULT_BASE)
@@ -412,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strengths", default="0,0.5,1,2,4")
     p.add_argument("--prompts", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None)
 

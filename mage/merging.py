@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .adapters import LoraAdapter
+from .adapters import CheckpointError, LoraAdapter
 
 DEFAULT_BETA = 0.7  # the paper's choice, from {0.6, 0.7, 0.8} by hypervolume
 
@@ -103,13 +103,15 @@ def coefficients(method: str, weights: Sequence[float], *, beta: float = DEFAULT
 
 # --------------------------------------------------------------------------- delta-space merging
 
-def _check_compatible(adapters: Sequence[LoraAdapter]) -> list[str]:
+def check_compatible(adapters: Sequence[LoraAdapter]) -> list[str]:
+    """The target modules all ``adapters`` share; refuses (naming their folders) adapters that target others."""
     if not adapters:
         raise ValueError("merging needs at least one adapter")
     modules = sorted(adapters[0].factors)
     for adapter in adapters[1:]:
         if sorted(adapter.factors) != modules:
-            raise ValueError(f"adapter {adapter.name!r} targets other modules than {adapters[0].name!r}; fix: train all ingredients with the same LoRA target_modules")
+            raise CheckpointError(f"adapter {adapter.meta.get('folder', adapter.name)!r} targets other modules than {adapters[0].meta.get('folder', adapters[0].name)!r}; "
+                                  f"fix: train all ingredients with the same LoRA target_modules")
     return modules
 
 
@@ -120,7 +122,7 @@ def merged_delta(adapters: Sequence[LoraAdapter], coefs: Sequence[float], module
 
 def concat_adapter(adapters: Sequence[LoraAdapter], coefs: Sequence[float], name: str = "soup") -> LoraAdapter:
     """One rank-Σr adapter equal to Σ_j λ_j ΔW_j: A stacked, B blocks scaled by λ_j s_j; scaling 1."""
-    modules = _check_compatible(adapters)
+    modules = check_compatible(adapters)
     factors = {}
     for m in modules:
         a_cat = torch.cat([a.factors[m][0] for a in adapters], dim=0)  # (Σr, in)
@@ -140,7 +142,7 @@ class Soup:
         self.model, self.adapters = model, list(adapters)
         modules = dict(model.named_modules())
         self._targets = []
-        for name in _check_compatible(self.adapters):
+        for name in check_compatible(self.adapters):
             if name not in modules:
                 raise ValueError(f"adapter module {name!r} is not in the model; fix: load the adapter onto the base model it was trained on")
             weight = modules[name].weight

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from .adapters import CheckpointError
+from .adapters import CheckpointError, check_fits
 from .decoding import Generation, SamplingConfig, generate
 from .fused import FusedImplicit, row_corrections
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
@@ -87,6 +87,8 @@ class GuidanceBank:
         else:
             fps = dict(base_fingerprint=fingerprint_model(policy_model), tokenizer_fingerprint=fingerprint_tokenizer(policy_tokenizer))
         self.values = load_values(task, kind, **fps)
+        for value in self.values:  # a value adapter that does not fit is refused by name before any guide is built
+            check_fits(policy_model if policy_model is not None else self._model, value.adapter)
         self._members: list[torch.nn.Module] | None = None
 
     def _load_model(self) -> None:
@@ -153,7 +155,7 @@ class Engine:
             path = react_path(self.task)
             if not path.is_file():
                 raise CheckpointError(f"{path} is missing: ReACT is not calibrated for task {self.task.name!r}; fix: python -m mage react-calibrate --task {self.task.name}")
-            self._react = ReactState.load(path)
+            self._react = ReactState.load(path, base_fingerprint=fingerprint_model(self.policy.model), tokenizer_fingerprint=fingerprint_tokenizer(self.policy.tokenizer))
             if self._react.objectives != list(self.task.objectives):
                 raise CheckpointError(f"{path} holds corrections for {self._react.objectives}, the task has {list(self.task.objectives)}; fix: python -m mage react-calibrate --task {self.task.name}")
             if self._react.ws.shape[-1] != self.policy.model.config.hidden_size:

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -179,10 +180,25 @@ def resolve_base(name: str = DEFAULT_BASE) -> str:
     )
 
 
+@contextmanager
+def readable(name: str, source: str):
+    """Errors reading a base model's files become one ValueError naming the model and the fix."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        raise ValueError(f"the base model {name!r} ({source}) cannot be loaded: {type(err).__name__}: {str(err)[:300]}; "
+                         f"fix: point --base at a folder saved with save_pretrained (config.json, tokenizer and safetensors weights), "
+                         f"an embedded alias ({', '.join(EMBEDDED)}) or a hub id") from None
+
+
 def load_tokenizer(name: str = DEFAULT_BASE):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base(name))
+    source = resolve_base(name)
+    with readable(name, source):
+        tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -194,7 +210,8 @@ def load_base(name: str = DEFAULT_BASE, *, dtype: "str | torch.dtype | None" = t
 
     source = resolve_base(name)
     target = pick_dtype(dtype)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")  # as stored: the fingerprint reads the weights before any rounding
+    with readable(name, source):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")  # as stored: the fingerprint reads the weights before any rounding
     model._mage_fingerprint = fingerprint_model(model)
     model.to(device=pick_device(device), dtype=target).eval()
     model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id

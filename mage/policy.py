@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .adapters import CheckpointError, LoraAdapter, load_adapter
+from .adapters import CheckpointError, LoraAdapter, check_fits, load_adapter
 from .decoding import Generation, SamplingConfig, generate
-from .merging import DEFAULT_BETA, MERGE_METHODS, Soup, coefficients, get_merge_method
+from .merging import DEFAULT_BETA, MERGE_METHODS, Soup, check_compatible, coefficients, get_merge_method
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
 from .tasks import Task, get_task
 
@@ -55,6 +55,14 @@ def load_ingredients(task: Task, kind: str, beta: float = DEFAULT_BETA, *, base_
     return adapters
 
 
+def _check_kind(model, adapters: Sequence[LoraAdapter]) -> list[LoraAdapter]:
+    """A kind's adapters, each checked to fit the model: a bad one fails its own kind, not the task."""
+    for adapter in adapters:
+        check_fits(model, adapter)
+    check_compatible(adapters)
+    return list(adapters)
+
+
 @dataclass
 class MergedPolicy:
     """The result of merging: which method, preference and coefficients the model now carries."""
@@ -86,7 +94,7 @@ class PolicyBank:
         self.missing: dict[str, str] = {}
         for kind in kinds:
             try:
-                loaded = load_ingredients(self.task, kind, beta, **fps)
+                loaded = _check_kind(model, load_ingredients(self.task, kind, beta, **fps))
             except CheckpointError as err:
                 if strict:
                     raise

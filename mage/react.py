@@ -122,13 +122,38 @@ class ReactState:
         meta = {k: str(v) for k, v in self.meta.items()} | {"objectives": ",".join(self.objectives)}
         write_bytes_atomic(path, save({"W": self.ws.float().contiguous(), "C": self.cs.float().contiguous()}, metadata=meta))
 
-    @classmethod
-    def load(cls, path: str | Path) -> "ReactState":
-        from safetensors import safe_open
+    def save_checkpoint(self, folder: str | Path, *, base_fingerprint: str, tokenizer_fingerprint: str, readme: str) -> Path:
+        """The corrections, a README and a manifest (hashes and fingerprints, as adapters have), published whole."""
+        from .adapters import write_manifest
+        from .io import atomic_dir, write_text_atomic
 
-        with safe_open(str(path), "pt") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
+        with atomic_dir(folder) as tmp:
+            self.save(tmp / REACT_FILE)
+            write_text_atomic(tmp / "README.md", readme)
+            write_manifest(tmp, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint)
+        return Path(folder) / REACT_FILE
+
+    @classmethod
+    def load(cls, path: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None, verify: bool = True) -> "ReactState":
+        """Read the corrections; with ``verify`` (the default) the folder's manifest is checked first, so a
+        damaged file or one calibrated for another model is refused by name instead of decoding garbage."""
+        from safetensors import SafetensorError, safe_open
+
+        from .adapters import CheckpointError, verify_checkpoint
+
+        path = Path(path)
+        if verify:
+            verify_checkpoint(path.parent, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint)
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = dict(f.metadata() or {})
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} cannot be read ({err}); fix: python -m mage react-calibrate --task <task>") from None
+        if "objectives" not in meta or not {"W", "C"} <= tensors.keys():
+            raise CheckpointError(f"{path} is not a ReACT calibration (no W, C or objectives); fix: python -m mage react-calibrate --task <task>")
+        if not all(bool(torch.isfinite(t).all()) for t in (tensors["W"], tensors["C"])):
+            raise CheckpointError(f"{path} holds NaN or infinite values; fix: python -m mage react-calibrate --task <task>")
         return cls(meta.pop("objectives").split(","), tensors["W"].double(), tensors["C"].double(), meta)
 
 
@@ -150,10 +175,13 @@ def final_states(model, tokenizer, prompts: Sequence[list[dict]], responses: Seq
     return torch.cat(columns, dim=1).double()
 
 
+REACT_FILE = "react.safetensors"
+
+
 def react_path(task) -> Path:
     from .policy import checkpoints_root
 
-    return checkpoints_root() / task.name / "react" / "react.safetensors"
+    return checkpoints_root() / task.name / "react" / REACT_FILE
 
 
 def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = DEFAULT_BETA, seed: int = 0, max_new_tokens: int | None = None, progress: bool = True) -> ReactState:

@@ -26,14 +26,14 @@ from .adapters import CheckpointError
 from .io import clean_text
 from .decoding import SamplingConfig
 from .merging import normalize_weights
-from .models import DEFAULT_BASE, HALF_DTYPES, HALF_PRECISION_NOTE, pick_device, pick_dtype
+from .limits import check_prompt
+from .models import DEFAULT_BASE, HALF_DTYPES, HALF_PRECISION_NOTE, load_tokenizer, pick_device, pick_dtype
 from .objectives import score_all, use_device
 from .methods import METHODS, Engine
 from .tasks import get_task
 
 log = logging.getLogger("mage.service")
 RESULTS_DIR = Path(os.environ.get("MAGE_RESULTS") or Path(__file__).resolve().parent.parent / "assets" / "results")  # cached sweeps the plot draws
-MAX_PROMPT_CHARS = 4000  # longer prompts are truncated (with a notice)
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 MAX_METHODS = 4  # methods side by side
 MAX_STRENGTH = 5.0
@@ -81,6 +81,7 @@ class Service:
         """``device``: "auto" (a GPU when present), "cpu" or "cuda[:N]"; ``dtype``: the base model's weights."""
         self.base, self._device, self.dtype = base, str(pick_device(device)), str(pick_dtype(dtype)).removeprefix("torch.")
         use_device(self._device)  # the live scores' encoders run beside the models
+        self._tokenizer = None
         self._engines: dict[str, Engine] = {}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
 
@@ -91,6 +92,12 @@ class Service:
 
     def device(self) -> str:
         return self._device
+
+    def tokenizer(self):
+        """The base model's tokenizer alone (to measure prompts before any model loads), loaded once."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.base)
+        return self._tokenizer
 
     def precision_note(self) -> str:
         """What the page says about the dtype: 16-bit folding rounds the merge (empty for 32/64-bit)."""
@@ -194,9 +201,6 @@ class Service:
         prompt = clean_text(prompt or "").strip()
         if not prompt:
             raise ValueError("the prompt is empty; type a request (or paste an article for the summary task)")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            prompt = prompt[:MAX_PROMPT_CHARS]
-            notices.append(f"the prompt was truncated to its first {MAX_PROMPT_CHARS} characters")
         if not methods:
             raise ValueError("no method selected; tick at least one method to compare")
         unknown = [m for m in methods if m not in METHODS]
@@ -215,6 +219,7 @@ class Service:
             raise ValueError(f"guidance strength {strength} is out of range; use a number from 0 to {MAX_STRENGTH}")
         mu = self.preference(task, sliders)
         sampling = SamplingConfig(max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy)
+        check_prompt(self.tokenizer(), get_task(task), prompt, base=self.base, max_new_tokens=sampling.max_new_tokens)  # before any model loads
         return Request(get_task(task).name, prompt, mu, list(methods), sampling, int(seed), float(strength), notices)
 
     def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **settings) -> Iterator[tuple[list[Reply], list[str]]]:

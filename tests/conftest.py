@@ -95,7 +95,11 @@ def tiny_checkpoints(tmp_path_factory):
     from mage.methods import Engine
     from mage.react import calibrate, react_path
 
-    calibrate(Engine("summary", base=str(base)), prompts_per_objective=3, max_new_tokens=5, progress=False).save(react_path(task))
+    from mage.models import fingerprint_model, fingerprint_tokenizer
+
+    engine = Engine("summary", base=str(base))
+    calibrate(engine, prompts_per_objective=3, max_new_tokens=5, progress=False).save_checkpoint(
+        react_path(task).parent, base_fingerprint=fingerprint_model(engine.policy.model), tokenizer_fingerprint=fingerprint_tokenizer(engine.policy.tokenizer), readme="test")
     objectives.OBJECTIVES.update(real)
     yield root, base
     os.environ.pop("MAGE_CACHE_DIR")

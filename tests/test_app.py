@@ -216,3 +216,14 @@ def test_plot_axes_handlers_choose_the_projection(tiny_checkpoints, monkeypatch)
     # a pair left over from a three-objective task falls back to the first pair on a two-objective task
     fig = app.pareto("summary", [], [1, 2], 1.0, 1.0, 1.0)
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("faithful", "quality")
+
+
+def test_a_huge_request_body_is_refused_at_the_door(server):
+    import json
+    import urllib.error
+
+    body = json.dumps({"data": ["summary", "x" * (2 << 20)], "fn_index": 0, "session_hash": "huge"}).encode()
+    request = urllib.request.Request(f"{server}/gradio_api/queue/join", data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.URLError) as err:  # 413, or the connection closed while the client still sends
+        urllib.request.urlopen(request, timeout=30)
+    assert getattr(err.value, "code", None) == 413 or isinstance(err.value.reason, (BrokenPipeError, ConnectionResetError))

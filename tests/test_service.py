@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mage.service import MAX_PROMPT_CHARS, Service
+from mage.service import Service
 
 
 @pytest.fixture
@@ -33,9 +33,16 @@ def test_guardrails_name_the_problem(service, prompt, sliders, kwargs, message):
         service.generate("summary", prompt, sliders, ["bone"], max_new_tokens=2, **kwargs)
 
 
-def test_long_prompt_is_truncated_with_a_notice(service):
-    _, notices = service.generate("summary", "word " * MAX_PROMPT_CHARS, [1, 1], ["base"], max_new_tokens=1)
-    assert notices and "truncated" in notices[0]
+def test_a_prompt_over_the_token_limit_is_refused_before_any_model_loads(service):
+    from mage.limits import PROMPT_CHARS
+
+    for prompt, message in (("😀" * 4000, r"16,0\d\d tokens .* the limit is 4\d\d tokens .*context of 512 minus 40 new tokens.*fix: shorten it"),
+                            ("x" * (PROMPT_CHARS + 1), r"32,001 characters; the limit is 32,000 characters")):
+        with pytest.raises(ValueError, match=message):
+            service.generate("summary", prompt, [1, 1], ["base"], max_new_tokens=40)
+    assert service._engines == {}  # measured with the tokenizer alone
+    replies, _ = service.generate("summary", "word " * 60, [1, 1], ["base"], max_new_tokens=2)  # a long but allowed prompt runs
+    assert replies[0].error == ""
 
 
 def test_missing_checkpoints_are_reported_per_method(service):
