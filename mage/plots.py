@@ -27,23 +27,26 @@ def _points(result: dict, method: str, axes: Sequence[int]) -> tuple[list[list[f
 
 
 def front_figure(result: dict, *, axes: tuple[int, int] = (0, 1), methods: Sequence[str] | None = None, highlight: Sequence[float] | None = None,
-                 live: Sequence[dict] = (), title: str | None = None) -> go.Figure:
+                 live: Sequence[dict] = (), title: str | None = None, labels: dict[str, str] | None = None, unit_axes: bool = False) -> go.Figure:
     """Scatter of every method's grid points with its Pareto front as a line (projection on ``axes``).
 
     ``highlight``: a preference μ — each method's record at the nearest grid point is ringed.
-    ``live``: extra points ``{"method", "scores": {objective: value}}`` (e.g. the app's latest samples).
+    ``live``: extra points ``{"method", "scores": {objective: value}}`` (e.g. the app's latest samples),
+    with their ``weights`` and ``prompt`` shown on hover when given. ``labels``: display names of the
+    methods (default: their codes). ``unit_axes``: both axes fixed to [0, 1], the objectives' range.
     """
     objectives = result["objectives"]
     x_name, y_name = objectives[axes[0]], objectives[axes[1]]
+    name = (labels or {}).get
     fig = go.Figure()
-    for method in methods or list(dict.fromkeys(r["method"] for r in result["records"])):
+    for method in list(dict.fromkeys(r["method"] for r in result["records"])) if methods is None else methods:
         pts, records = _points(result, method, axes)
         if not pts:
             continue
         color = PALETTE.get(method, None)
-        labels = ["μ = (" + ", ".join(f"{w:.2f}" for w in r["weights"]) + ")" for r in records]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=method, legendgroup=method,
-                                 marker=dict(color=color, size=8), text=labels, hovertemplate="%{text}<br>" + f"{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra>{method}</extra>"))
+        hover = ["μ = (" + ", ".join(f"{w:.2f}" for w in r["weights"]) + ")" for r in records]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=name(method, method), legendgroup=method,
+                                 marker=dict(color=color, size=8), text=hover, hovertemplate="%{text}<br>" + f"{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra>{name(method, method)}</extra>"))
         front = sorted(pareto_front(pts))
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", line=dict(color=color, width=2),
                                  legendgroup=method, showlegend=False, hoverinfo="skip"))
@@ -52,11 +55,18 @@ def front_figure(result: dict, *, axes: tuple[int, int] = (0, 1), methods: Seque
             fig.add_trace(go.Scatter(x=[nearest["means"][x_name]], y=[nearest["means"][y_name]], mode="markers", legendgroup=method, showlegend=False,
                                      marker=dict(symbol="circle-open", size=18, line=dict(width=3, color=color)), hoverinfo="skip"))
     for method in dict.fromkeys(p["method"] for p in live):  # one legend entry per method, however many samples
-        points = [p["scores"] for p in live if p["method"] == method]
-        fig.add_trace(go.Scatter(x=[p[x_name] for p in points], y=[p[y_name] for p in points], mode="markers", name=f"live: {method}",
-                                 marker=dict(symbol="star", size=14, color=PALETTE.get(method), line=dict(width=1, color="black"))))
+        points = [p for p in live if p["method"] == method]
+        hover = [("μ = (" + ", ".join(f"{w:.2f}" for w in p["weights"]) + ")" if p.get("weights") else "") + (f"<br>“{p['prompt']}”" if p.get("prompt") else "")
+                 for p in points]
+        fig.add_trace(go.Scatter(x=[p["scores"][x_name] for p in points], y=[p["scores"][y_name] for p in points], mode="markers",
+                                 name=f"your sample: {name(method, method)}", text=hover,
+                                 hovertemplate="%{text}<br>" + f"{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra>your sample</extra>",
+                                 marker=dict(symbol="star", size=15, color=PALETTE.get(method), line=dict(width=1.5, color="black"))))
     fig.update_layout(title=title or f"{result['task']}: Pareto fronts ({result.get('settings', {}).get('split', 'test')} split)",
                       xaxis_title=x_name, yaxis_title=y_name, template="plotly_white", legend=dict(orientation="h", y=-0.2), margin=dict(l=40, r=10, t=50, b=40))
+    if unit_axes:
+        fig.update_xaxes(range=[-0.02, 1.02])
+        fig.update_yaxes(range=[-0.02, 1.02])
     return fig
 
 

@@ -72,8 +72,15 @@ class Reply:
     error: str = ""
     done: bool = True
 
-    def point(self, task: str = "") -> dict:
-        return {"task": task, "method": self.method, "scores": dict(self.scores)}
+    def point(self, task: str = "", weights: Sequence[float] = (), prompt: str = "") -> dict:
+        """This reply as a live point of the plot: its scores, and the μ and prompt it came from."""
+        short = prompt if len(prompt) <= 60 else prompt[:57] + "…"
+        return {"task": task, "method": self.method, "label": self.label, "scores": dict(self.scores), "weights": [round(w, 3) for w in weights], "prompt": short}
+
+    def plain(self) -> dict:
+        """The reply as plain values (what the API returns)."""
+        return {"method": self.method, "label": self.label, "text": self.text, "scores": dict(self.scores), "coefficients": list(self.coefficients),
+                "error": self.error, "done": self.done}
 
 
 class Service:
@@ -82,6 +89,9 @@ class Service:
         self.base, self._device, self.dtype = base, str(pick_device(device)), str(pick_dtype(dtype)).removeprefix("torch.")
         use_device(self._device)  # the live scores' encoders run beside the models
         self._tokenizer = None
+        self._runs: dict[str, threading.Event] = {}  # session → the cancel flag of its run in flight (a new run supersedes it)
+        self._runs_lock = threading.Lock()
+        self._load_errors: dict[str, str] = {}
         self._engines: dict[str, Engine] = {}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
 
@@ -137,12 +147,18 @@ class Service:
         names = self.objectives(task)
         return [(f"{names[a]} × {names[b]}", (a, b)) for a, b in combinations(range(len(names)), 2)]
 
-    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[dict] = (), axes: Sequence[int] = (0, 1)):
+    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[dict] = (), axes: Sequence[int] = (0, 1),
+                      methods: Sequence[str] | None = None):
         """The Pareto-front figure from cached results projected on ``axes`` (two objective indices), the
         current preference highlighted and live points (``{"method", "scores"}``, e.g. :meth:`Reply.point`)
-        added. With no cached results: the live points alone and how to get the fronts."""
+        added. ``methods``: the fronts drawn (default: every cached method). Axes are fixed to the objectives'
+        range [0, 1], so one sample far from the averages never rescales the fronts; names, not codes.
+        With no cached results: the live points alone and how to get the fronts."""
+        from functools import partial
+
         from .plots import front_figure
 
+        front_figure = partial(front_figure, labels=METHOD_LABELS, unit_axes=True)
         name = get_task(task).name
         n = len(self.objectives(task))
         axes = tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)  # e.g. a pair from another task
@@ -159,7 +175,16 @@ class Service:
             mu = self.preference(task, sliders) if sliders is not None else None
         except ValueError:
             mu = None
-        return front_figure(result, axes=axes, highlight=mu, live=live)
+        cached = list(dict.fromkeys(r["method"] for r in result["records"]))
+        shown = [m for m in cached if methods is None or m in methods]
+        return front_figure(result, axes=axes, highlight=mu, live=live, methods=shown, title=self._front_title(result, shown))
+
+    @staticmethod
+    def _front_title(result: dict, shown: Sequence[str]) -> str:
+        settings, first = result.get("settings", {}), (result.get("records") or [{}])[0]
+        size = f"{first['n_prompts']} prompts × {first.get('samples_per_prompt', 1)} sample(s)" if "n_prompts" in first else ""
+        what = f"{len(shown)} method(s)" if shown else "no method ticked"
+        return f"{result['task']}: average score per preference ({settings.get('split', 'test')} split{', ' + size if size else ''}), {what}"
 
     def default_strength(self, task: str) -> float:
         """The guidance strength ``choose-strength`` picked for MAGE (implicit) on the validation split, else 1.0."""
@@ -177,6 +202,35 @@ class Service:
 
     def loaded(self, task: str) -> bool:
         return get_task(task).name in self._engines
+
+    def preload(self, task: str) -> threading.Thread:
+        """Load a task's models in the background (the app does it for the default task at start)."""
+        def load() -> None:
+            try:
+                self.engine(task)
+            except Exception as err:  # shown on the page by load_status; a request retries the load
+                log.warning("preloading %s failed: %s", task, err)
+                self._load_errors[get_task(task).name] = f"{type(err).__name__}: {err}"
+
+        thread = threading.Thread(target=load, name=f"mage-preload-{task}", daemon=True)
+        thread.start()
+        return thread
+
+    def load_status(self, task: str) -> str:
+        name = get_task(task).name
+        if name in self._engines:
+            return f"Models for **{name}** are loaded."
+        if name in self._load_errors:
+            return f"Loading the models for **{name}** failed: {self._load_errors[name]}"
+        return f"Loading the models for **{name}** (the first start builds the default model's cache; about a minute)…"
+
+    def cancel(self, session: str) -> bool:
+        """Stop a session's run in flight at its next token (the Stop button, a new run of the same session)."""
+        with self._runs_lock:
+            flag = self._runs.pop(session, None)
+        if flag is not None:
+            flag.set()
+        return flag is not None
 
     def preference(self, task: str, sliders: Sequence[float]) -> list[float]:
         """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
@@ -222,20 +276,31 @@ class Service:
         check_prompt(self.tokenizer(), get_task(task), prompt, base=self.base, max_new_tokens=sampling.max_new_tokens)  # before any model loads
         return Request(get_task(task).name, prompt, mu, list(methods), sampling, int(seed), float(strength), notices)
 
-    def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **settings) -> Iterator[tuple[list[Reply], list[str]]]:
+    def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, session: str | None = None,
+               **settings) -> Iterator[tuple[list[Reply], list[str]]]:
         """Generate with each method in turn for the sliders' preference, yielding (replies, notices) after
         every new token; a finished reply carries its scores (or its error). Validation errors raise
         ValueError before anything is yielded (``settings``: see :meth:`validate`). Each method merges and
-        decodes on the compute thread; a consumer that stops reading cancels the decoding at the next token."""
+        decodes on the compute thread; a consumer that stops reading cancels the decoding at the next token,
+        and so does a newer run of the same ``session`` (a slider let go mid-run) or :meth:`cancel`."""
         req = self.validate(task, prompt, sliders, methods, **settings)
-        engine = self.engine(req.task)
-        replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in req.methods]
         cancelled = threading.Event()
+        if session is not None:
+            with self._runs_lock:
+                previous, self._runs[session] = self._runs.get(session), cancelled
+            if previous is not None:
+                previous.set()  # the session's older run stops at its next token: it never delays this one
         try:
+            engine = self.engine(req.task)
+            replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in req.methods]
             for reply in replies:
                 yield from self._stream_one(engine, req, reply, replies, cancelled)
         finally:
             cancelled.set()  # a closed generator (the user left) stops the running decode
+            if session is not None:
+                with self._runs_lock:
+                    if self._runs.get(session) is cancelled:
+                        del self._runs[session]
 
     def _stream_one(self, engine: Engine, req: Request, reply: Reply, replies: list[Reply], cancelled: threading.Event):
         events: queue.Queue = queue.Queue()
@@ -270,7 +335,7 @@ class Service:
         while True:
             event = events.get()
             if isinstance(event, int):
-                if event >= 0:
+                if event >= 0 and not cancelled.is_set():  # a stopped run streams nothing more
                     ids.append(event)
                     reply.text = engine.policy.tokenizer.decode(ids, skip_special_tokens=True).strip()
                     yield replies, req.notices

@@ -73,12 +73,12 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
         page.locator("#prompt textarea").fill(prompt)
         page.locator("#generate").click()
         done = ("(b) => { const h = [...document.querySelectorAll('[id^=head-]')].map(e => e.innerText); const l = (h[1] || '').split('\\n').find(x => x.includes('λ'));"
-                " return h.length >= 3 && l && l !== b && !h.some(t => t.includes('…')) && document.querySelector('#pareto').innerHTML.includes('live:'); }")
+                " return h.length >= 3 && l && l !== b && !h.some(t => t.includes('…')) && document.querySelector('#pareto').innerHTML.includes('your sample'); }")
         page.wait_for_function(done, arg="", timeout=timeout_ms)
         seen["heads"] = [h.inner_text() for h in page.locator("[id^=head-] h3").all()]
         seen["texts"] = [t.input_value() for t in page.locator("[id^=text-] textarea").all() if t.is_visible()]
         seen["plot_changed"] = page.locator("#pareto").inner_html() != plot_before
-        seen["live_in_plot"] = "live:" in page.locator("#pareto").inner_html()
+        seen["live_in_plot"] = "your sample" in page.locator("#pareto").inner_html()
         # letting go of the slider elsewhere generates again for the new μ: Bone Soup's λ changes
         seen["lambda_before_release"] = lam_line()
         plot_before_release = page.locator("#pareto").inner_html()
@@ -100,6 +100,79 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
         page.screenshot(path=str(out / "app-narrow.png"), full_page=True)
         browser.close()
     seen["screenshots"] = [str(out / "app-desktop.png"), str(out / "app-narrow.png")]
+    return seen
+
+
+STARS = "() => { const p = document.querySelector('#pareto .js-plotly-plot'); return p && p.data ? p.data.filter(t => (t.name || '').startsWith('your sample'))" \
+        ".reduce((n, t) => n + t.x.length, 0) : -1; }"
+HEADS_DONE = "(n) => { const h = [...document.querySelectorAll('[id^=head-] h3')].map(e => e.innerText); return h.length >= n && !h.some(t => t.includes('…')); }"
+
+
+def _choose_task(page, task: str, first_objective: str, timeout_ms: int) -> None:
+    page.locator("#task input").click()
+    page.get_by_role("option", name=task).click()
+    page.wait_for_function("(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=timeout_ms)
+
+
+def _set_number(page, elem_id: str, value: float) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _shots(page, out: Path, stem: str) -> list[str]:
+    paths = [str(out / f"{stem}-desktop.png"), str(out / f"{stem}-narrow.png")]
+    page.screenshot(path=paths[0], full_page=True)
+    page.set_viewport_size({"width": 420, "height": 1100})
+    page.wait_for_timeout(400)
+    page.screenshot(path=paths[1], full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    return paths
+
+
+def interrupt(url: str, out: Path, *, prompt: str = "Storms hit the coast overnight and thousands lost power.", timeout_ms: int = 180_000) -> dict:
+    """Interrupt runs as a user would: let go of a slider while a long run streams (the old run must stop and
+    add nothing to the plot), then switch task while a run streams (nothing of the old task may stay)."""
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict = {"screenshots": []}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, wait_until="load", timeout=timeout_ms)
+        page.wait_for_selector("#generate", timeout=timeout_ms)
+        _choose_task(page, "summary", "faithful", timeout_ms)
+        page.get_by_text("Generation settings").click()
+        _set_number(page, "max-new-tokens", 256)  # long replies: the run is still streaming when the slider is let go
+        page.locator("#prompt textarea").fill(prompt)
+        seen["stars_before"] = page.evaluate(STARS)
+        page.locator("#generate").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms)
+        track = page.locator("#slider-0 input[type=range]").bounding_box()
+        page.mouse.click(track["x"] + 0.2 * track["width"], track["y"] + track["height"] / 2)  # let go mid-run at a new μ
+        seen["status_at_release"] = page.locator("#status").inner_text()
+        page.wait_for_function(HEADS_DONE, arg=3, timeout=timeout_ms)
+        page.wait_for_function(f"() => ({STARS})() >= 3", timeout=timeout_ms)
+        page.wait_for_timeout(3000)  # anything the old run would still draw arrives by now
+        seen["stars_after_release"] = page.evaluate(STARS)
+        seen["weights_after_release"] = page.locator("#weights").inner_text()
+        seen["screenshots"] += _shots(page, out, "release-mid-run")
+        # switch task while a run streams
+        page.locator("#generate").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms)
+        _choose_task(page, "assistant", "helpful", timeout_ms)
+        page.wait_for_timeout(3000)  # the cancelled run's outputs, if any were coming, would have arrived
+        seen["after_switch"] = {
+            "prompt": page.locator("#prompt textarea").input_value(),
+            "visible_replies": sum(t.is_visible() for t in page.locator("[id^=text-] textarea").all()),
+            "status": page.locator("#status").inner_text(),
+            "plot_title": page.evaluate("() => { const p = document.querySelector('#pareto .js-plotly-plot'); return p ? p.layout.title.text : ''; }"),
+            "stars": page.evaluate(STARS),
+            "sliders": [page.locator(f"#slider-{i} label").first.inner_text() for i in range(3) if page.locator(f"#slider-{i}").is_visible()],
+        }
+        seen["screenshots"] += _shots(page, out, "task-switch-mid-run")
+        browser.close()
     return seen
 
 

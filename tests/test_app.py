@@ -104,25 +104,27 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _request(client, sliders, *, methods=("bone", "rs"), prompt="Storms hit the coast overnight.", tokens=6):
-    """One /generate call on the summary task (greedy): the final texts and heads of the shown slots."""
-    out = client.predict("summary", prompt, list(methods), 1.0, tokens, 1.0, 0.9, 0, True, *sliders, 1.0, api_name="/generate")
-    plot, status, *slots = out
-    return [(slots[3 * i]["value"] if isinstance(slots[3 * i], dict) else slots[3 * i], slots[3 * i + 1]["value"] if isinstance(slots[3 * i + 1], dict) else slots[3 * i + 1])
-            for i in range(len(methods))]
+    """One /generate call on the summary task (greedy): the plain replies."""
+    return client.predict("summary", prompt, list(sliders), list(methods), 1.0, tokens, 1.0, 0.9, 0, True, api_name="/generate")["replies"]
 
 
-def test_api_generates_side_by_side(server):
+def _submit(client, sliders, methods, tokens, seed=0, greedy=True):
+    return client.submit("summary", "Storms hit the coast overnight.", list(sliders), list(methods), 1.0, tokens, 1.0, 0.9, seed, greedy, api_name="/generate")
+
+
+def test_api_generates_side_by_side_in_plain_values(server):
     from gradio_client import Client
 
     client = Client(server, verbose=False)
-    shown = _request(client, [0.3, 0.7])
-    heads = [h for h, _ in shown]
-    assert "Bone Soup" in heads[0] and "Rewarded Soup" in heads[1]
-    assert "faithful" in heads[0] and "quality" in heads[0] and "λ = (" in heads[1]  # scores and coefficients shown
+    out = client.predict("summary", "Storms hit the coast overnight.", [0.3, 0.7], ["bone", "rs"], 1.0, 6, 1.0, 0.9, 0, True, api_name="/generate")
+    assert out["preference"] == pytest.approx([0.3, 0.7])
+    bone, rs = out["replies"]
+    assert (bone["label"], rs["label"]) == ("Bone Soup", "Rewarded Soup") and bone["done"] and not bone["error"]
+    assert set(bone["scores"]) == {"faithful", "quality"} and rs["coefficients"] == pytest.approx([0.3, 0.7])  # plain values, not update dicts
     with pytest.raises(Exception, match="prompt is empty"):
-        client.predict("summary", "  ", ["bone"], 1.0, 4, 1.0, 0.9, 0, True, 1.0, 1.0, 1.0, api_name="/generate")
+        client.predict("summary", "  ", [1.0, 1.0], ["bone"], 1.0, 4, 1.0, 0.9, 0, True, api_name="/generate")
     with pytest.raises(Exception, match="all zero"):
-        client.predict("summary", "x", ["bone"], 1.0, 4, 1.0, 0.9, 0, True, 0.0, 0.0, 1.0, api_name="/generate")
+        client.predict("summary", "x", [0.0, 0.0], ["bone"], 1.0, 4, 1.0, 0.9, 0, True, api_name="/generate")
 
 
 def test_every_operation_has_a_named_endpoint(server):
@@ -145,18 +147,17 @@ def test_sixteen_concurrent_sessions_no_errors_no_cross_talk_bounded_memory(app_
     prefs = [[i / 15, 1 - i / 15] for i in range(16)]
     alone = {}
     for p in (prefs[0], prefs[5], prefs[10], prefs[15]):
-        alone[tuple(p)] = [text for _, text in _request(Client(url, verbose=False), p)]
+        alone[tuple(p)] = [r["text"] for r in _request(Client(url, verbose=False), p)]
     clients = [Client(url, verbose=False) for _ in prefs]
     started = time.time()
-    jobs = [c.submit("summary", "Storms hit the coast overnight.", ["bone", "rs"], 1.0, 6, 1.0, 0.9, 0, True, *p, 1.0, api_name="/generate")
-            for c, p in zip(clients, prefs)]
+    jobs = [_submit(c, p, ["bone", "rs"], 6) for c, p in zip(clients, prefs)]
     together = {}
     for job, p in zip(jobs, prefs):
-        _, _, *slots = job.result(timeout=600)
-        together[tuple(p)] = [(s["value"] if isinstance(s, dict) else s) for s in slots[1:6:3]]
+        replies = job.result(timeout=600)["replies"]
+        together[tuple(p)] = [r["text"] for r in replies]
+        assert not [r for r in replies if r["error"]]  # no errors
     elapsed = time.time() - started
     assert {p: together[p] for p in alone} == alone  # no cross-talk
-    assert not [t for texts in together.values() for t in texts if "failed" in t or "Error" in t]  # no errors
     rss = _peak_rss_mb(proc.pid)
     print(f"\n16 sessions: {elapsed:.1f} s wall, server peak RSS {rss:.0f} MB")
     assert rss < 4096
@@ -169,13 +170,12 @@ def test_a_burst_beyond_the_queue_is_refused_clearly(app_process):
 
     url, _ = app_process
     client = Client(url, verbose=False)
-    jobs = [client.submit("summary", "Storms hit the coast overnight.", ["bone", "rs", "aba", "base"], 1.0, 80, 1.0, 0.9, i, False, 0.5, 0.5, 1.0,
-                          api_name="/generate") for i in range(28)]  # long sampled replies: the queue fills up
+    jobs = [_submit(client, [0.5, 0.5], ["bone", "rs", "aba", "base"], 80, seed=i, greedy=False) for i in range(28)]  # long sampled replies: the queue fills up
     served, refused = 0, []
     for job in jobs:
         try:
-            _, _, *slots = job.result(timeout=900)
-            assert all((s["value"] if isinstance(s, dict) else s) for s in slots[1:12:3])  # four replies, none empty
+            replies = job.result(timeout=900)["replies"]
+            assert len(replies) == 4 and all(r["text"] and not r["error"] for r in replies)  # four replies, none empty
             served += 1
         except AssertionError:
             raise
@@ -200,6 +200,22 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
 
 
+def test_browser_interrupting_a_run_never_mixes_runs_or_tasks(server, tmp_path):
+    """Letting go of a slider mid-run stops the old run: only the new run's three replies reach the plot;
+    switching task mid-run leaves nothing of the old task on the page."""
+    from .browser import interrupt
+
+    out = Path(os.environ.get("MAGE_SCREENSHOTS", tmp_path))
+    seen = interrupt(server, out)
+    assert "Generating" in seen["status_at_release"]  # the slider was let go while the first run streamed
+    assert seen["stars_after_release"] == seen["stars_before"] + 3, seen  # the new run's 3 replies; the stopped run added none
+    assert "faithful 0.17, quality 0.83" in seen["weights_after_release"]
+    after = seen["after_switch"]
+    assert after["prompt"] == "" and after["visible_replies"] == 0 and after["stars"] == 0, after
+    assert after["plot_title"].startswith("assistant") and "Generating" not in after["status"], after
+    assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
+
+
 def test_plot_axes_handlers_choose_the_projection(tiny_checkpoints, monkeypatch):
     """The handlers called directly: the axes radio maps to objective pairs and the plot follows it."""
     import importlib
@@ -211,10 +227,10 @@ def test_plot_axes_handlers_choose_the_projection(tiny_checkpoints, monkeypatch)
     assert app.choose_axes("assistant", "helpful × humorous") == [0, 2]
     assert app.choose_axes("assistant", "not a pair") == [0, 1]
     assert app.axis_choices("summary")["visible"] is False and app.axis_choices("assistant")["visible"] is True
-    fig = app.pareto("assistant", [], [1, 2], 1.0, 1.0, 1.0)
+    fig = app.pareto("assistant", [], [1, 2], None, 1.0, 1.0, 1.0)
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("harmless", "humorous")
     # a pair left over from a three-objective task falls back to the first pair on a two-objective task
-    fig = app.pareto("summary", [], [1, 2], 1.0, 1.0, 1.0)
+    fig = app.pareto("summary", [], [1, 2], None, 1.0, 1.0, 1.0)
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("faithful", "quality")
 
 

@@ -16,10 +16,10 @@ def test_front_figure_has_points_fronts_highlights_and_live_samples():
     live = [{"method": "bone", "scores": {"a": 0.4, "b": 0.6, "c": 0.0}}, {"method": "rs", "scores": {"a": 0.1, "b": 0.2, "c": 0.3}},
             {"method": "bone", "scores": {"a": 0.7, "b": 0.1, "c": 0.0}}]
     fig = front_figure(RESULT, highlight=[0.5, 0.5, 0.0], live=live)
-    stars = {t.name: (list(t.x), list(t.y)) for t in fig.data if t.name and t.name.startswith("live: ")}
-    assert stars == {"live: bone": ([0.4, 0.7], [0.6, 0.1]), "live: rs": ([0.1], [0.2])}  # one legend entry per method
+    stars = {t.name: (list(t.x), list(t.y)) for t in fig.data if t.name and t.name.startswith("your sample: ")}
+    assert stars == {"your sample: bone": ([0.4, 0.7], [0.6, 0.1]), "your sample: rs": ([0.1], [0.2])}  # one legend entry per method
     names = [t.name for t in fig.data]
-    assert names.count("bone") == 1 and names.count("rs") == 1 and "live: bone" in names
+    assert names.count("bone") == 1 and names.count("rs") == 1 and "your sample: bone" in names
     bone_front = fig.data[1]
     assert list(bone_front.x) == [0.2, 0.5, 1.0]  # all three bone points are non-dominated, sorted
     rs_front = fig.data[4]

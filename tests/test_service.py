@@ -148,7 +148,7 @@ def test_plot_without_cached_results_still_shows_live_points(service, monkeypatc
             {"task": "assistant", "method": "rs", "scores": {"helpful": 0.5, "harmless": 0.9, "humorous": 0.1}}]  # another task's point is skipped
     fig = service.pareto_figure("summary", [1, 1], live)
     assert "mage evaluate --task summary" in fig.layout.title.text
-    assert [t.name for t in fig.data] == ["live: bone"]
+    assert [t.name for t in fig.data] == ["your sample: Bone Soup"]
 
 
 def test_default_strength_is_the_validation_choice(service, monkeypatch, tmp_path):
@@ -182,7 +182,30 @@ def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_li
         assert why in service.stale_fronts("summary")
         fig = service.pareto_figure("summary", [1, 1], live)
         assert why in fig.layout.title.text and "python -m mage evaluate --task summary" in fig.layout.title.text
-        assert not [t for t in fig.data if t.name == "live: bone"] or "other objectives" in why  # never beside old fronts
+        assert not [t for t in fig.data if t.name == "your sample: Bone Soup"] or "other objectives" in why  # never beside old fronts
     (tmp_path / "summary.json").write_text(json.dumps(current))
     assert service.stale_fronts("summary") is None
-    assert "live: bone" in [t.name for t in service.pareto_figure("summary", [1, 1], live).data]
+    assert "your sample: Bone Soup" in [t.name for t in service.pareto_figure("summary", [1, 1], live).data]
+
+
+def test_a_newer_run_of_the_same_session_stops_the_older_one_at_its_next_token(service):
+    """A slider let go mid-run: the new run must not wait behind the old one on the compute thread."""
+    older = service.stream("summary", "Some news today.", [1, 1], ["base"], session="s1", max_new_tokens=256, greedy=True)
+    next(older)  # the older run is decoding on the compute thread
+    newer, _ = service.generate("summary", "Other news.", [1, 3], ["base"], session="s1", max_new_tokens=3, greedy=True)
+    assert newer[0].done and not newer[0].error
+    *_, (replies, _) = older
+    assert replies[0].error == "cancelled"  # stopped, not run to its 256 tokens
+    other = service.stream("summary", "Some news today.", [1, 1], ["base"], session="s2", max_new_tokens=4, greedy=True)
+    service.generate("summary", "Other news.", [1, 1], ["base"], session="s3", max_new_tokens=2, greedy=True)  # another session: no effect
+    *_, (replies, _) = other
+    assert not replies[0].error
+
+
+def test_stop_cancels_only_the_sessions_run(service):
+    run = service.stream("summary", "Some news today.", [1, 1], ["base", "rs"], session="s4", max_new_tokens=256, greedy=True)
+    next(run)
+    assert service.cancel("s4") and not service.cancel("nobody")
+    *_, (replies, _) = run
+    assert [r.error for r in replies] == ["cancelled", "cancelled"]  # the method in flight and the one still to come
+    assert not service.cancel("s4")  # nothing left to stop
