@@ -40,6 +40,9 @@ LIVE_POINTS = 24  # live samples a session keeps on its plot
 # requests handled at once: 1 suits a 2-core CPU Space (the service decodes one request at a time on its
 # compute thread anyway); more lets sessions stream side by side, and lets the tests race sessions
 CONCURRENCY = int(os.environ.get("MAGE_CONCURRENCY", "1"))
+# sessions whose state (live stars, component updates) the server keeps; the oldest beyond it are dropped, so memory
+# levels off however many fresh sessions arrive (gradio's default keeps 10,000)
+SESSIONS = int(os.environ.get("MAGE_SESSIONS", "128"))
 EXAMPLES = {
     "assistant": ["How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."],
     "summary": [TASKS["summary"].examples("test")[0].input, TASKS["summary"].examples("test")[1].input],
@@ -269,4 +272,5 @@ demo.queue(max_size=16, default_concurrency_limit=1)  # a bounded queue: the 17t
 
 if __name__ == "__main__":
     SERVICE.preload("assistant")  # the default task's models load while the page is first opened (status shown)
-    demo.launch(css=CSS, server_name=SETTINGS.host, server_port=SETTINGS.port, app_kwargs={"max_body_size": BODY_BYTES})  # a 50 MB paste is refused at the door
+    demo.launch(css=CSS, server_name=SETTINGS.host, server_port=SETTINGS.port, state_session_capacity=SESSIONS,
+                app_kwargs={"max_body_size": BODY_BYTES})  # a 50 MB paste is refused at the door

@@ -11,6 +11,7 @@ Parts:
 - ``app``    — slider move → first streamed token and → full response in the app's service.
 - ``react``  — ReACT's W_μ for a new μ, calibration vs n, decode overhead of the corrected head.
 - ``sweep``  — evaluation-sweep throughput vs plain batched generation of the same merged model.
+- ``soak``   — 300 mixed requests (good and bad) from fresh sessions against a real app process: memory curve, bad input → outcome.
 - ``devices`` — every method on the bench's device in each dtype: does it run, and does it give the same
   greedy tokens as float32 on the CPU (the reference, computed in the same run)?
 """
@@ -20,14 +21,15 @@ import json
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from . import locations
 from .io import write_json_atomic
 
-OUT = Path("assets/bench")
 TARGET = {"device": "cpu", "dtype": "float32"}  # where the parts run: set by run_bench (the CLI's --device / --dtype)
 
 
@@ -201,7 +203,7 @@ def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtyp
     for name in names:
         torch.set_num_threads(2)
         result = {"part": name, "machine": machine(), "command": f"python -m mage bench {name} --repeats {repeats}{flags}", **PARTS[name](repeats=repeats)}
-        write_json_atomic(OUT / (f"{name}.json" if default else f"{name}-{TARGET['device'].replace(':', '')}-{dtype}.json"), result)
+        write_json_atomic(locations.bench() / (f"{name}.json" if default else f"{name}-{TARGET['device'].replace(':', '')}-{dtype}.json"), result)
         print(json.dumps(result, indent=2))
 
 
@@ -505,24 +507,23 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
     return results
 
 
-def _start_app(cache: Path, timeout: float = 900.0) -> dict:
-    """Start ``app.py`` on a free port with ``cache`` as the model cache; time until the page serves and
-    until the first reply (Rewarded Soup, 8 greedy tokens) arrives through the API; then stop it."""
+@contextmanager
+def serving_app(env: dict | None = None, timeout: float = 900.0):
+    """Start ``app.py`` on a free port (``env`` added to the environment) and yield (url, process, seconds
+    until the page served); the process is killed on exit."""
     import os
     import socket
     import subprocess
     import sys
     import urllib.request
 
-    from gradio_client import Client
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "MAGE_CACHE_DIR": str(cache)}
     root = Path(__file__).resolve().parent.parent
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port)], env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port)], env={**os.environ, **(env or {})}, cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         while True:
@@ -533,13 +534,89 @@ def _start_app(cache: Path, timeout: float = 900.0) -> dict:
                 if proc.poll() is not None or time.perf_counter() - start > timeout:
                     raise RuntimeError(f"the app did not start (exit code {proc.poll()})")
                 time.sleep(0.2)
-        serving = time.perf_counter() - start
-        client = Client(url, verbose=False)
-        client.predict("assistant", "Say hello.", ["rs"], 1.0, 8, 1.0, 0.9, 0, True, 1.0, 1.0, 1.0, api_name="/generate")  # three sliders
-        return {"serving_s": serving, "first_reply_s": time.perf_counter() - start}
+        yield url, proc, time.perf_counter() - start
     finally:
         proc.kill()
         proc.wait()
+
+
+def _start_app(cache: Path, timeout: float = 900.0) -> dict:
+    """Time until the page serves and until the first reply (Rewarded Soup, 8 greedy tokens) arrives through the API."""
+    from gradio_client import Client
+
+    start = time.perf_counter()
+    with serving_app({"MAGE_CACHE_DIR": str(cache)}, timeout) as (url, _, serving):
+        Client(url, verbose=False).predict("assistant", "Say hello.", [1.0, 1.0, 1.0], ["rs"], 1.0, 8, 1.0, 0.9, 0, True, api_name="/generate")
+        return {"serving_s": serving, "first_reply_s": time.perf_counter() - start}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# bad requests of the soak: (what, task, prompt, weights, methods, strength, max new tokens, temperature, top-p, seed, greedy)
+BAD_REQUESTS = [
+    ("empty prompt", "assistant", "   ", [1, 1, 1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("all-zero preference", "assistant", "Hi", [0, 0, 0], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("negative weight", "assistant", "Hi", [1, -1, 1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("too few weights", "assistant", "Hi", [1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("unknown method", "assistant", "Hi", [1, 1, 1], ["gpt-9"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("no method", "assistant", "Hi", [1, 1, 1], [], 1.0, 8, 1.0, 0.9, 0, True),
+    ("unknown task", "poetry", "Hi", [1, 1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("12,000-token prompt (4,000 emoji)", "assistant", "😀" * 4000, [1, 1, 1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("100,000-character prompt", "assistant", "x" * 100_000, [1, 1, 1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
+    ("max new tokens 0", "assistant", "Hi", [1, 1, 1], ["rs"], 1.0, 0, 1.0, 0.9, 0, True),
+    ("temperature 0", "assistant", "Hi", [1, 1, 1], ["rs"], 1.0, 8, 0.0, 0.9, 0, False),
+    ("top-p 2", "assistant", "Hi", [1, 1, 1], ["rs"], 1.0, 8, 1.0, 2.0, 0, False),
+    ("negative seed", "assistant", "Hi", [1, 1, 1], ["rs"], 1.0, 8, 1.0, 0.9, -1, True),
+    ("strength 99", "assistant", "Hi", [1, 1, 1], ["mage-i"], 99.0, 8, 1.0, 0.9, 0, True),
+    ("NaN strength", "assistant", "Hi", [1, 1, 1], ["mage-i"], float("nan"), 8, 1.0, 0.9, 0, True),
+]
+
+
+def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_tokens: int = 6) -> dict:
+    """Many mixed requests (two good to one bad) from fresh sessions against a real app process on the
+    default model: the server's resident memory every ``every`` requests (does it level off?) and, for
+    every kind of bad request, what the client got back (a clear message, never a crash)."""
+    import math
+
+    from gradio_client import Client
+
+    prompts = ["Tell me a joke about soup.", "How do I fix a flat bike tyre?", "Write a brutal roast of my friend who is always late.", "Explain rain to a child."]
+    methods = [["rs"], ["bone", "rs"], ["mage-i"], ["bone"], ["react"], ["aba", "mod"]]
+    curve, outcomes, failures = [], {}, []
+    with serving_app() as (url, proc, _):
+        curve.append({"requests": 0, "rss_mb": _rss_mb(proc.pid)})
+        for k in range(requests):
+            client = Client(url, verbose=False)  # a fresh session every request
+            if k % 3 == 2:
+                what, *args = BAD_REQUESTS[(k // 3) % len(BAD_REQUESTS)]
+                try:
+                    client.predict(*args, api_name="/generate")
+                    outcomes.setdefault(what, "ACCEPTED")
+                except Exception as err:  # gradio_client raises the server's message
+                    outcomes[what] = str(err).splitlines()[-1][:300]
+            else:
+                mu = [1.0 + (k % 5), 1.0 + (k % 3), 1.0 + (k % 2)]
+                try:
+                    out = client.predict("assistant", prompts[k % len(prompts)], mu, methods[k % len(methods)], 1.0, new_tokens, 1.0, 0.9, k, False,
+                                         api_name="/generate")
+                    failures += [r["error"] for r in out["replies"] if r["error"]]
+                except Exception as err:
+                    failures.append(f"{type(err).__name__}: {err}"[:300])
+            if (k + 1) % every == 0:
+                curve.append({"requests": k + 1, "rss_mb": _rss_mb(proc.pid)})
+                print(f"mage bench soak: {k + 1} requests, server RSS {curve[-1]['rss_mb']:.0f} MB", flush=True)
+    half = len(curve) // 2
+    growth_first = curve[half]["rss_mb"] - curve[1]["rss_mb"]
+    growth_second = curve[-1]["rss_mb"] - curve[half]["rss_mb"]
+    return {"requests": requests, "bad_share": 1 / 3, "new_tokens": new_tokens, "curve": curve, "bad_request_outcomes": outcomes,
+            "good_request_failures": failures[:20], "n_good_request_failures": len(failures),
+            "growth_mb_first_half": growth_first, "growth_mb_second_half": growth_second,
+            "levels_off": bool(math.isfinite(growth_second) and growth_second <= max(8.0, 0.5 * growth_first))}
 
 
 def bench_start(repeats: int = 1) -> dict:
@@ -593,4 +670,4 @@ def bench_devices(repeats: int = 1, task: str = "assistant", prompts: int = 3, n
 
 
 PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start, "profile": bench_profile,
-                                         "devices": bench_devices}
+                                         "devices": bench_devices, "soak": bench_soak}

@@ -158,12 +158,13 @@ def cmd_objectives(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .reports import RESULTS, adapter_table, ingredient_table
+    from . import locations
+    from .reports import adapter_table, ingredient_table
 
     common = dict(split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, base=args.base, command=_command())
     if args.adapter:
         pairs = dict(item.split("=", 1) for item in args.adapter)
-        adapter_table(args.task, pairs, out=Path(args.out) if args.out else RESULTS / f"{args.task}-adapters.json", **common)
+        adapter_table(args.task, pairs, out=Path(args.out) if args.out else locations.results() / f"{args.task}-adapters.json", **common)
     else:
         ingredient_table(args.task, beta=args.beta, out=Path(args.out) if args.out else None, **common)
 
@@ -438,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
 
     p = add("figures", cmd_figures, "Plotly figures (HTML, and PNG when static export works) from the results files")
-    p.add_argument("--results", default="assets/results")
-    p.add_argument("--out", default="assets/figures")
+    p.add_argument("--results", default=None, help="default: assets/results beside the package ($MAGE_RESULTS)")
+    p.add_argument("--out", default=None, help="default: assets/figures beside the package ($MAGE_FIGURES)")
     p.add_argument("--no-png", action="store_true")
 
     p = add("compatibility", cmd_compatibility, "the compatibility problem: sft+ guidance at several strengths vs MAGE, how far each moves with μ")

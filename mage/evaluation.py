@@ -11,7 +11,6 @@ from typing import Sequence
 
 from .decoding import SamplingConfig, generate, sample_seed
 from .objectives import score_all
-from .merging import normalize_weights
 from .methods import Engine
 from .tasks import Task
 

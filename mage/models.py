@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from . import locations
 from .io import atomic_dir, sha256_text, write_bytes_atomic
 
 DEFAULT_BASE = "smollm2-135m-instruct"
@@ -49,8 +49,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 
 
 def cache_dir() -> Path:
-    """Where built models and sample pools live: ``$MAGE_CACHE_DIR`` or ``~/.cache/mage``."""
-    return Path(os.environ.get("MAGE_CACHE_DIR", Path.home() / ".cache" / "mage"))
+    """Where built models and sample pools live (:func:`mage.locations.cache`)."""
+    return locations.cache()
 
 
 def pick_device(device: "str | torch.device | None" = None) -> torch.device:

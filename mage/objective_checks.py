@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import locations
 from .io import write_json_atomic
 from .objectives import get_objective
 from .tasks import RESOURCES, split_rows
@@ -111,6 +112,6 @@ def check_objectives(names: Sequence[str] | None = None, *, judges: bool = True)
 def write_report(results: list[dict], path=None) -> None:
     from .objectives import OBJECTIVES
 
-    path = path or RESOURCES.parent.parent / "assets" / "objective_checks.json"
+    path = path or locations.assets() / "objective_checks.json"
     write_json_atomic(path, {"min_accuracy": MIN_ACCURACY, "max_adversarial_percentile": MAX_ADVERSARIAL_PERCENTILE,
                              "signatures": {r["objective"]: OBJECTIVES[r["objective"]].signature for r in results}, "results": results})

@@ -155,7 +155,16 @@ def app_bench_figure(bench: dict) -> go.Figure:
     return fig
 
 
-BENCH_FIGURES = {"guided": guided_bench_figure, "app": app_bench_figure}
+def soak_figure(bench: dict) -> go.Figure:
+    """``bench soak``: the app server's resident memory against requests served (fresh sessions, a third bad)."""
+    curve = bench["curve"]
+    fig = go.Figure(go.Scatter(x=[c["requests"] for c in curve], y=[c["rss_mb"] for c in curve], mode="lines+markers", line=dict(color=SERIES[0])))
+    fig.update_layout(title=f"app server memory over {bench['requests']} mixed requests (a third of them bad, each from a fresh session)",
+                      xaxis_title="requests served", yaxis_title="resident memory (MB)", template="plotly_white")
+    return fig
+
+
+BENCH_FIGURES = {"guided": guided_bench_figure, "app": app_bench_figure, "soak": soak_figure}
 
 
 def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
@@ -179,14 +188,17 @@ def save_figure(fig: go.Figure, path_stem, *, png: bool = True) -> list[str]:
     return written
 
 
-def all_figures(results_dir="assets/results", out_dir="assets/figures", *, png: bool = True, bench_dir="assets/bench") -> list[str]:
+def all_figures(results_dir=None, out_dir=None, *, png: bool = True, bench_dir=None) -> list[str]:
     """Every figure the results files in ``results_dir`` allow: fronts (pairwise + 3-D), merged vs ensemble,
     LMC curves, the β ablation (``<task>-beta<β>.json`` next to ``<task>.json``); and the benchmark plots
     (:data:`BENCH_FIGURES`) from ``bench_dir``."""
     import json
     from pathlib import Path
 
-    results_dir, out_dir, bench_dir = Path(results_dir), Path(out_dir), Path(bench_dir)
+    from . import locations
+
+    results_dir, out_dir = Path(results_dir or locations.results()), Path(out_dir or locations.figures())
+    bench_dir = Path(bench_dir or locations.bench())
     with _png_export(png) as png:
         written = _all_figures(results_dir, out_dir, png=png)
         for part, draw in BENCH_FIGURES.items():

@@ -10,11 +10,11 @@ preference is one in-place re-merge with no disk reads.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from . import locations
 from .adapters import CheckpointError, LoraAdapter, check_fits, load_adapter
 from .decoding import Generation, SamplingConfig, generate
 from .merging import DEFAULT_BETA, MERGE_METHODS, Soup, check_compatible, coefficients, get_merge_method
@@ -25,7 +25,7 @@ STAGE1_METHODS = ("base", *MERGE_METHODS)  # "base" = the untouched base model (
 
 
 def checkpoints_root() -> Path:
-    return Path(os.environ.get("MAGE_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
+    return locations.checkpoints()
 
 
 def ingredient_dir(task: Task, kind: str, beta: float = DEFAULT_BETA) -> Path:

@@ -10,12 +10,12 @@ import json
 import time
 from pathlib import Path
 
+from . import locations
 from .evaluation import evaluate_model, mean_stderr
 from .io import write_json_atomic
 from .merging import DEFAULT_BETA
 from .models import DEFAULT_BASE
 
-RESULTS = Path("assets/results")
 
 
 def paired_gain(point: dict, base: dict, objective: str) -> tuple[float, float]:
@@ -47,7 +47,7 @@ def adapter_table(task: str, adapters: dict[str, str | Path], *, split: str = "t
         point["gain_over_base"] = {o: dict(zip(("mean", "stderr"), paired_gain(point, points["base"], o))) for o in objectives + judged}
     result = {"task": task, "split": split, "objectives": objectives, "samples_per_prompt": samples, "seed": seed,
               "adapters": {k: str(v) for k, v in adapters.items()}, "rows": points, "wall_time_s": round(time.time() - started, 1), "command": command}
-    write_json_atomic(out or RESULTS / f"{task}-ingredients.json", result)
+    write_json_atomic(out or locations.results() / f"{task}-ingredients.json", result)
     print(markdown_table(result))
     return result
 
@@ -108,7 +108,7 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, 
               "std": {o: statistics.pstdev(v) for o, v in values.items()},
               "finished_fraction": sum(r["finished"] for r in pool) / len(pool), "correlations": pairs,
               "command": f"python -m mage pool-stats --task {task}"}
-    write_json_atomic(out or RESULTS / f"{task}-pool.json", result)
+    write_json_atomic(out or locations.results() / f"{task}-pool.json", result)
     print(json.dumps(result, indent=2))
     return result
 
@@ -155,7 +155,7 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
         merged.append({"weights": list(weights), **correlate(list(weights), truth)})
     result = {"task": task, "kind": kind, "split": split, "n_samples": len(pool), "samples_per_prompt": samples, "objectives": objectives,
               "spearman": per_objective, "merged": merged, "wall_time_s": round(time.time() - started, 1), "command": command}
-    write_json_atomic(out or RESULTS / f"{task}-values-{kind}.json", result)
+    write_json_atomic(out or locations.results() / f"{task}-values-{kind}.json", result)
     for name, corr in per_objective.items():
         learned = f"  (minus the base model: end {corr['end_minus_base']:+.3f}  half {corr['half_minus_base']:+.3f})" if "end_minus_base" in corr else ""
         print(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}{learned}")
@@ -221,7 +221,7 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
     result = {"task": task, "kind": kind, "pair": [objectives[a], objectives[b]], "policy": "bone at uniform μ", "strength": strength, "split": split,
               "n_prompts": rows[0] and len(rows[0]["per_prompt"][objectives[0]]), "samples_per_prompt": samples, "seed": seed, "rows": rows, "chord_gap": gaps,
               "wall_time_s": round(time.time() - started, 1), "command": command}
-    write_json_atomic(out or RESULTS / f"{task}-lmc-{kind}.json", result)
+    write_json_atomic(out or locations.results() / f"{task}-lmc-{kind}.json", result)
     for o, g in gaps.items():
         print(f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f} ± {g['stderr']:.4f}, inner points above {g['fraction_above']:.0%}")
     return result

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
+from . import locations
 from .adapters import CheckpointError
 from .io import clean_text
 from .decoding import SamplingConfig
@@ -33,7 +32,6 @@ from .methods import METHODS, Engine
 from .tasks import get_task
 
 log = logging.getLogger("mage.service")
-RESULTS_DIR = Path(os.environ.get("MAGE_RESULTS") or Path(__file__).resolve().parent.parent / "assets" / "results")  # cached sweeps the plot draws
 MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 MAX_METHODS = 4  # methods side by side
 MAX_STRENGTH = 5.0
@@ -118,7 +116,7 @@ class Service:
 
     def results(self, task: str) -> dict | None:
         """The cached sweep results of a task (``assets/results/<task>.json``), or None."""
-        path = RESULTS_DIR / f"{get_task(task).name}.json"
+        path = locations.results() / f"{get_task(task).name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
     def stale_fronts(self, task: str) -> str | None:
@@ -191,7 +189,7 @@ class Service:
         from .sweep import chosen_strength
 
         name = get_task(task).name
-        return chosen_strength(name, "mage-i", RESULTS_DIR)
+        return chosen_strength(name, "mage-i", locations.results())
 
     def cached_preferences(self, task: str) -> list[tuple[str, list[float]]]:
         """The preference grid points of the cached results as (label, μ), for setting the sliders."""

@@ -25,6 +25,7 @@ from .evaluation import EVAL_SAMPLING, evaluate_point
 from .io import append_rows, open_journal, read_journal, read_json, sha256_file, sha256_text, write_json_atomic
 from .merging import DEFAULT_BETA
 from .methods import Engine, get_method
+from . import locations
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
 from .parallel import barrier, rank_world
 from .pareto import controllability, hypervolume, pareto_front, reference_point
@@ -67,7 +68,6 @@ class SweepConfig:
         return dict(self.method_strengths).get(method, self.strength)
 
 
-RESULTS = Path("assets/results")
 
 
 def _point_key(config: SweepConfig, method: str, weights, checkpoints: str) -> str:
@@ -188,18 +188,18 @@ def summarise(task: str, objectives: list[str], records: list[dict], *, settings
 def results_file(task: str, beta: float = DEFAULT_BETA, results_dir: Path | None = None) -> Path:
     """A sweep's default results file: ``<task>.json`` for the default β, else :func:`beta_file`, so a β ablation
     never overwrites the main results."""
-    return (results_dir or RESULTS) / f"{task}.json" if beta == DEFAULT_BETA else beta_file(task, beta, results_dir)
+    return (results_dir or locations.results()) / f"{task}.json" if beta == DEFAULT_BETA else beta_file(task, beta, results_dir)
 
 
 def beta_file(task: str, beta: float, results_dir: Path | None = None) -> Path:
     """Where ``evaluate --beta`` writes a sweep with other backbones than the default β (the β ablation)."""
-    return (results_dir or RESULTS) / f"{task}-beta{beta:g}.json"
+    return (results_dir or locations.results()) / f"{task}-beta{beta:g}.json"
 
 
 def beta_files(task: str, results_dir: Path | None = None) -> dict[float, Path]:
     """The β-ablation sweeps beside ``<task>.json``, by β (other files that merely start with ``<task>-beta`` are skipped)."""
     found = {}
-    for path in sorted((results_dir or RESULTS).glob(f"{task}-beta*.json")):
+    for path in sorted((results_dir or locations.results()).glob(f"{task}-beta*.json")):
         try:
             beta = float(path.stem[len(f"{task}-beta"):])
         except ValueError:
@@ -210,7 +210,7 @@ def beta_files(task: str, results_dir: Path | None = None) -> dict[float, Path]:
 
 
 def strength_file(task: str, method: str, results_dir: Path | None = None) -> Path:
-    return (results_dir or RESULTS) / f"{task}-strength-{method}.json"
+    return (results_dir or locations.results()) / f"{task}-strength-{method}.json"
 
 
 def chosen_strength(task: str, method: str, results_dir: Path | None = None) -> float:
@@ -295,5 +295,5 @@ def compatibility(task: str, kind: str, strengths: list[float], *, prompts: int 
                      "points": [{"weights": r["weights"], "means": r["means"], "stderr": r["stderr"]} for r in records]})
     summary = {"task": task, "kind": kind, "objectives": list(t.objectives), "split": split, "prompts": prompts, "grid": [list(p) for p in grid],
                "runs": runs, "command": command}
-    write_json_atomic(out or RESULTS / f"{task}-compat-{kind}.json", summary)
+    write_json_atomic(out or locations.results() / f"{task}-compat-{kind}.json", summary)
     return summary

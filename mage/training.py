@@ -13,8 +13,6 @@ does not learn to stop early where it never chose to stop.
 from __future__ import annotations
 
 import json
-import math
-import shutil
 import subprocess
 import sys
 import tempfile

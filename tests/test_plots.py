@@ -79,7 +79,7 @@ def test_bench_figures_from_the_committed_benchmarks(tmp_path):
     import json
     from pathlib import Path
 
-    from mage.plots import all_figures, app_bench_figure, guided_bench_figure
+    from mage.plots import all_figures, app_bench_figure, guided_bench_figure, soak_figure
 
     bench = Path(__file__).resolve().parent.parent / "assets" / "bench"
     guided = json.loads((bench / "guided.json").read_text())
@@ -92,7 +92,10 @@ def test_bench_figures_from_the_committed_benchmarks(tmp_path):
     bars = app_bench_figure(app).data[0]
     assert list(bars.x) == ["rs", "mage-i"] and abs(bars.y[1] - 1000 * app["mage-i"]["first_token_s"]["median"]) < 1e-9
     written = all_figures(tmp_path / "no-results", tmp_path / "figures", png=False, bench_dir=bench)
-    assert sorted(Path(p).name for p in written) == ["bench-app.html", "bench-guided.html"]
+    assert sorted(Path(p).name for p in written) == ["bench-app.html", "bench-guided.html", "bench-soak.html"]
+    soak = json.loads((bench / "soak.json").read_text())
+    line = soak_figure(soak).data[0]
+    assert list(line.x) == [c["requests"] for c in soak["curve"]] and line.x[-1] == soak["requests"] >= 300
 
 
 def test_an_overlay_draws_each_label_and_its_front_in_one_colour():

@@ -141,9 +141,7 @@ def test_all_torch_work_runs_on_one_thread(service, monkeypatch):
 
 
 def test_plot_without_cached_results_still_shows_live_points(service, monkeypatch, tmp_path):
-    from mage import service as service_module
-
-    monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)  # nothing cached
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))  # nothing cached
     live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}},
             {"task": "assistant", "method": "rs", "scores": {"helpful": 0.5, "harmless": 0.9, "humorous": 0.1}}]  # another task's point is skipped
     fig = service.pareto_figure("summary", [1, 1], live)
@@ -154,9 +152,8 @@ def test_plot_without_cached_results_still_shows_live_points(service, monkeypatc
 def test_default_strength_is_the_validation_choice(service, monkeypatch, tmp_path):
     import json
 
-    from mage import service as service_module
 
-    monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     assert service.default_strength("summary") == 1.0  # nothing chosen yet
     (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
     assert service.default_strength("summary") == 2.0 and service.default_strength("assistant") == 1.0
@@ -167,11 +164,10 @@ def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_li
     version of a scorer) is named as such, and today's samples are not drawn beside it."""
     import json
 
-    from mage import service as service_module
     from mage.pools import scorer_signatures
     from mage.tasks import get_task
 
-    monkeypatch.setattr(service_module, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     record = {"method": "bone", "weights": [0.5, 0.5], "means": {"faithful": 0.6, "quality": 0.4}}
     live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}}]
     current = {"task": "summary", "objectives": ["faithful", "quality"], "scorers": scorer_signatures(get_task("summary")), "records": [record]}

@@ -94,7 +94,7 @@ def test_choose_strength_scores_each_strength_on_validation(tiny_checkpoints, tm
 def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
     from mage import sweep
 
-    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
     (tmp_path / "summary-strength-sft+i.json").write_text(json.dumps({"chosen": 0.5}))
     got = sweep.chosen_strengths("summary", ["rs", "mage-i", "ensemble-i", "sft+i", "mage-e"])
@@ -108,10 +108,9 @@ def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
 
 
 def test_compatibility_sweeps_sft_at_each_strength_and_mage(tiny_checkpoints, tmp_path, monkeypatch):
-    from mage import sweep
     from mage.sweep import compatibility, corner_grid
 
-    monkeypatch.setattr(sweep, "RESULTS", tmp_path)  # no chosen strength: MAGE runs at 1.0
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))  # no chosen strength: MAGE runs at 1.0
     _, base = tiny_checkpoints
     assert corner_grid(2) == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
     result = compatibility("summary", "implicit", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
@@ -163,11 +162,10 @@ def test_evaluate_passes_beta_and_out_through_to_the_sweep(monkeypatch, argv, ex
 
 def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(tiny_checkpoints, tmp_path, monkeypatch):
     """A sweep with other backbones than the default β goes to ``<task>-beta<β>.json`` unless told otherwise."""
-    import mage.sweep
     from mage.sweep import beta_files, results_file
 
     _, base = tiny_checkpoints
-    monkeypatch.setattr(mage.sweep, "RESULTS", tmp_path)
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     assert results_file("summary") == tmp_path / "summary.json"
     assert results_file("summary", 0.8) == tmp_path / "summary-beta0.8.json"
     main = tmp_path / "summary.json"
@@ -223,3 +221,19 @@ def test_a_fresh_clone_reuses_the_committed_results_file(tiny_checkpoints, tmp_p
     generated.clear()
     run_sweep(_config(base=str(base)), out)
     assert len(generated) == 6  # a results file from another base model is regenerated, not reused
+
+
+def test_every_location_is_package_relative_or_set_by_the_environment(monkeypatch, tmp_path):
+    """Results written from another working directory land where the app reads them."""
+    from mage import locations
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAGE_RESULTS", "MAGE_BENCH", "MAGE_FIGURES", "MAGE_ASSETS", "MAGE_CHECKPOINTS"):
+        monkeypatch.delenv(name, raising=False)
+    root = locations.ROOT
+    assert locations.results() == root / "assets" / "results" and locations.bench() == root / "assets" / "bench"
+    assert locations.figures() == root / "assets" / "figures" and locations.checkpoints() == root / "checkpoints"
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path / "r"))
+    from mage.sweep import results_file
+
+    assert results_file("summary") == tmp_path / "r" / "summary.json"  # read at call time
