@@ -12,6 +12,7 @@ at a time, so sessions never see each other's merges. What belongs to a session 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import gradio as gr
@@ -181,6 +182,9 @@ def api_generate(task: str, prompt: str, weights: list[float], methods: list[str
         return {"preference": SERVICE.preference(task, weights), "replies": [r.plain() for r in replies], "notices": notices}
     except ValueError as err:
         raise gr.Error(str(err)) from None
+    except Exception as err:  # a server fault: logged with its traceback, and named to the caller instead of a bare "error"
+        logging.getLogger("mage.app").exception("api generate failed")
+        raise gr.Error(f"generation failed: {type(err).__name__}: {err}") from None
 
 
 CSS = """.score-row{display:flex;align-items:center;gap:6px;font-size:0.85em}.score-name{width:6.5em}.score-track{flex:1;height:0.7em;background:#eee;border-radius:3px}

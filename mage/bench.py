@@ -604,9 +604,9 @@ def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_token
                 try:
                     out = client.predict("assistant", prompts[k % len(prompts)], mu, methods[k % len(methods)], 1.0, new_tokens, 1.0, 0.9, k, False,
                                          api_name="/generate")
-                    failures += [r["error"] for r in out["replies"] if r["error"]]
+                    failures += [f"request {k}: {r['error']}" for r in out["replies"] if r["error"]]
                 except Exception as err:
-                    failures.append(f"{type(err).__name__}: {err}"[:300])
+                    failures.append(f"request {k} ({methods[k % len(methods)]}): {type(err).__name__}: {err}"[:300])
             if (k + 1) % every == 0:
                 curve.append({"requests": k + 1, "rss_mb": _rss_mb(proc.pid)})
                 print(f"mage bench soak: {k + 1} requests, server RSS {curve[-1]['rss_mb']:.0f} MB", flush=True)

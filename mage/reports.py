@@ -107,7 +107,7 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, 
               "mean": {o: sum(v) / len(v) for o, v in values.items()},
               "std": {o: statistics.pstdev(v) for o, v in values.items()},
               "finished_fraction": sum(r["finished"] for r in pool) / len(pool), "correlations": pairs,
-              "command": f"python -m mage pool-stats --task {task}"}
+              "command": f"python -m mage pool-stats --task {task}" + (" --ship" if ship else "")}
     write_json_atomic(out or locations.results() / f"{task}-pool.json", result)
     print(json.dumps(result, indent=2))
     return result

@@ -223,14 +223,14 @@ def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path,
     """Train one LoRA adapter for the reward weights ``weights`` and save it (with manifest, README)."""
     task = get_task(task_name)
     weights = normalize_weights(weights, len(task.objectives))
-    started = time.time()
+    started, commit = time.time(), git_commit()  # the code this run runs, not what HEAD is when it saves
     model, tokenizer = load_base(config.base, device=config.device)
     base_fp, tok_fp = fingerprint_model(model), fingerprint_tokenizer(tokenizer)
     with tempfile.TemporaryDirectory() as scratch:
         trainer, stats = TRAINERS[config.trainer](task, weights, model, tokenizer, config, scratch)
     info = {
         "task": task.name, "objectives": list(task.objectives), "weights": weights, "trainer": config.trainer, "config": _jsonable(asdict(config)),
-        **stats, "wall_time_s": round(time.time() - started, 1), "commit": git_commit(), "command": command or " ".join(sys.argv),
+        **stats, "wall_time_s": round(time.time() - started, 1), "commit": commit, "command": command or " ".join(sys.argv),
     }
     out_dir = Path(out_dir)
     if trainer.accelerator.is_main_process:  # save atomically: adapter (fp16) + manifest + README with the recipe

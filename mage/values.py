@@ -194,7 +194,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
     task = get_task(task_name)
     if objective not in task.objectives:
         raise ValueError(f"objective {objective!r} is not one of task {task.name!r}'s {list(task.objectives)}")
-    started = time.time()
+    started, commit = time.time(), git_commit()  # the code this run runs, not what HEAD is when it saves
     model, tokenizer = load_base(config.base, device=config.device)
     fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
     pool = training_rows(sample_pool(task, model, tokenizer, config.pool or default_pool(task)), config)
@@ -207,7 +207,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
     if not stats.pop("main_process", True):
         return Path(out_dir)  # under several processes only rank 0 writes
     info = {"task": task.name, "objective": objective, "kind": config.kind, "config": _jsonable(asdict(config)), **stats, "n_pool": len(pool),
-            "wall_time_s": round(time.time() - started, 1), "commit": git_commit(), "command": command or " ".join(sys.argv)}
+            "wall_time_s": round(time.time() - started, 1), "commit": commit, "command": command or " ".join(sys.argv)}
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if head is not None:
