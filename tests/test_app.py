@@ -243,3 +243,21 @@ def test_a_huge_request_body_is_refused_at_the_door(server):
     with pytest.raises(urllib.error.URLError) as err:  # 413, or the connection closed while the client still sends
         urllib.request.urlopen(request, timeout=30)
     assert getattr(err.value, "code", None) == 413 or isinstance(err.value.reason, (BrokenPipeError, ConnectionResetError))
+
+
+def test_handlers_keep_order_caps_and_the_plot(tiny_checkpoints, monkeypatch):
+    """Score bars in the task's objective order whatever the values; the reply cap follows the task; a bad
+    request leaves the plot alone and says why (no exception, so no error badge and no traceback)."""
+    import importlib
+
+    _, base = tiny_checkpoints
+    monkeypatch.setenv("MAGE_BASE", str(base))
+    sys.path.insert(0, str(ROOT))
+    app = importlib.import_module("app")
+    bars = app.score_bars(["helpful", "harmless", "humorous"], {"humorous": 0.9, "helpful": 0.1, "harmless": 0.5})
+    assert [bars.index(n) for n in ("helpful", "harmless", "humorous")] == sorted(bars.index(n) for n in ("helpful", "harmless", "humorous"))
+    updates = app.switch_task("summary")
+    assert updates[app.MAX_OBJECTIVES + 4]["value"] == 96  # max new tokens: the summary task's own cap, not the assistant's 48
+    out = list(app.run("summary", "   ", ["bone"], 1.0, 8, 1.0, 0.9, 0, True, [], [0, 1], 1.0, 1.0, 1.0))
+    assert len(out) == 1 and "Not started" in out[0][1] and "prompt is empty" in out[0][1]
+    assert isinstance(out[0][0], type(app.gr.skip()))  # the plot is not replaced
