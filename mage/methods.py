@@ -22,13 +22,13 @@ from typing import Sequence
 
 import torch
 
-from .adapters import CheckpointError, check_fits
+from .adapters import CheckpointError
 from .decoding import Generation, SamplingConfig, generate
 from .fused import FusedImplicit, row_corrections
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
 from .merging import DEFAULT_BETA, Soup, normalize_weights
 from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_tokenizer, load_base
-from .policy import MergedPolicy, PolicyBank
+from .policy import MergedPolicy, PolicyBank, check_ingredients
 from .tasks import Task, get_task
 from .values import ExplicitValueModel, load_values, merge_heads
 
@@ -86,9 +86,8 @@ class GuidanceBank:
             fps = dict(base_fingerprint=fingerprint_model(self._model), tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer))
         else:
             fps = dict(base_fingerprint=fingerprint_model(policy_model), tokenizer_fingerprint=fingerprint_tokenizer(policy_tokenizer))
-        self.values = load_values(task, kind, **fps)
-        for value in self.values:  # a value adapter that does not fit is refused by name before any guide is built
-            check_fits(policy_model if policy_model is not None else self._model, value.adapter)
+        self.values = load_values(task, kind, **fps)  # a value adapter that does not fit is refused by name before any guide is built
+        check_ingredients(policy_model if policy_model is not None else self._model, [v.adapter for v in self.values])
         self._members: list[torch.nn.Module] | None = None
 
     def _load_model(self) -> None:

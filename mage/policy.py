@@ -55,8 +55,9 @@ def load_ingredients(task: Task, kind: str, beta: float = DEFAULT_BETA, *, base_
     return adapters
 
 
-def _check_kind(model, adapters: Sequence[LoraAdapter]) -> list[LoraAdapter]:
-    """A kind's adapters, each checked to fit the model: a bad one fails its own kind, not the task."""
+def check_ingredients(model, adapters: Sequence[LoraAdapter]) -> list[LoraAdapter]:
+    """A kind's adapters (stage-1 ingredients or value models), each checked to fit the model and all
+    targeting the same modules: a bad one fails its own kind, not the task."""
     for adapter in adapters:
         check_fits(model, adapter)
     check_compatible(adapters)
@@ -94,7 +95,7 @@ class PolicyBank:
         self.missing: dict[str, str] = {}
         for kind in kinds:
             try:
-                loaded = _check_kind(model, load_ingredients(self.task, kind, beta, **fps))
+                loaded = check_ingredients(model, load_ingredients(self.task, kind, beta, **fps))
             except CheckpointError as err:
                 if strict:
                     raise

@@ -134,16 +134,15 @@ class ReactState:
         return Path(folder) / REACT_FILE
 
     @classmethod
-    def load(cls, path: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None, verify: bool = True) -> "ReactState":
-        """Read the corrections; with ``verify`` (the default) the folder's manifest is checked first, so a
-        damaged file or one calibrated for another model is refused by name instead of decoding garbage."""
+    def load(cls, path: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None) -> "ReactState":
+        """Read the corrections after checking the folder's manifest, so a damaged file or one calibrated for
+        another model is refused by name instead of decoding garbage."""
         from safetensors import SafetensorError, safe_open
 
         from .adapters import CheckpointError, verify_checkpoint
 
         path = Path(path)
-        if verify:
-            verify_checkpoint(path.parent, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint)
+        verify_checkpoint(path.parent, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint)
         try:
             with safe_open(str(path), "pt") as f:
                 meta = dict(f.metadata() or {})

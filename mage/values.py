@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 
 from .adapters import CheckpointError, LoraAdapter, load_adapter, save_adapter
 from .io import atomic_dir, write_bytes_atomic, write_text_atomic
-from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base
+from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_tokenizer, load_base
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
 from .training import _common_args, _jsonable, default_pool, git_commit, on_cpu, sft_examples, standardize
@@ -82,8 +82,8 @@ class ExplicitValueModel(torch.nn.Module):
 
     def __init__(self, lm, head: torch.nn.Linear):
         super().__init__()
-        weight = next(lm.parameters())
-        self.lm, self.head = lm, head.to(device=weight.device, dtype=weight.dtype)  # the head follows the decoder (a GPU, a 16-bit model)
+        device, dtype = device_of(lm)
+        self.lm, self.head = lm, head.to(device=device, dtype=dtype)  # the head follows the decoder (a GPU, a 16-bit model)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
         out = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache)
