@@ -144,6 +144,8 @@ def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tok
     replies, notices = [], []
     try:
         for replies, notices in SERVICE.stream(task, prompt, sliders[: len(names)], methods, session=request.session_hash if request else None, **settings):
+            if any(r.error == "cancelled" for r in replies):
+                break  # stopped: whoever stopped it (Stop, a newer run, a task switch) owns the page now; nothing more is drawn
             running = next((r.label for r in replies if not r.done), None)
             yield [gr.skip(), f"Generating with **{running}**…" if running else "", gr.skip(), *_slot_updates(task, replies)]
     except Exception as err:  # e.g. a model that cannot load: say what happened instead of a bare "Error"

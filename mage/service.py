@@ -293,6 +293,12 @@ class Service:
             replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in req.methods]
             for reply in replies:
                 yield from self._stream_one(engine, req, reply, replies, cancelled)
+                if cancelled.is_set():  # stopped: the methods not yet run are marked, and nothing more is decoded
+                    for rest in replies:
+                        if not rest.done:
+                            rest.text, rest.error, rest.done = "", "cancelled", True
+                    yield replies, req.notices
+                    return
         finally:
             cancelled.set()  # a closed generator (the user left) stops the running decode
             if session is not None:
@@ -338,13 +344,16 @@ class Service:
                     reply.text = engine.policy.tokenizer.decode(ids, skip_special_tokens=True).strip()
                     yield replies, req.notices
                 continue
-            if event[0] == "done":
+            if cancelled.is_set():  # stopped while finishing: the reply counts as cancelled, whatever the decode got to
+                reply.text, reply.error = "", "cancelled"
+            elif event[0] == "done":
                 _, gen, reply.coefficients, reply.scores, reply.error = event
                 reply.text = gen.text
             else:
                 reply.text, reply.error = "", event[1]
             reply.done = True
-            yield replies, req.notices
+            if not cancelled.is_set():  # the caller yields the stopped run's last state once, in stream()
+                yield replies, req.notices
             return
 
     def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **kwargs) -> tuple[list[Reply], list[str]]:

@@ -112,6 +112,9 @@ def _choose_task(page, task: str, first_objective: str, timeout_ms: int) -> None
     page.locator("#task input").click()
     page.get_by_role("option", name=task).click()
     page.wait_for_function("(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=timeout_ms)
+    # the plot is redrawn last in the switch's chain: wait for the new task's plot before reading it
+    page.wait_for_function("(t) => { const p = document.querySelector('#pareto .js-plotly-plot'); "
+                           "return p && p.layout && (p.layout.title.text || '').startsWith(t + ':'); }", arg=task, timeout=timeout_ms)
 
 
 def _set_number(page, elem_id: str, value: float) -> None:

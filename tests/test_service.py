@@ -202,6 +202,8 @@ def test_stop_cancels_only_the_sessions_run(service):
     run = service.stream("summary", "Some news today.", [1, 1], ["base", "rs"], session="s4", max_new_tokens=256, greedy=True)
     next(run)
     assert service.cancel("s4") and not service.cancel("nobody")
-    *_, (replies, _) = run
+    rest = list(run)
+    assert len(rest) == 1  # a stopped run streams no more tokens: only its final, cancelled state
+    replies, _ = rest[0]
     assert [r.error for r in replies] == ["cancelled", "cancelled"]  # the method in flight and the one still to come
     assert not service.cancel("s4")  # nothing left to stop
