@@ -29,6 +29,8 @@ def row_corrections(policy: Soup | None, values: Sequence[LoraAdapter], weights:
     """Per target module, low-rank factors (A, B) of Δ_φ(μ) − Δ_π: what turns the policy's folded
     weights into the merged value model's — one concatenated adapter (:func:`mage.merging.concat_adapter`)
     over the value adapters at μ and the policy's adapters at −λ, those at weight 0 left out."""
+    if policy is not None and policy.coefficients is None:
+        raise ValueError("the policy carries one preference per batch row (Soup.apply_rows); the fused guide needs one preference: apply() it first")
     pairs = list(zip(values, weights)) + ([(a, -c) for a, c in zip(policy.adapters, policy.coefficients)] if policy is not None else [])
     active = [(a, c) for a, c in pairs if c != 0]
     if not active:
@@ -51,7 +53,9 @@ class FusedImplicit(torch.nn.Module, ImplicitGuide):
         if missing:
             raise ValueError(f"guidance adapters target modules {missing[:3]} that the policy model lacks; fix: train value models on the policy's base model")
         weight = next(model.parameters())
-        self._targets = [(modules[name], a.to(weight), b.to(weight)) for name, (a, b) in corrections.items()]  # A (r, in), B (out, r)
+        exact = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype  # a 16-bit model's correction runs in float32
+        self._targets = [(modules[name], a.to(device=weight.device, dtype=exact), b.to(device=weight.device, dtype=exact))
+                         for name, (a, b) in corrections.items()]  # A (r, in), B (out, r)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, logits_to_keep: int = 0, **kwargs):
         batch = input_ids.shape[0]
@@ -59,7 +63,11 @@ class FusedImplicit(torch.nn.Module, ImplicitGuide):
         def correct(module, args, output, a=None, b=None):
             # the guide's rows: W x + (Δ_φ − Δ_π) x, with Δ_φ − Δ_π = B A (A and B used as stored: b.t() is a view, not a copy)
             guide_out = output[batch:].view(-1, output.shape[-1])  # rows [B, 2B) are contiguous: a view, updated in place
-            guide_out.addmm_(torch.nn.functional.linear(args[0][batch:].reshape(-1, a.shape[1]), a), b.t())
+            x = args[0][batch:].reshape(-1, a.shape[1])
+            if x.dtype == a.dtype:
+                guide_out.addmm_(torch.nn.functional.linear(x, a), b.t())
+            else:
+                guide_out.add_(torch.nn.functional.linear(torch.nn.functional.linear(x.to(a.dtype), a), b).to(guide_out.dtype))
             return output
 
         def twice(t):

@@ -131,35 +131,127 @@ def concat_adapter(adapters: Sequence[LoraAdapter], coefs: Sequence[float], name
     return LoraAdapter(name, 1.0, factors)
 
 
-class Soup:
-    """A base model whose target weights are re-merged in place for each coefficient vector.
+class LowRankLinear(torch.nn.Module):
+    """A target linear whose ingredients' deltas stay unfolded: ``y = W₀ x + B diag(s_row) A x``.
 
-    Keeps a copy of the original weights W_0 of the target modules and the stacked factors, so
-    :meth:`apply` costs one (out × Σr) @ (Σr × in) product per module and no disk reads.
+    A (Σr, in) and B (out, Σr) are the ingredients' stacked factors (scalings in B); ``s_row`` holds each
+    ingredient's coefficient repeated over its rank, one row per batch row (or one row for the whole batch).
+    The correction runs in ``a.dtype`` — float32 for a 16-bit model, so a merge is never rounded into the
+    16-bit weights — and is added to the base output. The shared product A x is computed once per row.
     """
 
-    def __init__(self, model: torch.nn.Module, adapters: Sequence[LoraAdapter]):
+    def __init__(self, base: torch.nn.Module, a_cat: torch.Tensor, b_cat: torch.Tensor):
+        super().__init__()
+        self.base, self.a, self.b = base, a_cat, b_cat
+        self.a_act = self.b_act = self.scale = None  # None: the base alone (all coefficients zero)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
+    def set(self, scale: torch.Tensor | None) -> None:
+        """Per-row scales (rows, Σr), or None for the base alone; columns zero in every row cost nothing."""
+        if scale is None or not bool((scale != 0).any()):
+            self.a_act = self.b_act = self.scale = None
+            return
+        active = (scale != 0).any(dim=0)
+        index = None if bool(active.all()) else active.nonzero().squeeze(1).to(self.a.device)
+        self.a_act = self.a if index is None else self.a.index_select(0, index)
+        b = self.b if index is None else self.b.index_select(1, index)
+        scale = (scale if index is None else scale.index_select(1, index.to(scale.device))).to(b)
+        if scale.shape[0] == 1:  # one preference for every row: fold the scale into B once
+            self.b_act, self.scale = b * scale, None
+        else:
+            self.b_act, self.scale = b, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.a_act is None:
+            return y
+        h = torch.nn.functional.linear(x.to(self.a_act.dtype), self.a_act)  # (rows, ..., r)
+        if self.scale is not None:
+            rows, scale = h.shape[0], self.scale
+            if rows != scale.shape[0]:
+                if rows % scale.shape[0]:
+                    raise ValueError(f"a batch of {rows} rows for {scale.shape[0]} per-row preferences; fix: one batch row per preference (or a multiple)")
+                scale = scale.repeat(rows // scale.shape[0], 1)  # e.g. the fused guide's doubled batch
+            h = h * scale.view(rows, *([1] * (h.dim() - 2)), -1)
+        return y + torch.nn.functional.linear(h, self.b_act).to(y.dtype)
+
+
+def _parent(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    parent, _, child = name.rpartition(".")
+    return (model.get_submodule(parent) if parent else model), child
+
+
+class Soup:
+    """A base model whose target weights carry Σ_j λ_j ΔW_j for a coefficient vector, re-set in place.
+
+    Two forms, same model:
+    - **folded** (float32 / float64 weights, the default there): :meth:`apply` writes W_0 + Σ λ_j ΔW_j into
+      the weights from a kept copy of W_0 — one (out × Σr) @ (Σr × in) product per module, no disk
+      reads, and decoding costs exactly the base model's;
+    - **unfolded** (16-bit weights, the default there; or ``unfolded=True``): the weights stay W_0 and each
+      target linear adds its low-rank correction in float32 (:class:`LowRankLinear`), so a 16-bit model
+      never rounds a merge away and keeps no second copy of W_0.
+    :meth:`apply_rows` gives every batch row its own coefficients (several preferences in one batch; the
+    unfolded form, whatever the dtype).
+    """
+
+    def __init__(self, model: torch.nn.Module, adapters: Sequence[LoraAdapter], *, unfolded: bool | None = None):
         self.model, self.adapters = model, list(adapters)
         modules = dict(model.named_modules())
-        self._targets = []
-        for name in check_compatible(self.adapters):
+        first = next(model.parameters())
+        self.unfolded = first.dtype in (torch.bfloat16, torch.float16) if unfolded is None else bool(unfolded)
+        self._names, self._targets = check_compatible(self.adapters), []
+        for name in self._names:
             if name not in modules:
                 raise ValueError(f"adapter module {name!r} is not in the model; fix: load the adapter onto the base model it was trained on")
             weight = modules[name].weight
-            a_cat = torch.cat([a.factors[name][0] for a in self.adapters], dim=0).to(weight)  # (Σr, in)
-            b_cat = torch.cat([a.scaling * a.factors[name][1] for a in self.adapters], dim=1).to(weight)  # (out, Σr)
+            exact = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype  # the deltas' precision
+            a_cat = torch.cat([a.factors[name][0] for a in self.adapters], dim=0).to(device=weight.device, dtype=exact)  # (Σr, in)
+            b_cat = torch.cat([a.scaling * a.factors[name][1] for a in self.adapters], dim=1).to(device=weight.device, dtype=exact)  # (out, Σr)
             if tuple(weight.shape) != (b_cat.shape[0], a_cat.shape[1]):
                 raise ValueError(f"adapter shapes for {name!r} do not fit the model weight {tuple(weight.shape)}; fix: use the base model the adapter was trained on")
-            self._targets.append((weight, weight.detach().clone(), a_cat, b_cat))
+            w0 = None if self.unfolded else weight.detach().clone()  # the unfolded form never writes the weights
+            self._targets.append((weight, w0, a_cat, b_cat))
         self._ranks = torch.tensor([a.rank for a in self.adapters])
-        self.coefficients: list[float] = [0.0] * len(self.adapters)
+        self._wrapped: list[LowRankLinear] = []
+        self._folded = False  # whether the weights currently differ from W_0
+        self.coefficients: list[float] | None = [0.0] * len(self.adapters)
+        self.rows: list[list[float]] | None = None  # per-row coefficients after apply_rows
 
-    @torch.no_grad()
-    def apply(self, coefs: Sequence[float]) -> None:
-        """Set the model's weights to W_0 + Σ_j λ_j ΔW_j."""
+    def _scale(self, coefs: Sequence[float]) -> torch.Tensor:
         if len(coefs) != len(self.adapters):
             raise ValueError(f"{len(coefs)} coefficients for {len(self.adapters)} adapters")
-        scale = torch.repeat_interleave(torch.tensor(list(coefs), dtype=torch.float32), self._ranks)  # (Σr,)
+        return torch.repeat_interleave(torch.tensor([float(c) for c in coefs], dtype=torch.float64), self._ranks)  # (Σr,)
+
+    def _wrap(self) -> list[LowRankLinear]:
+        """Swap each target linear for its :class:`LowRankLinear` (once)."""
+        if not self._wrapped:
+            for name, (_, _, a_cat, b_cat) in zip(self._names, self._targets):
+                parent, child = _parent(self.model, name)
+                linear = getattr(parent, child)
+                wrapper = linear if isinstance(linear, LowRankLinear) else LowRankLinear(linear, a_cat, b_cat)
+                setattr(parent, child, wrapper)
+                self._wrapped.append(wrapper)
+        return self._wrapped
+
+    @torch.no_grad()
+    def _unfold(self, scale: torch.Tensor) -> None:
+        if self._folded:
+            self._fold(torch.zeros_like(scale[0]))  # the weights back to W_0 first
+        for wrapper in self._wrap():
+            wrapper.set(scale)
+
+    @torch.no_grad()
+    def _fold(self, scale: torch.Tensor) -> None:
+        for wrapper in self._wrapped:
+            wrapper.set(None)
         active = scale != 0  # adapters at λ = 0 (e.g. the experts while Bone Soup merges the backbones) cost nothing
         rows = None if bool(active.all()) else active.nonzero().squeeze(1)
         if rows is not None:
@@ -168,8 +260,28 @@ class Soup:
             if rows is not None:
                 index = rows.to(a_cat.device)
                 a_cat, b_cat = a_cat.index_select(0, index), b_cat.index_select(1, index)
-            torch.addmm(w0, b_cat * scale.to(b_cat), a_cat, out=weight.data)
-        self.coefficients = [float(c) for c in coefs]
+            if w0.dtype == a_cat.dtype:
+                torch.addmm(w0, b_cat * scale.to(b_cat), a_cat, out=weight.data)
+            else:  # 16-bit weights folded on request: the sum in float32, then rounded into the weights
+                weight.data.copy_(torch.addmm(w0.to(a_cat.dtype), b_cat * scale.to(b_cat), a_cat))
+        self._folded = bool(active.any())
+
+    def apply(self, coefs: Sequence[float]) -> None:
+        """Set the model to W_0 + Σ_j λ_j ΔW_j for every row."""
+        scale = self._scale(coefs)
+        if self.unfolded:
+            self._unfold(scale[None])
+        else:
+            self._fold(scale)
+        self.coefficients, self.rows = [float(c) for c in coefs], None
+
+    def apply_rows(self, rows: Sequence[Sequence[float]]) -> None:
+        """Batch row b gets W_0 + Σ_j λ_bj ΔW_j (a batch of B rows takes B coefficient vectors, or a multiple
+        of them tiled): several preferences decode in one forward, the shared A x computed once."""
+        if not rows:
+            raise ValueError("apply_rows needs at least one coefficient vector")
+        self._unfold(torch.stack([self._scale(r) for r in rows]))
+        self.coefficients, self.rows = None, [[float(c) for c in r] for r in rows]
 
     def restore(self) -> None:
         """Back to the untouched base weights."""

@@ -68,8 +68,8 @@ def pick_device(device: "str | torch.device | None" = None) -> torch.device:
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 HALF_DTYPES = ("bfloat16", "float16")
-HALF_PRECISION_NOTE = ("16-bit weights round the merged LoRA deltas when they are folded into them (docs/PERFORMANCE.md): "
-                       "merges and guidance run, but a preference moves the model less precisely than in float32")
+HALF_PRECISION_NOTE = ("16-bit weights: the merged LoRA deltas stay unfolded beside them and run in float32 (a merge is never rounded "
+                       "into the weights; docs/PERFORMANCE.md), so outputs differ from float32 by the 16-bit base model alone")
 
 
 def pick_dtype(dtype: "str | torch.dtype | None" = None) -> torch.dtype:

@@ -138,3 +138,22 @@ class PolicyBank:
         self.merge(method, weights)
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
         return generate(self.model, self.tokenizer, [self.task.messages(x) for x in inputs], config, seed=seed, batch_size=batch_size, progress=progress)
+
+    def generate_rows(self, method: str, preferences: Sequence[Sequence[float]], text: str, config: SamplingConfig | None = None, *,
+                      seeds: Sequence[int] | None = None, seed: int = 0) -> list[Generation]:
+        """One raw task input decoded for several preferences in ONE batch: row p carries the merge for
+        ``preferences[p]`` (:meth:`mage.merging.Soup.apply_rows`), so one pass over the base weights per step
+        serves every preference — a sweep's grid points, or several users' sliders. Row p samples with
+        ``seeds[p]`` (default: ``seed`` for every row, so preferences differ by their merge alone). Under
+        greedy decoding each row gives the tokens of :meth:`generate` for its preference."""
+        from .merging import normalize_weights
+
+        if not preferences:
+            raise ValueError("no preference given; fix: pass at least one weight vector")
+        rows = [self.coefficients_for(method, normalize_weights(mu, len(self.task.objectives))) for mu in preferences]
+        seeds = list(seeds) if seeds is not None else [seed] * len(rows)
+        if self.soup is not None:
+            self.soup.apply_rows(rows)
+        self.current = None  # no single preference is merged now
+        config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
+        return generate(self.model, self.tokenizer, [self.task.messages(text)] * len(rows), config, seeds=seeds, batch_size=len(rows))

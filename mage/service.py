@@ -108,7 +108,7 @@ class Service:
         return self._tokenizer
 
     def precision_note(self) -> str:
-        """What the page says about the dtype: 16-bit folding rounds the merge (empty for 32/64-bit)."""
+        """What the page says about the dtype: in 16-bit the merges stay unfolded, in float32 (empty for 32/64-bit)."""
         return HALF_PRECISION_NOTE if self.dtype in HALF_DTYPES else ""
 
     def objectives(self, task: str) -> list[str]:

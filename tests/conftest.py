@@ -72,7 +72,10 @@ def tiny_checkpoints(tmp_path_factory):
     os.environ["MAGE_CACHE_DIR"] = str(root / "cache")
     os.environ["MAGE_CHECKPOINTS"] = str(root / "checkpoints")
     base = save_tiny_base(root / "tiny")
-    config = TrainConfig(base=str(base), epochs=1, pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6))
+    # 4 selected samples, 2 per step, 2 epochs: 4 optimiser steps, so the 2 warm-up steps (learning rate 0, then half) are not
+    # all there is — with 1 step every stage-1 adapter stayed exactly zero and merging tests compared the base with itself
+    config = TrainConfig(base=str(base), epochs=2, batch_size=2, learning_rate=1e-2,
+                         pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6))
     from mage.policy import ingredient_dir, ingredient_names
 
     task = get_task("summary")

@@ -1,6 +1,7 @@
 """Coefficients (RS, Bone Soup, ABA) and exact delta-space LoRA merging, checked with numbers."""
 from __future__ import annotations
 
+import dataclasses
 import copy
 import math
 
@@ -164,3 +165,76 @@ def test_soup_refuses_an_adapter_for_another_architecture(three, tokenizer):
         Soup(tiny_model(tokenizer, seed=0, hidden=64), adapters)
     with pytest.raises(ValueError, match="2 coefficients for 3 adapters"):
         Soup(tiny_model(tokenizer, seed=0), adapters).apply([0.5, 0.5])
+
+
+# --------------------------------------------------------------------------- unfolded and per-row merges
+
+def test_unfolded_merge_gives_the_folded_logits_and_never_writes_the_weights(three, tokenizer, ids):
+    _, adapters = three
+    lam = [0.6, 1.2, -0.8]
+    folded = Soup(tiny_model(tokenizer, seed=0).double(), adapters)
+    folded.apply(lam)
+    model = tiny_model(tokenizer, seed=0).double()
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    unfolded = Soup(model, adapters, unfolded=True)
+    unfolded.apply(lam)
+    assert (logits(unfolded.model, ids) - logits(folded.model, ids)).abs().max() < 1e-10
+    assert all(torch.equal(p, w0[n.replace(".base.", ".")]) for n, p in model.named_parameters())  # W_0 untouched
+    unfolded.restore()
+    assert (logits(model, ids) - logits(tiny_model(tokenizer, seed=0).double(), ids)).abs().max() < 1e-12
+
+
+def test_a_16_bit_model_keeps_the_merge_unrounded(three, tokenizer, ids):
+    """Folding a small delta into bf16 weights rounds most of it away; unfolded, the delta is kept exactly
+    (float32 factors) and the merged model's logits err against float64 no more than the bf16 base's own do."""
+    _, adapters = three
+    small = [dataclasses.replace(a, scaling=a.scaling * 1e-4) for a in adapters]  # deltas ~1e-3 of the weights
+    lam = [0.6, 1.2, -0.8]
+    name = sorted(adapters[0].factors)[0]
+    want = sum(c * a.delta(name) for c, a in zip(lam, small))
+    folded = Soup(tiny_model(tokenizer, seed=0).bfloat16(), small, unfolded=False)
+    w0 = dict(folded.model.named_modules())[name].weight.detach().float().clone()
+    folded.apply(lam)
+    kept = dict(folded.model.named_modules())[name].weight.detach().float() - w0
+    assert (kept - want).norm() / want.norm() > 0.5  # folding lost most of the delta
+    soup = Soup(tiny_model(tokenizer, seed=0).bfloat16(), small)
+    assert soup.unfolded  # the default for 16-bit weights
+    soup.apply(lam)
+    wrapper = dict(soup.model.named_modules())[name]
+    assert (wrapper.b_act @ wrapper.a_act - want).abs().max() < 1e-6 * want.abs().max()  # the delta, unrounded
+    exact = Soup(tiny_model(tokenizer, seed=0).double(), small)
+    exact.apply(lam)
+    err_merged = (logits(soup.model, ids).double() - logits(exact.model, ids)).abs().max()
+    err_base = (logits(tiny_model(tokenizer, seed=0).bfloat16(), ids).double() - logits(tiny_model(tokenizer, seed=0).double(), ids)).abs().max()
+    assert err_merged < 1.5 * err_base, (err_merged, err_base)
+
+
+def test_each_batch_row_carries_its_own_preference(three, tokenizer):
+    """apply_rows: row b of one batch gives the logits of the model merged for λ_b alone (fp64: exactly)."""
+    _, adapters = three
+    rows = [[1.0, 0.0, 0.0], [0.2, 0.3, 0.5], [-0.5, 1.0, 0.5]]
+    ids = torch.tensor([[5, 9, 13, 2, 7]] * len(rows))
+    soup = Soup(tiny_model(tokenizer, seed=0).double(), adapters)  # folded by default: rows switch it to the unfolded form
+    soup.apply([0.3, 0.3, 0.4])
+    soup.apply_rows(rows)
+    together = logits(soup.model, ids)
+    assert soup.coefficients is None and soup.rows == rows
+    for b, lam in enumerate(rows):
+        soup.apply(lam)  # back to the folded form for one preference
+        assert (together[b] - logits(soup.model, ids[b:b + 1])[0]).abs().max() < 1e-10
+    soup.apply_rows(rows[:2])
+    with pytest.raises(ValueError, match="a batch of 3 rows for 2 per-row preferences"):
+        logits(soup.model, ids)
+    assert (logits(soup.model, ids[:1].repeat(4, 1))[2] - together[0]).abs().max() < 1e-10  # a multiple of the rows is tiled
+
+
+def test_a_copy_of_an_unfolded_model_keeps_its_own_merge(three, tokenizer, ids):
+    """MOD's experts and the value ensemble deep-copy a merged model: the copy must not follow later merges."""
+    _, adapters = three
+    soup = Soup(tiny_model(tokenizer, seed=0), adapters, unfolded=True)
+    soup.apply([1.0, 0.0, 0.0])
+    expert = copy.deepcopy(soup.model)
+    first = logits(expert, ids)
+    soup.apply([0.0, 1.0, 0.0])
+    assert torch.equal(logits(expert, ids), first)
+    assert (logits(soup.model, ids) - first).abs().max() > 1e-3

@@ -101,13 +101,10 @@ def test_mod_reports_the_preference_not_a_leftover_merge(engine):
     assert engine.current.method == "mod" and engine.current.weights == pytest.approx([0.3, 0.7])
 
 
-@pytest.mark.parametrize("policy_method", ["bone", "base"])
-def test_fused_implicit_guidance_equals_the_separate_guide_model(engine, tiny_checkpoints, policy_method):
-    """mage.fused runs the guide through the policy's weights plus (Δ_φ − Δ_π): the guide rows must give
-    the separately merged value model's logits, the policy rows the policy's own."""
+def _fused_and_separate(engine, policy_method: str, mu: list[float]):
+    """Last-position logits for the merged policy, the fused model's policy and guide rows, and the separately merged guide."""
     from mage.fused import FusedImplicit, row_corrections
 
-    mu = [0.3, 0.7]
     engine.policy.merge(policy_method, mu)
     bank = engine.guidance("implicit")
     fused = FusedImplicit(engine.policy.model, row_corrections(engine.policy.soup, [v.adapter for v in bank.values], mu), 1.0)
@@ -116,8 +113,16 @@ def test_fused_implicit_guidance_equals_the_separate_guide_model(engine, tiny_ch
         policy_logits = engine.policy.model(**ids).logits[:, -1].float()
         fused_logits = fused(ids["input_ids"], ids["attention_mask"]).logits[:, -1].float()
         guide_logits = bank.merged(mu)[0].model(**ids).logits[:, -1].float()
+    return policy_logits, fused_logits, fused._logits[0], guide_logits
+
+
+@pytest.mark.parametrize("policy_method", ["bone", "base"])
+def test_fused_implicit_guidance_equals_the_separate_guide_model(engine, tiny_checkpoints, policy_method):
+    """mage.fused runs the guide through the policy's weights plus (Δ_φ − Δ_π): the guide rows must give
+    the separately merged value model's logits, the policy rows the policy's own."""
+    policy_logits, fused_logits, fused_guide, guide_logits = _fused_and_separate(engine, policy_method, [0.3, 0.7])
     assert torch.allclose(fused_logits, policy_logits, atol=1e-5)
-    assert torch.allclose(fused._logits[0], guide_logits, atol=1e-5)
+    assert torch.allclose(fused_guide, guide_logits, atol=1e-5)
     assert (guide_logits - policy_logits).abs().max() > 1e-3  # the correction is not a no-op
 
 
@@ -130,3 +135,43 @@ def test_fused_and_separate_mage_i_decode_the_same_tokens(tiny_checkpoints):
         runs[fused] = [[g.token_ids for g in e.generate(m, [0.6, 0.4], ["Some article text.", "Other text."], sampling, seed=3, strength=2.0)]
                        for m in ("mage-i", "sft+i")]
     assert runs[True] == runs[False]
+
+
+@pytest.mark.parametrize("method", ["bone", "rs", "base"])
+def test_many_preferences_in_one_batch_give_each_preferences_own_tokens(tiny_checkpoints, method):
+    """PolicyBank.generate_rows: a sweep's grid points as rows of one batch, each row decoding exactly as the
+    model merged for its preference alone (greedy, float64). The ingredients are distinct random adapters
+    (the tiny trained ones are near-identical, so they could not show a mix-up of rows)."""
+    import copy
+
+    from mage.adapters import adapter_from_peft
+    from mage.merging import Soup
+    from mage.policy import PolicyBank
+
+    from .conftest import lora_model
+
+    bank = PolicyBank("summary", base=str(tiny_checkpoints[1]), dtype="float64")
+    peft_model = lora_model(copy.deepcopy(bank.model), 4, seed=3)
+    bank.soup = Soup(bank.model, [adapter_from_peft(peft_model, f"a{j}") for j in range(4)])  # experts = 0, 1; backbones = 2, 3
+    grid = [[w, 1 - w] for w in (0.0, 0.3, 0.5, 0.8, 1.0)]
+    sampling = SamplingConfig(max_new_tokens=6, greedy=True)
+    together = [g.token_ids for g in bank.generate_rows(method, grid, "Some article text.", sampling)]
+    alone = [bank.generate(method, mu, ["Some article text."], sampling)[0].token_ids for mu in grid]
+    assert together == alone
+    assert (len({tuple(t) for t in together}) > 1) == (method != "base")  # the preferences did change the tokens
+    with pytest.raises(ValueError, match="no preference given"):
+        bank.generate_rows(method, [], "x")
+
+
+def test_a_16_bit_policy_merges_unfolded_and_its_fused_guide_matches_the_separate_one(tiny_checkpoints):
+    """bfloat16: the policy's deltas stay unfolded (the weights are never written), and the fused implicit
+    guide still gives the separately merged value model's logits."""
+    _, base = tiny_checkpoints
+    engine = Engine("summary", base=str(base), dtype="bfloat16")
+    weights = {n: p.detach().clone() for n, p in engine.policy.model.named_parameters()}
+    policy_logits, fused_logits, fused_guide, guide_logits = _fused_and_separate(engine, "bone", [0.3, 0.7])
+    assert engine.policy.soup.unfolded and all(torch.equal(p, weights[n.replace(".base.", ".")]) for n, p in engine.policy.model.named_parameters())
+    scale = guide_logits.abs().max()
+    assert (fused_logits - policy_logits).abs().max() < 0.02 * scale
+    assert (fused_guide - guide_logits).abs().max() < 0.02 * scale
+    assert (guide_logits - policy_logits).abs().max() > 0.05 * scale  # the correction is not a no-op
