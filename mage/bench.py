@@ -14,6 +14,8 @@ Parts:
 - ``soak``   — 300 mixed requests (good and bad) from fresh sessions against a real app process: memory curve, bad input → outcome.
 - ``devices`` — every method on the bench's device in each dtype: does it run, and does it give the same
   greedy tokens as float32 on the CPU (the reference, computed in the same run)?
+- ``rows``, ``half``, ``gpu`` — the fast paths: many preferences in one batch, bf16 with unfolded merges, and
+  the GPU per-step table (:mod:`mage.bench_fast`).
 """
 from __future__ import annotations
 
@@ -671,3 +673,16 @@ def bench_devices(repeats: int = 1, task: str = "assistant", prompts: int = 3, n
 
 PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start, "profile": bench_profile,
                                          "devices": bench_devices, "soak": bench_soak}
+
+
+def _fast_part(name: str) -> Callable[..., dict]:
+    def run(**kwargs) -> dict:
+        from . import bench_fast  # the fast paths' benchmarks (issue 23) import this module
+
+        return getattr(bench_fast, f"bench_{name}")(**kwargs)
+
+    run.__doc__ = f"mage.bench_fast.bench_{name}"
+    return run
+
+
+PARTS.update({name: _fast_part(name) for name in ("rows", "half", "gpu")})

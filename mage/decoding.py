@@ -132,13 +132,47 @@ def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
+CHECK_EVERY = 8  # the fast path asks the device whether every row has stopped only every few steps (a host sync)
+
+
+def _hf_config(model):
+    """The transformers config of a decoding model (a fused model wraps one); None for a mix of models (MOD)."""
+    return getattr(model, "config", None) or getattr(getattr(model, "model", None), "config", None)
+
+
+class FastStep:
+    """The fast decode path's model call: a static KV cache (fixed shapes, allocated once) and, on CUDA, the
+    step compiled with CUDA graphs (``torch.compile(mode="reduce-overhead")``), so a step is replayed instead of
+    launched kernel by kernel from Python. Same tokens as the dynamic-cache loop under greedy decoding."""
+
+    def __init__(self, model, max_len: int, *, compile: bool | None = None):
+        from transformers import StaticCache
+
+        config = _hf_config(model)
+        if config is None:
+            raise ValueError("the fast decode path needs one model with a transformers config (not MOD's mix of experts); fix: fast=False")
+        self.model, self.cache = model, StaticCache(config=config, max_cache_len=max_len)
+        device = next(model.parameters()).device
+        self.compiled = device.type == "cuda" if compile is None else compile
+        self._step = torch.compile(model, mode="reduce-overhead", dynamic=False) if self.compiled else model
+
+    def prefill(self, **kwargs):
+        return self.model(past_key_values=self.cache, **kwargs)  # variable length: never compiled
+
+    def step(self, **kwargs):
+        if self.compiled and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten by this replay
+        return self._step(past_key_values=self.cache, use_cache=True, **kwargs)
+
+
 @torch.no_grad()
 def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig, seeds: Sequence[int], guide: Guide | None = None,
-                 on_token: Callable[[list[int]], None] | None = None) -> list[Generation]:
+                 on_token: Callable[[list[int]], None] | None = None, fast: bool = False) -> list[Generation]:
     """Generate one response per prompt in a single batch (the narrated loop).
 
     ``on_token`` (streaming) is called after every step with each row's new token id, −1 for a row
-    that stopped (its stop token included) or had stopped before.
+    that stopped (its stop token included) or had stopped before. ``fast``: a static KV cache, CUDA graphs
+    on a GPU (:class:`FastStep`) and a stop check every :data:`CHECK_EVERY` steps; same tokens.
     """
     device = next(model.parameters()).device
     # 1. encode: left-padded prompts, positions counted from each row's first real token
@@ -151,7 +185,9 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
     new_tokens: list[torch.Tensor] = []
     # 2. prefill the policy (and the guide's own caches)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)  # the head runs on the last position only
+    fast_step = FastStep(model, input_ids.shape[1] + config.max_new_tokens) if fast else None
+    prefill = fast_step.prefill if fast else model
+    out = prefill(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)  # the head runs on the last position only
     cache, logits = out.past_key_values, out.logits[:, -1, :].float()  # (B, V)
     if guide is not None:
         guide.start(input_ids, mask)
@@ -174,13 +210,16 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
         if on_token is not None:
             on_token(new_tokens[-1].tolist())
         done |= is_stop
-        if bool(done.all()) or step == config.max_new_tokens - 1:
+        if step == config.max_new_tokens - 1 or ((not fast or step % CHECK_EVERY == CHECK_EVERY - 1 or on_token is not None) and bool(done.all())):
             break  # no forward pass for a token that will not be sampled
         # 6. append and advance the caches by one token
         input_ids = torch.cat([input_ids, token[:, None]], dim=1)
         mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
         positions = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if fast:
+            out = fast_step.step(input_ids=token[:, None], attention_mask=mask, position_ids=positions, logits_to_keep=1)
+        else:
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1, :].float()
         if guide is not None:
             guide.advance(token, mask)
@@ -196,9 +235,10 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
 def generate(
     model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig = SamplingConfig(), *, seed: int = 0,
     seeds: Sequence[int] | None = None, batch_size: int = 8, guide: Guide | None = None, progress: bool = False,
-    on_token: Callable[[list[int]], None] | None = None,
+    on_token: Callable[[list[int]], None] | None = None, fast: bool = False,
 ) -> list[Generation]:
-    """Generate for many prompts in batches. Row ``i`` uses seed ``seeds[i]`` (default ``seed + i``)."""
+    """Generate for many prompts in batches. Row ``i`` uses seed ``seeds[i]`` (default ``seed + i``);
+    ``fast``: the static-cache path (:func:`decode_batch`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(prompts))]
@@ -207,5 +247,5 @@ def generate(
     results: list[Generation] = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-        results += decode_batch(model, tokenizer, prompts[start:start + batch_size], config, seeds[start:start + batch_size], guide, on_token)
+        results += decode_batch(model, tokenizer, prompts[start:start + batch_size], config, seeds[start:start + batch_size], guide, on_token, fast)
     return results

@@ -218,8 +218,11 @@ class Engine:
         return ExplicitGuide(members, strength, self.top_k) if kind == "explicit" else ImplicitGuide(members, strength)
 
     def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, strength: float = 1.0,
-                 seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False, on_token=None) -> list[Generation]:
+                 seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False, on_token=None, fast: bool = False) -> list[Generation]:
+        """``fast``: the static-cache decode path (CUDA graphs on a GPU; :class:`mage.decoding.FastStep`) for
+        every method but MOD, whose experts are several models; same tokens as the reference loop."""
         model, guide = self.prepare(method, weights, strength)
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
         prompts = [self.task.messages(x) for x in inputs]
-        return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress, on_token=on_token)
+        return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress,
+                        on_token=on_token, fast=fast and get_method(method).policy != "mod")

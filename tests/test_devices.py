@@ -64,3 +64,22 @@ def test_a_device_this_machine_lacks_is_refused_clearly(tiny_checkpoints):
         pick_device("gpu0")
     with pytest.raises(ValueError, match="unknown dtype 'fp8'.*float32"):
         pick_dtype("fp8")
+
+
+def test_the_gpu_benchmark_runs_every_variant_on_the_devices_present():
+    """``bench gpu`` must run unattended on a CUDA machine: here it runs on a tiny model on every device present,
+    every variant measured and each ratio taken against plain decoding in the same run."""
+    from mage import bench
+    from mage.bench_fast import gpu_rows
+
+    for device in DEVICES:
+        bench.TARGET.update(device=device, dtype="float32")
+        try:
+            rows = gpu_rows("tiny", new_tokens=4, repeats=1)
+        finally:
+            bench.TARGET.update(device="cpu", dtype="float32")
+        by = {r["variant"]: r for r in rows}
+        assert set(by) == {"plain", "plain-fast", "mage-i", "mage-i-fast", "mage-e", "ensemble-i", "mod", "re-merge",
+                           "slider → first token, bone", "slider → first token, mage-i"}
+        assert by["plain"]["ratio_vs_plain"] == 1.0
+        assert all(r.get("ms_per_step", r.get("ms")) > 0 for r in rows)

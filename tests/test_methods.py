@@ -175,3 +175,17 @@ def test_a_16_bit_policy_merges_unfolded_and_its_fused_guide_matches_the_separat
     assert (fused_logits - policy_logits).abs().max() < 0.02 * scale
     assert (fused_guide - guide_logits).abs().max() < 0.02 * scale
     assert (guide_logits - policy_logits).abs().max() > 0.05 * scale  # the correction is not a no-op
+
+
+def test_the_fast_decode_path_gives_the_reference_loops_tokens(engine):
+    """Static KV cache (+ CUDA graphs where there is a GPU), stop checked every few steps: same tokens as the
+    narrated dynamic-cache loop for every method, greedy and sampled; MOD falls back to the loop."""
+    for method in METHODS:
+        for sampling in (GREEDY, SamplingConfig(max_new_tokens=9)):
+            reference = [g.token_ids for g in engine.generate(method, [0.3, 0.7], ["Some article text.", "A much longer article text here."], sampling, seed=4)]
+            fast = [g.token_ids for g in engine.generate(method, [0.3, 0.7], ["Some article text.", "A much longer article text here."], sampling, seed=4, fast=True)]
+            assert fast == reference, method
+    from mage.decoding import FastStep
+
+    with pytest.raises(ValueError, match="needs one model with a transformers config"):
+        FastStep(torch.nn.Linear(2, 2), 8)
