@@ -1,7 +1,7 @@
 """Benchmarks of the fast paths (issue 23): ``python -m mage bench rows | half | gpu``.
 
-- ``rows`` — many preferences of one prompt as rows of one batch (:meth:`mage.policy.PolicyBank.generate_rows`)
-  against re-merging and decoding once per preference point; same greedy tokens, throughput ratio.
+- ``rows`` — a sweep's preference grid on one prompt as rows of one batch (:meth:`mage.policy.PolicyBank.generate_rows`)
+  against re-merging and decoding once per point, for each task; same greedy tokens, throughput ratio.
 - ``half`` — bfloat16 with the merge kept unfolded in float32 against float32 folded: logit error against the
   float32 merge (and that of bf16 folding), greedy agreement, and decode time per step.
 - ``gpu``  — the per-step table of the GPU issue, through mage's own merge and guides: plain decoding (the
@@ -21,17 +21,18 @@ from .bench import TARGET, _adapters, _load, _random_adapters, _sync, summary_st
 
 # --------------------------------------------------------------------------- rows: many preferences in one batch
 
-def bench_rows(repeats: int = 1, task: str = "summary", points: int = 11, method: str = "bone") -> dict:
-    """A sweep's ``points`` preference points of one prompt: re-merge and decode per point vs all points as rows
-    of one batch (greedy, the task's reply cap). Per-point and batched runs alternate within each repeat."""
+def rows_one_task(task: str, repeats: int = 1, method: str = "bone") -> dict:
+    """A sweep's preference grid (SPEC §4: 11 points for two objectives, 13 for three) on one test prompt:
+    re-merge and decode per point (the reference loop) vs all points as rows of one batch (greedy, the task's
+    reply cap). Per-point and batched runs alternate within each repeat."""
     from .decoding import SamplingConfig
     from .policy import PolicyBank
+    from .sweep import preference_grid
     from .tasks import get_task
 
     t = get_task(task)
     bank = PolicyBank(t, device=TARGET["device"], dtype=TARGET["dtype"])
-    n = len(t.objectives)
-    grid = [[i / (points - 1), 1 - i / (points - 1)] for i in range(points)] if n == 2 else [[1 / n] * n] * points
+    grid = preference_grid(len(t.objectives))
     text = t.examples("test")[0].input
     sampling = SamplingConfig(max_new_tokens=t.max_new_tokens, greedy=True)
     times, tokens, same = {"per_point": [], "rows": []}, {}, []
@@ -44,14 +45,20 @@ def bench_rows(repeats: int = 1, task: str = "summary", points: int = 11, method
         times["rows"].append(time.perf_counter() - start)
         same.append([a.token_ids == b.token_ids for a, b in zip(alone, together)])
         tokens = {"per_point": sum(len(g.token_ids) for g in alone), "rows": sum(len(g.token_ids) for g in together)}
-    out = {"task": task, "method": method, "points": points, "prompt_tokens": len(bank.tokenizer(t.messages(text)[-1]["content"])["input_ids"]),
-           "max_new_tokens": sampling.max_new_tokens, "tokens": tokens, "same_greedy_tokens_per_point": same[-1],
-           "same_greedy_tokens": f"{sum(same[-1])}/{points}"}
+    from .decoding import encode_prompts
+
+    out = {"task": task, "method": method, "points": len(grid), "prompt_tokens": int(encode_prompts(bank.tokenizer, [t.messages(text)], "cpu")[0].shape[1]),
+           "max_new_tokens": sampling.max_new_tokens, "tokens": tokens, "same_greedy_tokens": f"{sum(same[-1])}/{len(grid)}"}
     for name, ts in times.items():
         out[name] = {**summary_stats(ts), "all_s": ts}
     out["throughput_ratio_rows_over_per_point"] = statistics.median([p / r for p, r in zip(times["per_point"], times["rows"])])
-    out["target"] = ">= 3x the throughput of re-merging per point, same tokens under greedy decoding"
     return out
+
+
+def bench_rows(repeats: int = 1, tasks: tuple[str, ...] = ("assistant", "summary")) -> dict:
+    """Many preferences in one batch vs re-merging per point, for each task's grid and prompt length."""
+    return {"tasks": [rows_one_task(t, repeats) for t in tasks],
+            "target": ">= 3x the throughput of re-merging per point, same tokens under greedy decoding"}
 
 
 # --------------------------------------------------------------------------- half: bf16 with unfolded merges
@@ -67,7 +74,7 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
                                                             "Describe a cat's opinion of vacuum cleaners.")]
     lam = coefficients("rs", [0.2, 0.3, 0.5])
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
-    runs, source = {}, ""
+    runs, models, source = {}, {}, ""
     for label, dtype, unfolded in (("float32", "float32", False), ("bfloat16-unfolded", "bfloat16", True), ("bfloat16-folded", "bfloat16", False)):
         model, tokenizer = load_base(DEFAULT_BASE, device=TARGET["device"], dtype=dtype)
         adapters, source = _adapters(model, tokenizer, 3)
@@ -79,13 +86,19 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
             soup.restore()
             base = model(input_ids=ids, attention_mask=mask).logits[:, -1].double()
             soup.apply(lam)
-        merge_time = timed(lambda: soup.apply(lam), 10)
         gens = generate(model, tokenizer, prompts, config, batch_size=1)  # warm-up and the tokens
-        steps = sum(len(g.token_ids) for g in gens)
-        t = timed(lambda: generate(model, tokenizer, prompts, config, batch_size=1), repeats, warmup=0)
-        runs[label] = {"merged": merged, "effect": merged - base, "tokens": [g.token_ids for g in gens], "s_per_step": t["median_s"] / max(1, steps),
-                       "timing": t, "remerge": merge_time}
-        del model, soup
+        runs[label] = {"merged": merged, "effect": merged - base, "tokens": [g.token_ids for g in gens], "steps": sum(len(g.token_ids) for g in gens),
+                       "remerge": timed(lambda: soup.apply(lam), 10), "times": []}
+        models[label] = (model, tokenizer)
+    for _ in range(repeats):  # interleaved: the machine's drift hits every variant alike
+        for label, (model, tokenizer) in models.items():
+            start = time.perf_counter()
+            generate(model, tokenizer, prompts, config, batch_size=1)
+            _sync()
+            runs[label]["times"].append(time.perf_counter() - start)
+    for r in runs.values():
+        r["timing"] = summary_stats(r["times"])
+        r["s_per_step"] = r["timing"]["median_s"] / max(1, r["steps"])
     ref = runs["float32"]
     out = {"adapters": source, "coefficients": lam, "new_tokens": new_tokens, "rows": {}}
     for label, r in runs.items():

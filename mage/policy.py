@@ -133,19 +133,22 @@ class PolicyBank:
         self.current = MergedPolicy(method, mu, full[group] if group else [])
         return self.current
 
-    def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, seed: int = 0, batch_size: int = 8, progress: bool = False) -> list[Generation]:
-        """Merge for (method, μ), then generate one response per raw task input."""
+    def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, seed: int = 0, batch_size: int = 8,
+                 progress: bool = False, fast: bool = False) -> list[Generation]:
+        """Merge for (method, μ), then generate one response per raw task input (``fast``: the static-cache path)."""
         self.merge(method, weights)
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
-        return generate(self.model, self.tokenizer, [self.task.messages(x) for x in inputs], config, seed=seed, batch_size=batch_size, progress=progress)
+        return generate(self.model, self.tokenizer, [self.task.messages(x) for x in inputs], config, seed=seed, batch_size=batch_size, progress=progress, fast=fast)
 
     def generate_rows(self, method: str, preferences: Sequence[Sequence[float]], text: str, config: SamplingConfig | None = None, *,
-                      seeds: Sequence[int] | None = None, seed: int = 0) -> list[Generation]:
+                      seeds: Sequence[int] | None = None, seed: int = 0, fast: bool = True) -> list[Generation]:
         """One raw task input decoded for several preferences in ONE batch: row p carries the merge for
         ``preferences[p]`` (:meth:`mage.merging.Soup.apply_rows`), so one pass over the base weights per step
         serves every preference — a sweep's grid points, or several users' sliders. Row p samples with
         ``seeds[p]`` (default: ``seed`` for every row, so preferences differ by their merge alone). Under
-        greedy decoding each row gives the tokens of :meth:`generate` for its preference."""
+        greedy decoding each row gives the tokens of :meth:`generate` for its preference. ``fast`` (default): the
+        static KV cache, which a wide batch over a long prompt needs (the dynamic cache re-copies every row's
+        keys and values at each step)."""
         from .merging import normalize_weights
 
         if not preferences:
@@ -156,4 +159,4 @@ class PolicyBank:
             self.soup.apply_rows(rows)
         self.current = None  # no single preference is merged now
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
-        return generate(self.model, self.tokenizer, [self.task.messages(text)] * len(rows), config, seeds=seeds, batch_size=len(rows))
+        return generate(self.model, self.tokenizer, [self.task.messages(text)] * len(rows), config, seeds=seeds, batch_size=len(rows), fast=fast)
