@@ -44,10 +44,6 @@ CONCURRENCY = int(os.environ.get("MAGE_CONCURRENCY", "1"))
 # sessions whose state (live stars, component updates) the server keeps; the oldest beyond it are dropped, so memory
 # levels off however many fresh sessions arrive (gradio's default keeps 10,000)
 SESSIONS = int(os.environ.get("MAGE_SESSIONS", "128"))
-EXAMPLES = {
-    "assistant": ["How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."],
-    "summary": [TASKS["summary"].examples("test")[0].input, TASKS["summary"].examples("test")[1].input],
-}
 
 
 def _names(task: str) -> list[str]:
@@ -61,7 +57,7 @@ def switch_task(task: str, request: gr.Request = None):
         SERVICE.cancel(request.session_hash)
     names = _names(task)
     sliders = [gr.update(visible=i < len(names), label=names[i] if i < len(names) else "", value=1.0) for i in range(MAX_OBJECTIVES)]
-    return [*sliders, gr.update(choices=[label for label, _ in SERVICE.cached_preferences(task)], value=None), gr.update(samples=[[e] for e in EXAMPLES[task]]), [],
+    return [*sliders, gr.update(choices=[label for label, _ in SERVICE.cached_preferences(task)], value=None), gr.update(samples=[[e] for e in TASKS[task].demo_prompts()]), [],
             gr.update(value=SERVICE.default_strength(task)), gr.update(value=TASKS[task].max_new_tokens), "", "", *[gr.update(visible=False, value=None)] * (3 * SLOTS)]
 
 
@@ -223,7 +219,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                 greedy = gr.Checkbox(False, label="Greedy")
         with gr.Column(scale=2):
             prompt = gr.Textbox(lines=4, label="Prompt", placeholder="Ask something, or paste an article for the summary task", elem_id="prompt")
-            examples = gr.Dataset(components=[prompt], samples=[[e] for e in EXAMPLES["assistant"]], label="Examples")
+            examples = gr.Dataset(components=[prompt], samples=[[e] for e in TASKS["assistant"].demo_prompts()], label="Examples")
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="stop")

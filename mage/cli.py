@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common_train(p):
         device_args(p, dtype=False)  # training precision follows the device: fp32 on a CPU, bf16 mixed precision on a GPU that has it
-        p.add_argument("--task", required=True, help="assistant or summary")
+        p.add_argument("--task", required=True, help="a task: assistant, summary, or one a preset registers")
         p.add_argument("--base", default=DEFAULT_BASE, help="base model: embedded alias, folder or hub id")
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")

@@ -36,12 +36,17 @@ GRID_3 = [(0, 0, 1), (0, 1, 0), (1, 0, 0), (0.1, 0.1, 0.8), (0.1, 0.8, 0.1), (0.
 
 
 def preference_grid(n: int) -> list[list[float]]:
-    """SPEC §4: 11 points for two objectives, the 13 listed points for three."""
+    """SPEC §4: 11 points for two objectives, the 13 listed points for three. Four or more objectives (beyond
+    the papers): the n corners, n points leaning on one objective (0.55, the rest shared) and the uniform one."""
     if n == 2:
         return [[i / 10, 1 - i / 10] for i in range(11)]
     if n == 3:
         return [list(p) for p in GRID_3]
-    raise ValueError(f"no preference grid for {n} objectives; fix: tasks have 2 or 3 objectives")
+    if n >= 4:
+        corners = [[1.0 if j == i else 0.0 for j in range(n)] for i in range(n)]
+        leaning = [[0.55 if j == i else 0.45 / (n - 1) for j in range(n)] for i in range(n)]
+        return corners + leaning + [[1.0 / n] * n]
+    raise ValueError(f"no preference grid for {n} objective(s); fix: a task needs at least 2 objectives")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ class Task:
     pool_samples: int = 8
     pool_prompts: int | None = None
     pool_batch: int = 16
+    showcase: tuple[str, ...] = ()  # the app's example prompts (default: the first test-split inputs)
+
+    def demo_prompts(self, k: int = 3) -> list[str]:
+        """Example prompts to show a user: the task's own showcase, else its first ``k`` test-split inputs."""
+        return list(self.showcase) or [e.input for e in self.examples("test")[:k]]
 
     def examples(self, split: str | None = None) -> list[Example]:
         if split is not None and split not in SPLITS:
@@ -99,6 +104,7 @@ TASKS: dict[str, Task] = {
         max_new_tokens=48,
         load_examples=_assistant_examples,
         description="A chat assistant: helpful vs harmless vs humorous (the papers' HH-RLHF setting).",
+        showcase=("How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."),
     ),
     "summary": Task(
         name="summary",

@@ -15,8 +15,10 @@ def test_grids_match_the_spec():
     assert len(preference_grid(2)) == 11 and preference_grid(2)[3] == pytest.approx([0.3, 0.7])
     grid3 = preference_grid(3)
     assert len(grid3) == 13 and all(abs(sum(p) - 1) < 1e-9 for p in grid3)
-    with pytest.raises(ValueError, match="4 objectives"):
-        preference_grid(4)
+    grid4 = preference_grid(4)  # beyond the papers: corners, leaning points and the uniform one
+    assert len(grid4) == 9 and all(abs(sum(p) - 1) < 1e-9 for p in grid4) and [0.25] * 4 in grid4
+    with pytest.raises(ValueError, match="at least 2 objectives"):
+        preference_grid(1)
 
 
 def _config(**kw):
@@ -237,3 +239,32 @@ def test_every_location_is_package_relative_or_set_by_the_environment(monkeypatc
     from mage.sweep import results_file
 
     assert results_file("summary") == tmp_path / "r" / "summary.json"  # read at call time
+
+
+def test_a_four_objective_task_runs_through_grid_sweep_service_and_plots(tiny_checkpoints, tmp_path, monkeypatch):
+    """Any number of objectives works end to end: a toy task with four objectives, registered through the
+    task and objective tables alone, gets a grid, a sweep, the service's replies and plot, and the figures."""
+    from mage import objectives, tasks
+    from mage.plots import all_figures
+    from mage.service import Service
+
+    _, base = tiny_checkpoints
+    names = ("alpha", "beta", "gamma", "delta")
+    for i, name in enumerate(names):  # toy scorers: each counts something else in the reply
+        monkeypatch.setitem(objectives.OBJECTIVES, name, objectives.Objective(name, lambda xs, ys, i=i: [(len(y) % (i + 3)) / (i + 3) for y in ys], "toy", version="toy"))
+    summary = tasks.get_task("summary")
+    toy = tasks.Task("toy4", names, "Say something about: {input}", 3, summary.load_examples, "four toy objectives")
+    monkeypatch.setitem(tasks.TASKS, "toy4", toy)
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path / "results"))
+    assert toy.demo_prompts() == [e.input for e in summary.examples("test")[:3]]  # examples of its own, no table to extend
+    result = run_sweep(SweepConfig(task="toy4", methods=("base",), prompts=2, max_new_tokens=3, base=str(base)), tmp_path / "results" / "toy4.json")
+    assert len(result["records"]) == len(preference_grid(4)) == 9 and all(set(r["means"]) == set(names) for r in result["records"])
+    assert len(result["reference_point"]) == 4 and result["summary"]["base"]["hypervolume"] >= 0
+    service = Service(base=str(base), device="cpu")
+    replies, _ = service.generate("toy4", "A short text.", [1, 2, 3, 4], ["base"], max_new_tokens=3, greedy=True)
+    assert set(replies[0].scores) == set(names)
+    assert len(service.axis_pairs("toy4")) == 6  # every pair of the four objectives can be plotted
+    figure = service.pareto_figure("toy4", [1, 2, 3, 4], [replies[0].point("toy4", service.preference("toy4", [1, 2, 3, 4]), "A short text.")], axes=(2, 3))
+    assert figure.layout.xaxis.title.text == "gamma" and figure.layout.yaxis.title.text == "delta"
+    written = all_figures(tmp_path / "results", tmp_path / "figures", png=False, bench_dir=tmp_path / "no-bench")
+    assert len([p for p in written if "toy4-front-" in str(p)]) == 6
