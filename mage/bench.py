@@ -11,7 +11,7 @@ Parts:
 - ``app``    — slider move → first streamed token and → full response in the app's service.
 - ``react``  — ReACT's W_μ for a new μ, calibration vs n, decode overhead of the corrected head.
 - ``sweep``  — evaluation-sweep throughput vs plain batched generation of the same merged model.
-- ``soak``   — 800 mixed requests (good and bad) from fresh sessions against a real app process: memory curve, bad input → outcome.
+- ``soak``   — 400 mixed requests (good and bad) from fresh sessions against a real app process: memory curve, bad input → outcome.
 - ``devices`` — every method on the bench's device in each dtype: does it run, and does it give the same
   greedy tokens as float32 on the CPU (the reference, computed in the same run)?
 - ``rows``, ``half``, ``gpu`` — the fast paths: many preferences in one batch, bf16 with unfolded merges, and
@@ -579,7 +579,7 @@ BAD_REQUESTS = [
 ]
 
 
-def bench_soak(repeats: int = 1, requests: int = 800, every: int = 20, new_tokens: int = 6) -> dict:
+def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_tokens: int = 6) -> dict:
     """Many mixed requests (two good to one bad) from fresh sessions against a real app process on the
     default model: the server's resident memory every ``every`` requests (does it level off?) and, for
     every kind of bad request, what the client got back (a clear message, never a crash)."""
