@@ -377,9 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=DEFAULT_BASE)
     device_args(p, dtype=False)
 
+    from .methods import METHODS  # the method table names the choices
+
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
     p.add_argument("--task", required=True)
-    p.add_argument("--method", default="bone", help="base, rs, bone, aba, mage-e, mage-i, ensemble-e, ensemble-i, sft+e, sft+i, mod, react")
+    p.add_argument("--method", default="bone", help=", ".join(METHODS))
     p.add_argument("--strength", type=float, default=None, help="guidance strength w of a guided method (default 1; 0 = plain decoding)")
     p.add_argument("--top-k-candidates", type=int, default=10, help="candidates re-scored by explicit value guidance")
     p.add_argument("--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)")

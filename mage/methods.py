@@ -17,6 +17,7 @@ and no second model in memory. ``Engine(fused=False)`` runs it as a separate mod
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,35 +27,121 @@ from .adapters import CheckpointError
 from .decoding import Generation, SamplingConfig, generate
 from .fused import FusedImplicit, row_corrections
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
-from .merging import DEFAULT_BETA, Soup, normalize_weights
+from .merging import DEFAULT_BETA, Soup, get_merge_method, normalize_weights
 from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_tokenizer, load_base
 from .policy import MergedPolicy, PolicyBank, check_ingredients
 from .tasks import Task, get_task
 from .values import ExplicitValueModel, load_values, merge_heads
 
 
+# --------------------------------------------------------------------------- the method table
+# A method is a policy (what decodes) and an optional guide (what re-weights its next-token scores), each an
+# object the Engine calls: `build` sets the policy or guide up for μ, `reads` names the checkpoints it depends
+# on (so cached evaluations are invalidated exactly when they change). A new method is one row below.
+
+def _adapter_digests(engine: "Engine", kind: str | None) -> list[str]:
+    group = engine.policy.groups.get(kind) if kind else None
+    adapters = engine.policy.soup.adapters[group] if group is not None and engine.policy.soup else []
+    return [json.dumps(a.meta.get("files", {}), sort_keys=True) for a in adapters]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A stage-1 policy: the task's ingredients merged for μ by a merge method (``base`` = none)."""
+
+    merge: str  # "base", "rs", "bone" or "aba"
+    shows_coefficients = True
+
+    def ingredients(self) -> str | None:
+        return None if self.merge == "base" else get_merge_method(self.merge).ingredients
+
+    def build(self, engine: "Engine", mu: list[float]) -> tuple[torch.nn.Module, list[float]]:
+        return engine.policy.model, engine.policy.merge(self.merge, mu).coefficients
+
+    def reads(self, engine: "Engine") -> list[str]:
+        return _adapter_digests(engine, self.ingredients())
+
+
+@dataclass(frozen=True)
+class Mod:
+    """MOD (Shi et al. 2024): next-token Σ μ_i log π_i over the n experts, each its own model."""
+
+    shows_coefficients = False
+
+    def build(self, engine: "Engine", mu: list[float]) -> tuple[torch.nn.Module, list[float]]:
+        return ProductOfExperts(engine.experts(), mu), []
+
+    def reads(self, engine: "Engine") -> list[str]:
+        return _adapter_digests(engine, "experts")
+
+
+@dataclass(frozen=True)
+class React:
+    """ReACT: the uniform soup of the experts, its final representation corrected by W_μ."""
+
+    shows_coefficients = False
+
+    def build(self, engine: "Engine", mu: list[float]) -> tuple[torch.nn.Module, list[float]]:
+        from .react import CorrectedHead
+
+        w = engine.react_state().factored(mu)
+        uniform = engine.policy.merge("rs", [1.0 / len(mu)] * len(mu))
+        engine.policy.model.lm_head = CorrectedHead(engine._head, w)
+        return engine.policy.model, uniform.coefficients
+
+    def reads(self, engine: "Engine") -> list[str]:
+        from .io import sha256_file
+        from .react import react_path
+
+        path = react_path(engine.task)
+        return _adapter_digests(engine, "experts") + ([sha256_file(path)] if path.is_file() else [])
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """MAGE stage 2: value models of one kind ("explicit" or "implicit") merged by μ into one guide, or their
+    prediction ensemble weighted by μ ("ensemble")."""
+
+    kind: str
+    mode: str = "merged"
+
+    def build(self, engine: "Engine", mu: list[float], strength: float):
+        return engine.guided(self.kind, mu, strength, mode=self.mode)
+
+    def reads(self, engine: "Engine") -> list[str]:
+        from .io import sha256_file
+        from .values import value_dir
+
+        return [sha256_file(p) for p in sorted(value_dir(engine.task, self.kind).glob("*/mage_manifest.json"))]
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
-    policy: str  # "base", "rs", "bone", "aba" (a stage-1 merge) or "mod"
-    guide: str | None = None  # "explicit" or "implicit"
-    mode: str | None = None  # "merged" or "ensemble"
+    policy: Merge | Mod | React
+    guide: Guidance | None = None
+    label: str = ""  # what a user reads (the app's checkboxes, replies, legends)
+    color: str = "#7f7f7f"  # its colour in every figure
     description: str = ""
+
+    def reads(self, engine: "Engine") -> list[str]:
+        """Digests of every checkpoint the method depends on."""
+        return self.policy.reads(engine) + (self.guide.reads(engine) if self.guide else [])
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("base", "base", description="the untouched base model"),
-    Method("rs", "rs", description="Rewarded Soup: experts merged with λ = μ"),
-    Method("bone", "bone", description="Bone Soup: backbones merged with λ = B⁻¹μ"),
-    Method("aba", "aba", description="Bone Soup without the inverse: backbones merged with λ = μ"),
-    Method("mage-e", "bone", "explicit", "merged", "MAGE: Bone Soup + merged explicit value guidance"),
-    Method("mage-i", "bone", "implicit", "merged", "MAGE: Bone Soup + merged implicit value guidance"),
-    Method("ensemble-e", "bone", "explicit", "ensemble", "Bone Soup + ensemble of explicit value models"),
-    Method("ensemble-i", "bone", "implicit", "ensemble", "Bone Soup + ensemble of implicit value models"),
-    Method("sft+e", "base", "explicit", "merged", "fixed base + merged explicit guidance"),
-    Method("sft+i", "base", "implicit", "merged", "fixed base + merged implicit guidance"),
-    Method("mod", "mod", description="MOD: next-token Σ μ_i log π_i over the experts"),
-    Method("react", "react", description="ReACT: uniform soup of the experts + closed-form correction W_μ of the final representation"),
+    Method("base", Merge("base"), None, "Base model", "#000000", "the untouched base model"),
+    Method("rs", Merge("rs"), None, "Rewarded Soup", "#2ca02c", "Rewarded Soup: experts merged with λ = μ"),
+    Method("bone", Merge("bone"), None, "Bone Soup", "#1f77b4", "Bone Soup: backbones merged with λ = B⁻¹μ"),
+    Method("aba", Merge("aba"), None, "Bone Soup, no inverse (ABA)", "#9467bd", "Bone Soup without the inverse: backbones merged with λ = μ"),
+    Method("mage-e", Merge("bone"), Guidance("explicit"), "MAGE (explicit guidance)", "#ff7f0e", "MAGE: Bone Soup + merged explicit value guidance"),
+    Method("mage-i", Merge("bone"), Guidance("implicit"), "MAGE (implicit guidance)", "#d62728", "MAGE: Bone Soup + merged implicit value guidance"),
+    Method("ensemble-e", Merge("bone"), Guidance("explicit", "ensemble"), "Bone Soup + explicit ensemble", "#f7b6d2", "Bone Soup + ensemble of explicit value models"),
+    Method("ensemble-i", Merge("bone"), Guidance("implicit", "ensemble"), "Bone Soup + implicit ensemble", "#e377c2", "Bone Soup + ensemble of implicit value models"),
+    Method("sft+e", Merge("base"), Guidance("explicit"), "Base + explicit guidance", "#bcbd22", "fixed base + merged explicit guidance"),
+    Method("sft+i", Merge("base"), Guidance("implicit"), "Base + implicit guidance", "#7f7f7f", "fixed base + merged implicit guidance"),
+    Method("mod", Mod(), None, "MOD", "#8c564b", "MOD: next-token Σ μ_i log π_i over the experts"),
+    Method("react", React(), None, "ReACT", "#17becf", "ReACT: uniform soup of the experts + closed-form correction W_μ of the final representation"),
 )}
 
 
@@ -62,6 +149,20 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; fix: use one of {list(METHODS)}")
     return METHODS[name]
+
+
+def find_method(policy, guide: Guidance | None = None) -> str | None:
+    """The table's method with this policy and guide, if any."""
+    return next((m.name for m in METHODS.values() if m.policy == policy and m.guide == guide), None)
+
+
+def strength_source(name: str) -> str | None:
+    """The method whose chosen guidance strength a guided method uses when it has none of its own: MAGE
+    with the same kind of guide (ensembles and fixed-base guidance are compared at MAGE's strength)."""
+    spec = get_method(name)
+    if spec.guide is None:
+        return None
+    return find_method(Merge("bone"), Guidance(spec.guide.kind)) or name
 
 
 class GuidanceBank:
@@ -180,28 +281,16 @@ class Engine:
         return self._experts
 
     def prepare(self, method: str, weights: Sequence[float], strength: float = 1.0):
-        """(policy model, guide or None) for a method and preference μ."""
-        from .react import CorrectedHead
-
+        """(policy model, guide or None) for a method and preference μ: the method's policy built for μ, then its guide."""
         spec = get_method(method)
         mu = normalize_weights(weights, len(self.task.objectives))
         self.policy.model.lm_head = self._head
         self.current = None
-        if spec.policy == "mod":
-            experts = self.experts()
-            self.current = MergedPolicy(method, mu, [])
-            return ProductOfExperts(experts, mu), None
-        if spec.policy == "react":
-            w = self.react_state().factored(mu)
-            uniform = self.policy.merge("rs", [1.0 / len(mu)] * len(mu))
-            self.current = MergedPolicy(method, mu, uniform.coefficients)
-            self.policy.model.lm_head = CorrectedHead(self._head, w)
-            return self.policy.model, None
-        merged = self.policy.merge(spec.policy, mu)
-        self.current = MergedPolicy(method, mu, merged.coefficients)
+        model, coefficients = spec.policy.build(self, mu)
+        self.current = MergedPolicy(method, mu, coefficients)
         if spec.guide is None:
-            return self.policy.model, None
-        return self.guided(spec.guide, mu, strength, mode=spec.mode)
+            return model, None
+        return spec.guide.build(self, mu, strength)
 
     def guided(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):
         """(model, guide) for decoding the policy as merged now under value guidance of ``kind``; the merged
@@ -225,4 +314,4 @@ class Engine:
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
         prompts = [self.task.messages(x) for x in inputs]
         return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress,
-                        on_token=on_token, fast=fast and get_method(method).policy != "mod")
+                        on_token=on_token, fast=fast and not isinstance(get_method(method).policy, Mod))

@@ -12,10 +12,12 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
+from .methods import METHODS, Guidance, Merge, find_method
 from .pareto import pareto_front
 
-PALETTE = {"mage-i": "#d62728", "mage-e": "#ff7f0e", "bone": "#1f77b4", "rs": "#2ca02c", "aba": "#9467bd", "mod": "#8c564b",
-           "ensemble-i": "#e377c2", "ensemble-e": "#f7b6d2", "sft+i": "#7f7f7f", "sft+e": "#bcbd22", "react": "#17becf", "base": "#000000"}
+def method_color(name: str, default: str | None = None) -> str | None:
+    """A method's colour in every figure, from the method table (read at call time: a method added later has one too)."""
+    return METHODS[name].color if name in METHODS else default
 # colours of unnamed series (objectives of an LMC curve, β variants of an overlay), in order
 SERIES = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#7f7f7f", "#bcbd22", "#17becf", "#8c564b"]
 
@@ -43,7 +45,7 @@ def front_figure(result: dict, *, axes: tuple[int, int] = (0, 1), methods: Seque
         pts, records = _points(result, method, axes)
         if not pts:
             continue
-        color = PALETTE.get(method, None)
+        color = method_color(method)
         hover = ["μ = (" + ", ".join(f"{w:.2f}" for w in r["weights"]) + ")" for r in records]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=name(method, method), legendgroup=method,
                                  marker=dict(color=color, size=8), text=hover, hovertemplate="%{text}<br>" + f"{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra>{name(method, method)}</extra>"))
@@ -61,7 +63,7 @@ def front_figure(result: dict, *, axes: tuple[int, int] = (0, 1), methods: Seque
         fig.add_trace(go.Scatter(x=[p["scores"][x_name] for p in points], y=[p["scores"][y_name] for p in points], mode="markers",
                                  name=f"your sample: {name(method, method)}", text=hover,
                                  hovertemplate="%{text}<br>" + f"{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra>your sample</extra>",
-                                 marker=dict(symbol="star", size=15, color=PALETTE.get(method), line=dict(width=1.5, color="black"))))
+                                 marker=dict(symbol="star", size=15, color=method_color(method), line=dict(width=1.5, color="black"))))
     fig.update_layout(title=title or f"{result['task']}: Pareto fronts ({result.get('settings', {}).get('split', 'test')} split)",
                       xaxis_title=x_name, yaxis_title=y_name, template="plotly_white", legend=dict(orientation="h", y=-0.2), margin=dict(l=40, r=10, t=50, b=40))
     if unit_axes:
@@ -77,7 +79,7 @@ def front_figure_3d(result: dict, methods: Sequence[str] | None = None) -> go.Fi
         pts, _ = _points(result, method, (0, 1, 2))
         if pts:
             fig.add_trace(go.Scatter3d(x=[p[0] for p in pts], y=[p[1] for p in pts], z=[p[2] for p in pts], mode="markers", name=method,
-                                       marker=dict(size=4, color=PALETTE.get(method))))
+                                       marker=dict(size=4, color=method_color(method))))
     fig.update_layout(scene=dict(xaxis_title=objectives[0], yaxis_title=objectives[1], zaxis_title=objectives[2]), title=f"{result['task']}: all objectives")
     return fig
 
@@ -134,7 +136,7 @@ def guided_bench_figure(bench: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("per-step time / plain decoding", "peak RSS (MB)"))
     for i, variant in enumerate(dict.fromkeys(r["variant"] for r in bench["rows"])):
         rows = sorted((r for r in bench["rows"] if r["variant"] == variant), key=lambda r: r["k"])
-        color = PALETTE.get(variant, SERIES[(i + 4) % len(SERIES)])
+        color = method_color(variant, SERIES[(i + 4) % len(SERIES)])
         for col, key in ((1, "ratio_vs_plain"), (2, "peak_rss_mb")):
             fig.add_trace(go.Scatter(x=[r["k"] for r in rows], y=[r[key] for r in rows], mode="lines+markers", name=variant, legendgroup=variant,
                                      showlegend=col == 1, line=dict(color=color)), row=1, col=col)
@@ -147,7 +149,7 @@ def app_bench_figure(bench: dict) -> go.Figure:
     """``bench app``: slider move → first streamed token per method (median, min–max), the goal as a line."""
     methods = [m for m in ("rs", "mage-i") if isinstance(bench.get(m), dict) and "first_token_s" in bench[m]]
     first = [bench[m]["first_token_s"] for m in methods]
-    fig = go.Figure(go.Bar(x=methods, y=[1000 * f["median"] for f in first], marker_color=[PALETTE.get(m) for m in methods],
+    fig = go.Figure(go.Bar(x=methods, y=[1000 * f["median"] for f in first], marker_color=[method_color(m) for m in methods],
                            error_y=dict(type="data", symmetric=False, array=[1000 * (f["max"] - f["median"]) for f in first],
                                         arrayminus=[1000 * (f["median"] - f["min"]) for f in first])))
     fig.add_hline(y=300, line_dash="dash", annotation_text="goal 300 ms")
@@ -252,10 +254,11 @@ def _all_figures(results_dir, out_dir, *, png: bool) -> list[str]:
         if n == 3:
             written += save_figure(front_figure_3d(result), out_dir / f"{name}-front-3d", png=png)
         methods = {r["method"] for r in result["records"]}
-        for kind in ("i", "e"):
-            if {f"mage-{kind}", f"ensemble-{kind}"} <= methods:
-                written += save_figure(front_figure(result, methods=[f"mage-{kind}", f"ensemble-{kind}", "bone"], title=f"{name}: merged vs ensemble guidance ({kind})"),
-                                       out_dir / f"{name}-merged-vs-ensemble-{kind}", png=png)
+        for kind in ("implicit", "explicit"):  # the merged guide against the ensemble of the same value models, over Bone Soup
+            merged, ensemble, bone = find_method(Merge("bone"), Guidance(kind)), find_method(Merge("bone"), Guidance(kind, "ensemble")), find_method(Merge("bone"))
+            if {merged, ensemble} <= methods:
+                written += save_figure(front_figure(result, methods=[merged, ensemble, bone], title=f"{name}: merged vs ensemble guidance ({kind[0]})"),
+                                       out_dir / f"{name}-merged-vs-ensemble-{kind[0]}", png=png)
         betas = {beta: json.loads(p.read_text()) for beta, p in beta_files(name, results_dir).items()}
         if betas:
             betas[result["settings"].get("beta", DEFAULT_BETA)] = result

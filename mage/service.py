@@ -36,10 +36,7 @@ MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 MAX_METHODS = 4  # methods side by side
 MAX_STRENGTH = 5.0
 
-METHOD_LABELS = {"mage-i": "MAGE (implicit guidance)", "mage-e": "MAGE (explicit guidance)", "bone": "Bone Soup", "rs": "Rewarded Soup",
-                 "mod": "MOD", "ensemble-i": "Bone Soup + implicit ensemble", "ensemble-e": "Bone Soup + explicit ensemble",
-                 "sft+i": "Base + implicit guidance", "sft+e": "Base + explicit guidance", "aba": "Bone Soup, no inverse (ABA)", "react": "ReACT", "base": "Base model"}
-assert set(METHOD_LABELS) == set(METHODS)
+METHOD_LABELS = {name: m.label for name, m in METHODS.items()}  # the method table's names for people (checkboxes, replies, legends)
 
 
 class _Cancelled(Exception):
@@ -156,7 +153,7 @@ class Service:
 
         from .plots import front_figure
 
-        front_figure = partial(front_figure, labels=METHOD_LABELS, unit_axes=True)
+        front_figure = partial(front_figure, labels={name: m.label for name, m in METHODS.items()}, unit_axes=True)
         name = get_task(task).name
         n = len(self.objectives(task))
         axes = tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)  # e.g. a pair from another task
@@ -290,7 +287,7 @@ class Service:
                 previous.set()  # the session's older run stops at its next token: it never delays this one
         try:
             engine = self.engine(req.task)
-            replies = [Reply(m, METHOD_LABELS.get(m, m), "", {}, [], done=False) for m in req.methods]
+            replies = [Reply(m, METHODS[m].label, "", {}, [], done=False) for m in req.methods]
             for reply in replies:
                 yield from self._stream_one(engine, req, reply, replies, cancelled)
                 if cancelled.is_set():  # stopped: the methods not yet run are marked, and nothing more is decoded
@@ -319,7 +316,7 @@ class Service:
                 if cancelled.is_set():  # the user left while this request waited for the compute thread
                     raise _Cancelled
                 gen = engine.generate(reply.method, req.mu, [req.prompt], req.sampling, strength=req.strength, seed=req.seed, on_token=on_token)[0]
-                coefs = engine.current.coefficients if reply.method != "react" else []
+                coefs = engine.current.coefficients if METHODS[reply.method].policy.shows_coefficients else []
                 try:
                     scores, error = {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()}, ""
                 except Exception as err:  # the reply stays; only its scores are missing

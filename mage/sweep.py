@@ -24,7 +24,7 @@ from .decoding import SamplingConfig
 from .evaluation import EVAL_SAMPLING, evaluate_point
 from .io import append_rows, open_journal, read_journal, read_json, sha256_file, sha256_text, write_json_atomic
 from .merging import DEFAULT_BETA
-from .methods import Engine, get_method
+from .methods import Engine, get_method, strength_source
 from . import locations
 from .models import DEFAULT_BASE, cache_dir, fingerprint_model
 from .parallel import barrier, rank_world
@@ -153,24 +153,9 @@ def run_sweep(config: SweepConfig, out: Path | None = None, *, engine: Engine | 
 
 
 def checkpoint_hash(engine: Engine, method: str) -> str:
-    """A hash over the checkpoints ``method`` reads: its policy ingredients (experts or backbones), its
-    value models, and the ReACT file for ``react``."""
-    from .merging import get_merge_method
-    from .react import react_path
-    from .values import value_dir
-
-    task, spec = engine.task, get_method(method)
-    stage1 = "rs" if spec.policy in ("mod", "react") else spec.policy
-    digests = []
-    if stage1 != "base":
-        group = engine.policy.groups.get(get_merge_method(stage1).ingredients)
-        adapters = engine.policy.soup.adapters[group] if group is not None and engine.policy.soup else []
-        digests += [json.dumps(a.meta.get("files", {}), sort_keys=True) for a in adapters]
-    if spec.guide:
-        digests += [sha256_file(p) for p in sorted(value_dir(task, spec.guide).glob("*/mage_manifest.json"))]
-    if spec.policy == "react" and react_path(task).is_file():
-        digests.append(sha256_file(react_path(task)))
-    return sha256_text(json.dumps([method, digests]))[:16]
+    """A hash over the checkpoints ``method`` reads (:meth:`mage.methods.Method.reads`): its policy's ingredients
+    (experts or backbones), its value models, and the ReACT file for ReACT."""
+    return sha256_text(json.dumps([method, get_method(method).reads(engine)]))[:16]
 
 
 def summarise(task: str, objectives: list[str], records: list[dict], *, settings: dict, hashes: dict) -> dict:
@@ -232,7 +217,7 @@ def chosen_strengths(task: str, methods: Sequence[str], results_dir: Path | None
         spec = get_method(method)
         if spec.guide is None:
             continue
-        for candidate in (method, f"mage-{spec.guide[0]}"):
+        for candidate in (method, strength_source(method)):
             path = strength_file(task, candidate, results_dir)
             if path.is_file():
                 out[method] = float(json.loads(path.read_text())["chosen"])

@@ -189,3 +189,27 @@ def test_the_fast_decode_path_gives_the_reference_loops_tokens(engine):
 
     with pytest.raises(ValueError, match="needs one model with a transformers config"):
         FastStep(torch.nn.Linear(2, 2), 8)
+
+
+def test_a_new_guided_method_needs_one_row_of_the_method_table(tiny_checkpoints, tmp_path, monkeypatch):
+    """ABA + merged implicit guidance, added as one row: the Engine, the service (label, scores), a sweep
+    (checkpoint hash, records) and the figures' colours all take it from the table, no other file touched."""
+    from mage import methods
+    from mage.plots import method_color
+    from mage.service import Service
+    from mage.sweep import SweepConfig, checkpoint_hash, run_sweep
+
+    _, base = tiny_checkpoints
+    row = methods.Method("aba+i", methods.Merge("aba"), methods.Guidance("implicit"), "ABA + implicit guidance", "#123456", "a method added in a test")
+    monkeypatch.setitem(methods.METHODS, "aba+i", row)
+    engine = Engine("summary", base=str(base), top_k=3)
+    model, guide = engine.prepare("aba+i", [0.3, 0.7])
+    assert guide is not None and engine.current.coefficients == engine.policy.merge("aba", [0.3, 0.7]).coefficients
+    assert checkpoint_hash(engine, "aba+i") != checkpoint_hash(engine, "aba")  # it reads the implicit value models too
+    assert methods.strength_source("aba+i") == "mage-i"
+    replies, _ = Service(base=str(base), device="cpu").generate("summary", "Some news today.", [0.3, 0.7], ["aba+i"], max_new_tokens=3, greedy=True)
+    assert replies[0].label == "ABA + implicit guidance" and set(replies[0].scores) == {"faithful", "quality"} and not replies[0].error
+    result = run_sweep(SweepConfig(task="summary", methods=("aba+i",), prompts=1, max_new_tokens=3, grid=((1.0, 0.0), (0.0, 1.0)), base=str(base)),
+                       tmp_path / "r.json")
+    assert [r["method"] for r in result["records"]] == ["aba+i", "aba+i"]
+    assert method_color("aba+i") == "#123456"
