@@ -35,14 +35,14 @@ from .io import write_json_atomic
 TARGET = {"device": "cpu", "dtype": "float32"}  # where the parts run: set by run_bench (the CLI's --device / --dtype)
 
 
-def _load(name: str | None = None):
+def load_model(name: str | None = None):
     """The base model on the benchmark's device and dtype."""
     from .models import DEFAULT_BASE, load_base
 
     return load_base(name or DEFAULT_BASE, device=TARGET["device"], dtype=TARGET["dtype"])
 
 
-def _sync() -> None:
+def sync_device() -> None:
     if TARGET["device"].startswith("cuda"):
         torch.cuda.synchronize()  # GPU work is asynchronous: a timing must wait for it
 
@@ -50,12 +50,12 @@ def _sync() -> None:
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
     for _ in range(warmup):
         fn()
-    _sync()
+    sync_device()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync()
+        sync_device()
         times.append(time.perf_counter() - start)
     return summary_stats(times)
 
@@ -72,7 +72,7 @@ def machine() -> dict:
             "torch": torch.__version__, "cuda": torch.cuda.is_available(), "device": TARGET["device"], "dtype": TARGET["dtype"], "gpu": gpu}
 
 
-def _adapters(model, tokenizer, n: int):
+def trained_or_random_adapters(model, tokenizer, n: int):
     """The assistant task's trained experts when present, else random rank-8 adapters (stated in the output)."""
     from .models import fingerprint_model, fingerprint_tokenizer
     from .policy import load_ingredients
@@ -82,7 +82,7 @@ def _adapters(model, tokenizer, n: int):
         adapters = load_ingredients(get_task("assistant"), "experts", base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
         return adapters[:n], "trained assistant experts"
     except ValueError:
-        return _random_adapters(model, n), "random rank-8 adapters (no trained experts found)"
+        return random_adapters(model, n), "random rank-8 adapters (no trained experts found)"
 
 
 def bench_merge(repeats: int = 20) -> dict:
@@ -91,8 +91,8 @@ def bench_merge(repeats: int = 20) -> dict:
 
     from .merging import Soup, coefficients
 
-    model, tokenizer = _load()
-    adapters, source = _adapters(model, tokenizer, 3)
+    model, tokenizer = load_model()
+    adapters, source = trained_or_random_adapters(model, tokenizer, 3)
     prefs = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.8, 0.1]]
     lams = [coefficients("bone", p) for p in prefs]
     counter = iter(range(10**9))
@@ -160,8 +160,8 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
     from .decoding import SamplingConfig, generate
     from .merging import Soup, coefficients
 
-    model, tokenizer = _load()
-    adapters, source = _adapters(model, tokenizer, 3)
+    model, tokenizer = load_model()
+    adapters, source = trained_or_random_adapters(model, tokenizer, 3)
     soup = Soup(model, adapters)
     prompts = [[{"role": "user", "content": f"Tell me about topic number {i}."}] for i in range(8)]
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
@@ -214,7 +214,7 @@ def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtyp
 GUIDED_VARIANTS = ("plain", "mage-i", "mage-i-separate", "mage-e", "ensemble-i", "ensemble-e", "mod")  # mage-i: fused (mage.fused), the default
 
 
-def _random_adapters(model, n: int, seed: int = 0):
+def random_adapters(model, n: int, seed: int = 0):
     from .adapters import LoraAdapter
 
     gen = torch.Generator().manual_seed(seed)
@@ -237,23 +237,23 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
     from .decoding import SamplingConfig, generate
     from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
     from .merging import Soup
-    from .values import ExplicitValueModel, _new_head
+    from .values import ExplicitValueModel, new_head
 
     torch.set_num_threads(2)
     TARGET.update(device=device, dtype=dtype)
     mu = [1.0 / k_objectives] * k_objectives
-    policy, tokenizer = _load()
-    policy_soup = Soup(policy, _random_adapters(policy, k_objectives, seed=1))
+    policy, tokenizer = load_model()
+    policy_soup = Soup(policy, random_adapters(policy, k_objectives, seed=1))
     policy_soup.apply(mu)  # the merged stage-1 policy
     guide, model = None, policy
     if variant == "mage-i":
         from .fused import FusedImplicit, row_corrections
 
-        model = guide = FusedImplicit(policy, row_corrections(policy_soup, _random_adapters(policy, k_objectives, seed=2), mu), 1.0)
+        model = guide = FusedImplicit(policy, row_corrections(policy_soup, random_adapters(policy, k_objectives, seed=2), mu), 1.0)
     elif variant in ("mage-i-separate", "mage-e", "ensemble-i", "ensemble-e"):
-        value_base, _ = _load()
-        soup = Soup(value_base, _random_adapters(value_base, k_objectives, seed=2))
-        wrap = (lambda m: ExplicitValueModel(m, _new_head(m.config.hidden_size, 0))) if variant.endswith("-e") else (lambda m: m)
+        value_base, _ = load_model()
+        soup = Soup(value_base, random_adapters(value_base, k_objectives, seed=2))
+        wrap = (lambda m: ExplicitValueModel(m, new_head(m.config.hidden_size, 0))) if variant.endswith("-e") else (lambda m: m)
         if variant.startswith("mage"):
             soup.apply(mu)
             members = [Member(wrap(value_base), 1.0)]
@@ -398,8 +398,8 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
     results["w_mu_new_preference"] = timed(lambda: state.factored(next(prefs)), 4 * repeats)  # what decoding uses: one Cholesky
     results["ratio_explicit_over_factored"] = results["w_mu_new_preference_explicit"]["median_s"] / results["w_mu_new_preference"]["median_s"]
     # decode overhead: the corrected head on the merged model vs the plain merged model
-    model, tokenizer = _load()
-    adapters, source = _adapters(model, tokenizer, 3)
+    model, tokenizer = load_model()
+    adapters, source = trained_or_random_adapters(model, tokenizer, 3)
     Soup(model, adapters).apply([1 / 3] * 3)
     head = model.lm_head
     corrected = CorrectedHead(head, state.factored([1 / 3] * 3))
@@ -490,10 +490,10 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
     from .decoding import SamplingConfig, generate
     from .fused import FusedImplicit, row_corrections
     from .merging import Soup
-    model, tokenizer = _load()
-    soup = Soup(model, _random_adapters(model, 3, seed=1))
+    model, tokenizer = load_model()
+    soup = Soup(model, random_adapters(model, 3, seed=1))
     soup.apply([1 / 3] * 3)
-    fused = FusedImplicit(model, row_corrections(soup, _random_adapters(model, 3, seed=2), [1 / 3] * 3), 1.0)
+    fused = FusedImplicit(model, row_corrections(soup, random_adapters(model, 3, seed=2), [1 / 3] * 3), 1.0)
     prompts = [[{"role": "user", "content": "Tell me about the sea."}]]
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
     results = {"new_tokens": new_tokens}

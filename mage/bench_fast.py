@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .bench import TARGET, _adapters, _load, _random_adapters, _sync, summary_stats, timed
+from .bench import TARGET, load_model, random_adapters, summary_stats, sync_device, timed, trained_or_random_adapters
 
 
 # --------------------------------------------------------------------------- rows: many preferences in one batch
@@ -77,7 +77,7 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
     runs, models, source = {}, {}, ""
     for label, dtype, unfolded in (("float32", "float32", False), ("bfloat16-unfolded", "bfloat16", True), ("bfloat16-folded", "bfloat16", False)):
         model, tokenizer = load_base(DEFAULT_BASE, device=TARGET["device"], dtype=dtype)
-        adapters, source = _adapters(model, tokenizer, 3)
+        adapters, source = trained_or_random_adapters(model, tokenizer, 3)
         soup = Soup(model, adapters, unfolded=unfolded)
         soup.apply(lam)
         ids, mask = encode_prompts(tokenizer, prompts, model.device)
@@ -94,7 +94,7 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
         for label, (model, tokenizer) in models.items():
             start = time.perf_counter()
             generate(model, tokenizer, prompts, config, batch_size=1)
-            _sync()
+            sync_device()
             runs[label]["times"].append(time.perf_counter() - start)
     for r in runs.values():
         r["timing"] = summary_stats(r["times"])
@@ -135,9 +135,9 @@ def _model(name: str):
         tokenizer = tiny_tokenizer()
         return tiny_model(tokenizer).to(device=TARGET["device"], dtype=dtype).eval(), tokenizer
     if name == "default":
-        return _load()
+        return load_model()
     if name == "7b-shaped":
-        _, tokenizer = _load()
+        _, tokenizer = load_model()
         return _seven_b_shaped(tokenizer, TARGET["device"], dtype), tokenizer
     raise ValueError(f"unknown model {name!r}; fix: use tiny, default or 7b-shaped")
 
@@ -150,12 +150,12 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
     from .fused import FusedImplicit, row_corrections
     from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
     from .merging import Soup
-    from .values import ExplicitValueModel, _new_head
+    from .values import ExplicitValueModel, new_head
 
     policy, tokenizer = _model(name)
     mu = [1.0 / k] * k
-    soup = Soup(policy, _random_adapters(policy, k, seed=1))
-    values = _random_adapters(policy, k, seed=2)
+    soup = Soup(policy, random_adapters(policy, k, seed=1))
+    values = random_adapters(policy, k, seed=2)
     soup.apply(mu)
     prompt = [[{"role": "user", "content": "Tell me something about the sea."}]]
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
@@ -163,7 +163,7 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
     def value_model(weights, explicit: bool):
         copy_ = copy.deepcopy(policy)
         Soup(copy_, values).apply(weights)  # a copy carries its own merge (folded, or unfolded in 16-bit)
-        return ExplicitValueModel(copy_, _new_head(policy.config.hidden_size, 0).to(policy.device)) if explicit else copy_
+        return ExplicitValueModel(copy_, new_head(policy.config.hidden_size, 0).to(policy.device)) if explicit else copy_
 
     def variants():
         yield "plain", policy, None, False
@@ -203,7 +203,7 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
             soup.apply([0.5, 0.3, 0.2][:k] if k == 3 else mu)
             model = FusedImplicit(policy, row_corrections(soup, values, mu), 1.0) if kind else policy
             generate(model, tokenizer, prompt, one, batch_size=1, guide=model if kind else None)
-            _sync()
+            sync_device()
 
         t = timed(first, repeats)
         rows.append({"model": name, "variant": label, "ms": 1000 * t["median_s"], "timing": t})

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save
 
 from .io import write_bytes_atomic
 
-DEFAULT_BETA = 0.1
+REACT_BETA = 0.1
 
 
 def procrustes(cross: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,7 @@ def procrustes(cross: torch.Tensor) -> torch.Tensor:
     return u @ vh
 
 
-def correction(z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = DEFAULT_BETA) -> tuple[torch.Tensor, torch.Tensor]:
+def correction(z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = REACT_BETA) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_i, C_i) for one objective from (D, N) representation matrices; float64 internally."""
     zm, z = z_merged.double(), z_expert.double()
     eye = torch.eye(zm.shape[0], dtype=torch.float64)
@@ -183,7 +183,7 @@ def react_path(task) -> Path:
     return checkpoints_root() / task.name / "react" / REACT_FILE
 
 
-def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = DEFAULT_BETA, seed: int = 0, max_new_tokens: int | None = None, progress: bool = True) -> ReactState:
+def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = REACT_BETA, seed: int = 0, max_new_tokens: int | None = None, progress: bool = True) -> ReactState:
     """W_i, C_i for every objective of the engine's task from expert-generated responses (no labels)."""
     from tqdm.auto import tqdm
 

@@ -122,7 +122,7 @@ def use_bf16(config) -> bool:
     return not on_cpu(config) and torch.cuda.is_bf16_supported()
 
 
-def _common_args(config, scratch: str) -> dict:  # config: anything with learning_rate, batch_size, seed, device
+def trainer_args(config, scratch: str) -> dict:  # config: anything with learning_rate, batch_size, seed, device
     """Trainer arguments right for the device: fp32 on a CPU (TRL's defaults assume bf16 on a GPU), bf16 on a GPU that has it."""
     return dict(output_dir=scratch, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size, logging_steps=5,
                 save_strategy="no", report_to=[], seed=config.seed, bf16=use_bf16(config), fp16=False, gradient_checkpointing=use_bf16(config),
@@ -135,7 +135,7 @@ def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: in
     from .io import sha256_text
     from .models import cache_dir
 
-    settings = {k: v for k, v in _jsonable(asdict(config)).items() if k != "device"}  # a run resumes on another device
+    settings = {k: v for k, v in jsonable(asdict(config)).items() if k != "device"}  # a run resumes on another device
     key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], settings], sort_keys=True))[:12]
     return cache_dir() / "rounds" / task.name / key / f"round{k}"
 
@@ -144,7 +144,7 @@ def _sft(task: Task, model, tokenizer, chosen: Sequence[dict], config: "TrainCon
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**_common_args(config, scratch), num_train_epochs=config.epochs, lr_scheduler_type="cosine", warmup_steps=2,
+    args = SFTConfig(**trainer_args(config, scratch), num_train_epochs=config.epochs, lr_scheduler_type="cosine", warmup_steps=2,
                      completion_only_loss=True, max_length=1024)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_examples(task, tokenizer, chosen)), processing_class=tokenizer,
                          peft_config=_lora(config) if peft else None)
@@ -207,7 +207,7 @@ def fit_grpo(task: Task, weights: list[float], model, tokenizer, config: "TrainC
 
     examples = task.examples(config.pool.split)[: config.pool.max_prompts]
     dataset = Dataset.from_list([{"prompt": task.messages(ex), "input": ex.input} for ex in examples])
-    args = GRPOConfig(**_common_args(config, scratch), max_steps=config.grpo_steps, num_generations=config.pool.samples_per_prompt,
+    args = GRPOConfig(**trainer_args(config, scratch), max_steps=config.grpo_steps, num_generations=config.pool.samples_per_prompt,
                       max_completion_length=config.pool.max_new_tokens or task.max_new_tokens, temperature=config.pool.temperature, top_p=config.pool.top_p,
                       beta=config.grpo_beta, reward_weights=list(weights), multi_objective_aggregation="normalize_then_sum", lr_scheduler_type="constant")
     reward_funcs = [get_objective(n).as_reward_fn() for n in task.objectives]
@@ -229,7 +229,7 @@ def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path,
     with tempfile.TemporaryDirectory() as scratch:
         trainer, stats = TRAINERS[config.trainer](task, weights, model, tokenizer, config, scratch)
     info = {
-        "task": task.name, "objectives": list(task.objectives), "weights": weights, "trainer": config.trainer, "config": _jsonable(asdict(config)),
+        "task": task.name, "objectives": list(task.objectives), "weights": weights, "trainer": config.trainer, "config": jsonable(asdict(config)),
         **stats, "wall_time_s": round(time.time() - started, 1), "commit": commit, "command": command or " ".join(sys.argv),
     }
     out_dir = Path(out_dir)
@@ -246,7 +246,7 @@ def _n_rounds(info: dict) -> int:
     return len(rounds) if isinstance(rounds, list) else int(rounds)
 
 
-def _jsonable(obj):
+def jsonable(obj):
     return json.loads(json.dumps(obj, default=list))
 
 

@@ -33,7 +33,7 @@ from .io import atomic_dir, write_bytes_atomic, write_text_atomic
 from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_tokenizer, load_base
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
-from .training import _common_args, _jsonable, default_pool, git_commit, on_cpu, sft_examples, standardize
+from .training import trainer_args, jsonable, default_pool, git_commit, on_cpu, sft_examples, standardize
 
 KINDS = ("explicit", "implicit")
 HEAD_FILE = "value_head.safetensors"
@@ -108,7 +108,7 @@ def _lora_model(model, config: ValueConfig):
         return get_peft_model(model, lora)
 
 
-def _new_head(hidden: int, init_seed: int) -> torch.nn.Linear:
+def new_head(hidden: int, init_seed: int) -> torch.nn.Linear:
     head = torch.nn.Linear(hidden, 1)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(init_seed)
@@ -126,7 +126,7 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
     rows = sft_examples(task, tokenizer, pool)
     targets = [(r["scores"][objective] - mean) / std for r in pool]
     peft_model = _lora_model(model, config)
-    head = _new_head(model.config.hidden_size, config.init_seed)
+    head = new_head(model.config.hidden_size, config.init_seed)
     value = ExplicitValueModel(peft_model, head)
     params = [p for p in value.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
@@ -181,7 +181,7 @@ def fit_implicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
                          "fix: sample more per prompt (--samples) or check that the scorer varies on this model's outputs")
     data = Dataset.from_list([{"prompt": task.messages(w["input"]), "chosen": [{"role": "assistant", "content": w["response"]}],
                                "rejected": [{"role": "assistant", "content": l["response"]}]} for w, l in pairs])
-    args = CPOConfig(**_common_args(config, scratch), loss_type="sigmoid", cpo_alpha=0.0, beta=config.implicit_beta, num_train_epochs=config.epochs,
+    args = CPOConfig(**trainer_args(config, scratch), loss_type="sigmoid", cpo_alpha=0.0, beta=config.implicit_beta, num_train_epochs=config.epochs,
                      max_length=1024)
     # wrap in LoRA ourselves: CPOTrainer reseeds with args.seed before it would draw the A matrices
     trainer = CPOTrainer(model=_lora_model(model, config), args=args, train_dataset=data, processing_class=tokenizer)
@@ -206,7 +206,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
             peft_model, stats = fit_implicit(task, objective, model, tokenizer, pool, config, scratch)
     if not stats.pop("main_process", True):
         return Path(out_dir)  # under several processes only rank 0 writes
-    info = {"task": task.name, "objective": objective, "kind": config.kind, "config": _jsonable(asdict(config)), **stats, "n_pool": len(pool),
+    info = {"task": task.name, "objective": objective, "kind": config.kind, "config": jsonable(asdict(config)), **stats, "n_pool": len(pool),
             "wall_time_s": round(time.time() - started, 1), "commit": commit, "command": command or " ".join(sys.argv)}
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
@@ -215,7 +215,7 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
         save_adapter(peft_model, tmp, info=info, **fps)  # manifest last, covering the head too
         write_text_atomic(tmp / "README.md", f"# {config.kind} value model — {task.name} / {objective}\n\n- command: `{info['command']}`\n- commit: {info['commit']}\n"
                           f"- wall time: {info['wall_time_s']} s\n- data: the task's train split, base-model pool of {len(pool)} samples\n"
-                          f"- stats: {_jsonable(stats)}\n")
+                          f"- stats: {jsonable(stats)}\n")
     print(f"mage: {config.kind} value model for {objective} saved to {out_dir} ({info['wall_time_s']} s)", flush=True)
     return out_dir
 

@@ -7,7 +7,7 @@ import torch
 from mage.decoding import SamplingConfig, generate
 from mage.guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts, keep_candidates, tree_mask
 from mage.models import tiny_model
-from mage.values import ExplicitValueModel, _new_head
+from mage.values import ExplicitValueModel, new_head
 
 from .conftest import biased
 
@@ -15,7 +15,7 @@ PROMPTS = [[{"role": "user", "content": "Tell me about soup."}], [{"role": "user
 
 
 def value_model(tokenizer, seed):
-    return ExplicitValueModel(tiny_model(tokenizer, seed=seed), _new_head(32, seed)).eval()
+    return ExplicitValueModel(tiny_model(tokenizer, seed=seed), new_head(32, seed)).eval()
 
 
 @pytest.mark.parametrize("greedy", [False, True])

@@ -48,7 +48,7 @@ def test_merged_value_model_with_one_hot_weights_is_that_value_model(engine, tin
 
 def test_value_models_of_a_kind_share_their_initialisation(tokenizer):
     from mage.models import tiny_model
-    from mage.values import ValueConfig, _lora_model, _new_head
+    from mage.values import ValueConfig, _lora_model, new_head
 
     def a_matrices(init_seed):
         model = _lora_model(tiny_model(tokenizer), ValueConfig(init_seed=init_seed))
@@ -57,7 +57,7 @@ def test_value_models_of_a_kind_share_their_initialisation(tokenizer):
     first, again, other = a_matrices(7), a_matrices(7), a_matrices(8)
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     assert not all(torch.equal(x, y) for x, y in zip(first, other))
-    assert torch.equal(_new_head(32, 7).weight, _new_head(32, 7).weight)
+    assert torch.equal(new_head(32, 7).weight, new_head(32, 7).weight)
 
 
 def test_preference_pairs_rank_by_the_objective():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mage.models import tiny_model
-from mage.values import ExplicitValueModel, _new_head, value_scores
+from mage.values import ExplicitValueModel, new_head, value_scores
 
 ROWS = [  # prompt ids (no loss) + completion ids (loss), of different lengths: the batch is padded
     {"input_ids": [5, 6, 7, 8, 9, 10, 11], "completion_mask": [0, 0, 0, 1, 1, 1, 1]},
@@ -34,7 +34,7 @@ def reference(model, kind, row):
 @pytest.mark.parametrize("kind", ["explicit", "implicit"])
 def test_value_scores_equal_one_row_at_a_time(tokenizer, kind):
     lm = tiny_model(tokenizer, seed=3)
-    model = ExplicitValueModel(lm, _new_head(32, 3)).eval() if kind == "explicit" else lm.eval()
+    model = ExplicitValueModel(lm, new_head(32, 3)).eval() if kind == "explicit" else lm.eval()
     got = value_scores(model, kind, ROWS, batch_size=3)
     for row, value in zip(ROWS, got):
         want = reference(model, kind, row)
