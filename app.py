@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 
 import gradio as gr
 
@@ -37,6 +38,7 @@ SETTINGS = settings(None if __name__ == "__main__" else [])  # imported (tests, 
 SERVICE = Service(base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"), device=SETTINGS.device, dtype=SETTINGS.dtype)
 MAX_OBJECTIVES = max(len(t.objectives) for t in TASKS.values())
 SLOTS = MAX_METHODS  # methods shown side by side
+SETTLE_S = 0.5  # after a stopped run's decode ends, how long its event's last message may take to reach the page
 LIVE_POINTS = 24  # live samples a session keeps on its plot
 # requests handled at once: 1 suits a 2-core CPU Space (the service decodes one request at a time on its
 # compute thread anyway); more lets sessions stream side by side, and lets the tests race sessions
@@ -61,8 +63,13 @@ def switch_task(task: str, request: gr.Request = None):
             gr.update(value=SERVICE.default_strength(task)), gr.update(value=TASKS[task].max_new_tokens), "", "", *[gr.update(visible=False, value=None)] * (3 * SLOTS)]
 
 
-def clear_page():
-    """The old task's prompt, status and replies, cleared again once its stopped run has settled."""
+def clear_page(request: gr.Request = None):
+    """The old task's prompt, status and replies, cleared again once its stopped run has settled: the service
+    waits until the run's decode has stopped, and a moment more for the stopped event's last message to reach
+    the page, so nothing of the old run can land after this."""
+    if request is not None:
+        SERVICE.settle(request.session_hash)
+        time.sleep(SETTLE_S)
     return ["", "", *[gr.update(visible=False, value=None)] * (3 * SLOTS)]
 
 
@@ -266,7 +273,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
         s.release(None, None, None, cancels=[e for j, e in enumerate(released) if j != i], api_name=False)
     stop_button.click(stop, None, status, cancels=[*running, *released], api_name=False, queue=False)
     task.change(switch_task, task, [*sliders, grid, examples, live, strength, max_new_tokens, prompt, status, *slots], cancels=[*running, *released],
-                api_name="task_objectives").then(clear_page, None, [prompt, status, *slots], api_name=False).then(axis_choices, task, axes_radio, api_name=False).then(lambda: [0, 1], None, axes, api_name=False).then(
+                api_name="task_objectives").then(clear_page, None, [prompt, status, *slots], api_name=False, concurrency_limit=None).then(axis_choices, task, axes_radio, api_name=False).then(lambda: [0, 1], None, axes, api_name=False).then(
         show_weights, [task, *sliders], weights_md, api_name=False).then(pareto, redraw, plot, api_name=False).then(
         tick, task, [load_md, load_timer], api_name=False)
 

@@ -16,6 +16,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -86,6 +87,7 @@ class Service:
         self._tokenizer = None
         self._runs: dict[str, threading.Event] = {}  # session → the cancel flag of its run in flight (a new run supersedes it)
         self._runs_lock = threading.Lock()
+        self._working: dict[str, int] = {}  # session → decodes of its runs now on the compute thread
         self._load_errors: dict[str, str] = {}
         self._engines: dict[str, Engine] = {}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
@@ -219,6 +221,16 @@ class Service:
             return f"Loading the models for **{name}** failed: {self._load_errors[name]}"
         return f"Loading the models for **{name}** (the first start builds the default model's cache; about a minute)…"
 
+    def settle(self, session: str, timeout: float = 5.0) -> bool:
+        """Wait until no decode of ``session`` runs on the compute thread (a stopped run ends at its next token),
+        so what the page shows next cannot be overtaken by the stopped run's last output. True when settled."""
+        deadline = time.monotonic() + timeout
+        while self._working.get(session, 0) > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def cancel(self, session: str) -> bool:
         """Stop a session's run in flight at its next token (the Stop button, a new run of the same session)."""
         with self._runs_lock:
@@ -289,7 +301,7 @@ class Service:
             engine = self.engine(req.task)
             replies = [Reply(m, METHODS[m].label, "", {}, [], done=False) for m in req.methods]
             for reply in replies:
-                yield from self._stream_one(engine, req, reply, replies, cancelled)
+                yield from self._stream_one(engine, req, reply, replies, cancelled, session)
                 if cancelled.is_set():  # stopped: the methods not yet run are marked, and nothing more is decoded
                     for rest in replies:
                         if not rest.done:
@@ -303,7 +315,7 @@ class Service:
                     if self._runs.get(session) is cancelled:
                         del self._runs[session]
 
-    def _stream_one(self, engine: Engine, req: Request, reply: Reply, replies: list[Reply], cancelled: threading.Event):
+    def _stream_one(self, engine: Engine, req: Request, reply: Reply, replies: list[Reply], cancelled: threading.Event, session: str | None = None):
         events: queue.Queue = queue.Queue()
 
         def on_token(ids: list[int]) -> None:
@@ -312,6 +324,9 @@ class Service:
             events.put(ids[0])
 
         def work() -> None:  # on the compute thread: merge, decode, score
+            if session is not None:
+                with self._runs_lock:
+                    self._working[session] = self._working.get(session, 0) + 1
             try:
                 if cancelled.is_set():  # the user left while this request waited for the compute thread
                     raise _Cancelled
@@ -330,6 +345,12 @@ class Service:
             except Exception as err:  # one failing method must not take the others' replies with it
                 log.exception("method %s failed", reply.method)
                 events.put(("error", f"{reply.method} failed: {type(err).__name__}: {err}"))
+            finally:
+                if session is not None:
+                    with self._runs_lock:
+                        self._working[session] -= 1
+                        if not self._working[session]:
+                            del self._working[session]
 
         self._compute.submit(work)
         ids: list[int] = []

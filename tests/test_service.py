@@ -202,6 +202,7 @@ def test_stop_cancels_only_the_sessions_run(service):
     run = service.stream("summary", "Some news today.", [1, 1], ["base", "rs"], session="s4", max_new_tokens=256, greedy=True)
     next(run)
     assert service.cancel("s4") and not service.cancel("nobody")
+    assert service.settle("s4", 10.0) and service.settle("nobody", 0.0)  # its decode stops at the next token
     rest = list(run)
     assert len(rest) == 1  # a stopped run streams no more tokens: only its final, cancelled state
     replies, _ = rest[0]
