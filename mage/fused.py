@@ -22,7 +22,7 @@ import torch
 
 from .adapters import LoraAdapter
 from .guidance import ImplicitGuide, Member
-from .merging import Soup, concat_adapter
+from .merging import Soup, concat_adapter, delta_dtype
 
 
 def row_corrections(policy: Soup | None, values: Sequence[LoraAdapter], weights: Sequence[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -53,7 +53,7 @@ class FusedImplicit(torch.nn.Module, ImplicitGuide):
         if missing:
             raise ValueError(f"guidance adapters target modules {missing[:3]} that the policy model lacks; fix: train value models on the policy's base model")
         weight = next(model.parameters())
-        exact = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype  # a 16-bit model's correction runs in float32
+        exact = delta_dtype(weight.dtype)  # a 16-bit model's correction runs in float32
         self._targets = [(modules[name], a.to(device=weight.device, dtype=exact), b.to(device=weight.device, dtype=exact))
                          for name, (a, b) in corrections.items()]  # A (r, in), B (out, r)
 

@@ -183,6 +183,12 @@ class LowRankLinear(torch.nn.Module):
         return y + torch.nn.functional.linear(h, self.b_act).to(y.dtype)
 
 
+def delta_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision low-rank deltas run in beside weights of ``dtype``: float32 for 16-bit weights (never rounded
+    to 8 mantissa bits), the weights' own dtype otherwise."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 def _parent(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
     parent, _, child = name.rpartition(".")
     return (model.get_submodule(parent) if parent else model), child
@@ -212,7 +218,7 @@ class Soup:
             if name not in modules:
                 raise ValueError(f"adapter module {name!r} is not in the model; fix: load the adapter onto the base model it was trained on")
             weight = modules[name].weight
-            exact = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype  # the deltas' precision
+            exact = delta_dtype(weight.dtype)
             a_cat = torch.cat([a.factors[name][0] for a in self.adapters], dim=0).to(device=weight.device, dtype=exact)  # (Σr, in)
             b_cat = torch.cat([a.scaling * a.factors[name][1] for a in self.adapters], dim=1).to(device=weight.device, dtype=exact)  # (out, Σr)
             if tuple(weight.shape) != (b_cat.shape[0], a_cat.shape[1]):

@@ -145,6 +145,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
+def method_labels() -> dict[str, str]:
+    """Each method's name for people (checkboxes, replies, legends), read from the table at call time."""
+    return {name: m.label for name, m in METHODS.items()}
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; fix: use one of {list(METHODS)}")

@@ -29,7 +29,7 @@ from .merging import normalize_weights
 from .limits import check_prompt
 from .models import DEFAULT_BASE, HALF_DTYPES, HALF_PRECISION_NOTE, load_tokenizer, pick_device, pick_dtype
 from .objectives import score_all, use_device
-from .methods import METHODS, Engine
+from .methods import METHODS, Engine, method_labels
 from .tasks import get_task
 
 log = logging.getLogger("mage.service")
@@ -37,7 +37,7 @@ MAX_NEW_TOKENS = 256  # server-side cap whatever the client asks
 MAX_METHODS = 4  # methods side by side
 MAX_STRENGTH = 5.0
 
-METHOD_LABELS = {name: m.label for name, m in METHODS.items()}  # the method table's names for people (checkboxes, replies, legends)
+METHOD_LABELS = method_labels()  # the method table's names for people (the app's checkboxes, built once)
 
 
 class _Cancelled(Exception):
@@ -155,7 +155,7 @@ class Service:
 
         from .plots import front_figure
 
-        front_figure = partial(front_figure, labels={name: m.label for name, m in METHODS.items()}, unit_axes=True)
+        front_figure = partial(front_figure, labels=method_labels(), unit_axes=True)
         name = get_task(task).name
         n = len(self.objectives(task))
         axes = tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)  # e.g. a pair from another task
