@@ -56,7 +56,7 @@ def switch_task(task: str, request: gr.Request = None):
     """A new task: its sliders, grid points, examples, strength and reply length; this session's run in
     flight stops, and the old task's prompt, replies and samples are cleared (nothing of one task stays beside the other)."""
     if request is not None:
-        SERVICE.cancel(request.session_hash)
+        SERVICE.show(request.session_hash, task)  # its run stops, and a run of the old task starting later draws nothing
     names = _names(task)
     sliders = [gr.update(visible=i < len(names), label=names[i] if i < len(names) else "", value=1.0) for i in range(MAX_OBJECTIVES)]
     return [*sliders, gr.update(choices=[label for label, _ in SERVICE.cached_preferences(task)], value=None), gr.update(samples=[[e] for e in TASKS[task].demo_prompts()]), [],
@@ -142,24 +142,35 @@ def run(task: str, prompt: str, methods: list[str], strength: float, max_new_tok
         gr.Warning(str(err))
         yield [gr.skip(), f"**Not started:** {err}", gr.skip(), *[gr.skip()] * (3 * SLOTS)]
         return
+    session = request.session_hash if request else None
+    token = SERVICE.claim(session, task) if session else None  # this run owns the page now; an older run of the session draws no more
+
+    def owns() -> bool:
+        return session is None or SERVICE.owns(session, token)
+
+    if not owns():  # a run of a task the page no longer shows (clicked just before a task switch): nothing is drawn
+        yield [gr.skip()] * (3 + 3 * SLOTS)
+        return
     if not SERVICE.loaded(task):
         yield [gr.skip(), SERVICE.load_status(task), gr.skip(), *[gr.skip()] * (3 * SLOTS)]
     replies, notices = [], []
     try:
-        for replies, notices in SERVICE.stream(task, prompt, sliders[: len(names)], methods, session=request.session_hash if request else None, **settings):
-            if any(r.error == "cancelled" for r in replies):
-                break  # stopped: whoever stopped it (Stop, a newer run, a task switch) owns the page now; nothing more is drawn
+        for replies, notices in SERVICE.stream(task, prompt, sliders[: len(names)], methods, session=session, **settings):
+            if any(r.error == "cancelled" for r in replies) or not owns():
+                break  # stopped or superseded: whoever did it (Stop, a newer run, a task switch) owns the page now; nothing more is drawn
             running = next((r.label for r in replies if not r.done), None)
             yield [gr.skip(), f"Generating with **{running}**…" if running else "", gr.skip(), *_slot_updates(task, replies)]
     except Exception as err:  # e.g. a model that cannot load: say what happened instead of a bare "Error"
         raise gr.Error(f"generation failed: {type(err).__name__}: {err}") from None
     for notice in notices:
         gr.Info(notice)
-    if any(r.error == "cancelled" for r in replies):
+    if any(r.error == "cancelled" for r in replies) or not owns():
         return  # stopped (Stop, a newer run of this session, a task switch): whoever stopped it owns the page now
     mu = SERVICE.preference(task, sliders[: len(names)])
     live = ([*(live or []), *[r.point(task, mu, prompt) for r in replies if r.scores]])[-LIVE_POINTS:]
-    yield [pareto(task, live, axes, methods, *sliders), "  \n".join(notices), live, *_slot_updates(task, replies)]
+    final = [pareto(task, live, axes, methods, *sliders), "  \n".join(notices), live, *_slot_updates(task, replies)]
+    if owns():  # checked after the plot is drawn, right before it is sent: a switch meanwhile wins
+        yield final
 
 
 def on_release(task: str, prompt: str, methods: list[str], strength: float, max_new_tokens: int, temperature: float, top_p: float, seed: int, greedy: bool,

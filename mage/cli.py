@@ -232,6 +232,16 @@ def cmd_compatibility(args) -> None:
         print(f"{run['method']:>7} w={run['strength']:<4g} spread over μ: {spread}  (mean {run['mean_spread']:.3f})")
 
 
+def cmd_corners(args) -> None:
+    from .objectives import use_device
+    from .reports import corner_report
+
+    _precision_warning(args.dtype)
+    use_device(args.device)
+    corner_report(args.task, args.methods.split(","), split=args.split, samples=args.samples, prompts=args.prompts, seed=args.seed, base=args.base,
+                  strength=args.strength, device=args.device, dtype=args.dtype, out=Path(args.out) if args.out else None, command=_command())
+
+
 def cmd_compare(args) -> None:
     from .compare import compare, markdown
     from .io import write_json_atomic
@@ -251,6 +261,16 @@ def cmd_compare(args) -> None:
                              f"then python -m mage evaluate --task {args.task} --methods bone --beta 0.6")
         result, pairs = ablation(result, variants)
         stem = f"{path.stem}-beta"
+    table = Path(args.table) if args.table else path.with_name(f"{path.stem}-ingredients.json")
+    if not args.beta_ablation and table.is_file():  # each ingredient as a single fixed model, and the best of them
+        from .compare import fixed_baselines
+
+        try:
+            result = fixed_baselines(result, json.loads(table.read_text()))
+        except ValueError as err:
+            if args.table:
+                raise SystemExit(f"mage: {err}") from None
+            print(f"mage: no fixed-model baselines: {err}")
     summary = compare(result, resamples=args.resamples, seed=args.seed, pairs=pairs)
     summary["command"] = _command()
     out = Path(args.out or path.with_name(f"{stem}-compare.json"))
@@ -453,6 +473,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", default=DEFAULT_BASE)
 
+    p = add("corners", cmd_corners, "corner separation: each method at every one-hot μ, how far it moves each objective toward its own corner "
+            "(scorers and judges), with fluency readings and quoted replies; writes assets/results/<task>-corners.json")
+    p.add_argument("--task", required=True)
+    p.add_argument("--methods", default="rs,bone,mage-e,mage-i", help="comma-separated method names")
+    p.add_argument("--split", default="test")
+    p.add_argument("--samples", type=int, default=2, help="samples per prompt")
+    p.add_argument("--prompts", type=int, default=None, help="first N prompts of the split (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strength", type=float, default=None, help="guidance strength of the guided methods (default: each one's chosen strength, else 1.0)")
+    p.add_argument("--base", default=DEFAULT_BASE)
+    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-corners.json)")
+    device_args(p)
+
     p = add("compare", cmd_compare, "per-method hypervolume / controllability with bootstrap intervals, and the papers' pairwise comparisons")
     p.add_argument("--task", required=True)
     p.add_argument("--results", default=None, help="results file (default: assets/results/<task>.json)")
@@ -461,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta-ablation", action="store_true", help="compare Bone Soup (β = 0.7, from the results file) with the <task>-beta<β>.json "
                    "files beside it, against one shared reference point (default out: <task>-beta-compare.json)")
     p.add_argument("--out", default=None, help="default: <results stem>-compare.json beside the results file (<task>-beta-compare.json with --beta-ablation)")
+    p.add_argument("--table", default=None, help="an expert × objective table (python -m mage table) on the sweep's prompts and seeds: each ingredient "
+                   "becomes a single-fixed-model baseline (default: <results stem>-ingredients.json beside the results file, when it is paired)")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)

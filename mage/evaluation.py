@@ -15,6 +15,7 @@ from .methods import Engine
 from .tasks import Task
 
 EVAL_SAMPLING = dict(temperature=1.0, top_p=0.9, top_k=0)  # the papers' setting (SPEC §4)
+QUOTED = 5  # prompts whose first reply a point keeps whole (``quotes``), so reports can quote every method × μ
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
@@ -54,6 +55,7 @@ def evaluate_model(model, tokenizer, task: Task, *, guide=None, split: str = "te
         "mean_tokens": sum(lengths) / len(lengths), "finished_fraction": sum(g.finished for g in gens) / len(gens),
         "wall_time_s": round(time.time() - started, 1), "per_prompt": per_prompt,
         "examples": [{"input": inputs[i][:200], "response": gens[i].text} for i in range(0, len(gens), max(1, len(gens) // 4))][:4],
+        "quotes": [{"input": inputs[p * samples], "response": gens[p * samples].text} for p in range(min(QUOTED, len(examples)))],
     }
 
 

@@ -225,3 +225,66 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
     for o, g in gaps.items():
         print(f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f} ± {g['stderr']:.4f}, inner points above {g['fraction_above']:.0%}")
     return result
+
+
+def corner_separation(records: list[dict], objectives: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """How far each method moves each objective toward its own corner: per method and objective (its
+    scorer and, where one exists, its judge ``judge:<o>``), objective i's mean at μ = e_i minus its mean
+    over the other corners, with a standard error paired by prompt (every corner sees the same prompts
+    and seeds). A method that ignores μ scores 0; the issue's bar is ≥ 0.20 on the scorer."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    n = len(objectives)
+    for method in dict.fromkeys(r["method"] for r in records):
+        at = {}
+        for r in records:
+            if r["method"] == method and sorted(r["weights"]) == [0.0] * (n - 1) + [1.0]:
+                at[r["weights"].index(1.0)] = r["per_prompt"]
+        if len(at) < n:
+            continue  # not every corner of this method was measured
+        row = {}
+        for i, o in enumerate(objectives):
+            for name in (o, f"judge:{o}"):
+                if name not in at[i]:
+                    continue
+                diffs = [own - sum(at[j][name][p] for j in range(n) if j != i) / (n - 1) for p, own in enumerate(at[i][name])]
+                row[name] = dict(zip(("mean", "stderr"), mean_stderr(diffs)))
+        out[method] = row
+    return out
+
+
+def corner_report(task: str, methods: list[str], *, split: str = "test", samples: int = 2, prompts: int | None = None, seed: int = 0,
+                  base: str = DEFAULT_BASE, strength: float | None = None, max_new_tokens: int | None = None, device: str = "cpu", dtype: str = "float32", out: Path | None = None,
+                  command: str = "") -> dict:
+    """Every method at every corner μ = e_i (the sweep's journal makes it resumable and shares points with
+    ``evaluate``): the corner separation on scorers and judges, the fluency guard's readings per corner,
+    and the first prompts' replies quoted. Guided methods run at the strength ``choose-strength`` picked
+    (else 1.0) unless ``strength`` is given. Writes ``<task>-corners.json``."""
+    from .sweep import SweepConfig, chosen_strengths, run_sweep
+    from .tasks import get_task
+
+    t = get_task(task)
+    objectives = list(t.objectives)
+    grid = tuple(tuple(1.0 if j == i else 0.0 for j in range(len(objectives))) for i in range(len(objectives)))
+    strengths = {m: strength for m in methods} if strength is not None else chosen_strengths(task, methods)
+    config = SweepConfig(task=task, methods=tuple(methods), prompts=prompts, samples=samples, seed=seed, split=split, base=base, grid=grid, max_new_tokens=max_new_tokens,
+                         method_strengths=tuple(sorted(strengths.items())), device=device, dtype=dtype)
+    result = run_sweep(config, write=False)
+    records = result["records"]
+    corners = [{"method": r["method"], "weights": r["weights"], "strength": r.get("strength"), "means": r["means"], "judge_means": r.get("judge_means", {}),
+                "fluency": r.get("fluency"), "mean_tokens": r.get("mean_tokens"), "quotes": r.get("quotes", [])} for r in records]
+    report = {"task": task, "split": split, "objectives": objectives, "scorers": result["scorers"], "samples_per_prompt": samples, "prompts": prompts,
+              "seed": seed, "strengths": strengths, "separation": corner_separation(records, objectives), "corners": corners,
+              "hashes": result["hashes"], "command": command}
+    write_json_atomic(out or locations.results() / f"{task}-corners.json", report)
+    print(corner_markdown(report))
+    return report
+
+
+def corner_markdown(report: dict) -> str:
+    """The corner separation as a table: one row per method, scorer then judge per objective."""
+    names = [n for o in report["objectives"] for n in (o, f"judge:{o}")]
+    names = [n for n in names if any(n in row for row in report["separation"].values())]
+    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for method, row in report["separation"].items():
+        lines.append(f"| {method} | " + " | ".join(f"{row[n]['mean']:+.3f} ± {row[n]['stderr']:.3f}" if n in row else "—" for n in names) + " |")
+    return "\n".join(lines)

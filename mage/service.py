@@ -17,6 +17,7 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -79,6 +80,9 @@ class Reply:
                 "error": self.error, "done": self.done}
 
 
+PAGES_KEPT = 10_000  # sessions whose page state is remembered (least recently used forgotten first)
+
+
 class Service:
     def __init__(self, base: str = DEFAULT_BASE, *, device: str | None = "auto", dtype: str = "float32"):
         """``device``: "auto" (a GPU when present), "cpu" or "cuda[:N]"; ``dtype``: the base model's weights."""
@@ -88,6 +92,7 @@ class Service:
         self._runs: dict[str, threading.Event] = {}  # session → the cancel flag of its run in flight (a new run supersedes it)
         self._runs_lock = threading.Lock()
         self._working: dict[str, int] = {}  # session → decodes of its runs now on the compute thread
+        self._pages: OrderedDict[str, tuple[str, int]] = OrderedDict()  # session → (the task its page shows, the token of the run that owns it)
         self._load_errors: dict[str, str] = {}
         self._engines: dict[str, Engine] = {}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
@@ -230,6 +235,38 @@ class Service:
                 return False
             time.sleep(0.02)
         return True
+
+    def show(self, session: str, task: str) -> None:
+        """The session's page now shows ``task`` (a task switch): its run in flight stops, and a run of
+        another task that starts later (a click submitted just before the switch) never owns the page."""
+        name = get_task(task).name
+        with self._runs_lock:
+            self._set_page(session, name, self._pages.get(session, ("", 0))[1] + 1)
+        self.cancel(session)
+
+    def claim(self, session: str, task: str) -> int | None:
+        """A run of ``task`` takes the session's page: a token for :meth:`owns`, or None when the page shows
+        another task (the run was submitted before a task switch and must draw nothing). Each claim
+        supersedes the last: an older run of the session no longer owns the page."""
+        name = get_task(task).name
+        with self._runs_lock:
+            shown, token = self._pages.get(session, (name, 0))
+            if shown != name:
+                return None
+            self._set_page(session, name, token + 1)
+            return token + 1
+
+    def _set_page(self, session: str, task: str, token: int) -> None:
+        self._pages[session] = (task, token)
+        self._pages.move_to_end(session)
+        while len(self._pages) > PAGES_KEPT:
+            self._pages.popitem(last=False)
+
+    def owns(self, session: str, token: int | None) -> bool:
+        """Does the run holding ``token`` still own the session's page (no newer run, no task switch since)?
+        A consumer checks it right before it draws."""
+        with self._runs_lock:
+            return token is not None and self._pages.get(session, ("", None))[1] == token
 
     def cancel(self, session: str) -> bool:
         """Stop a session's run in flight at its next token (the Stop button, a new run of the same session)."""

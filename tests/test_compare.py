@@ -103,3 +103,69 @@ def test_hypervolume_intervals_cover_a_known_front_at_about_their_level():
         percentile_covered += plo <= true_hv <= phi
         assert s["hypervolume_bias"] > 0  # noise inflates a max-like statistic
     assert covered / runs >= 0.8 and percentile_covered / runs <= 0.6
+
+
+def test_the_mip_splits_exactly_into_level_and_steering():
+    """A method that follows μ steers; one shifted up by a constant gains level only; one that ignores μ
+    has no steering at all."""
+    base = _result(shift_b=0.1)
+    flat = [_record("flat", r["weights"], {"x": [0.6] * 6, "y": [0.3 + 0.01 * p for p in range(6)]}) for r in base["records"] if r["method"] == "rs"]
+    summary = compare({**base, "records": base["records"] + flat}, resamples=50)
+    for m in ("rs", "bone", "flat"):
+        s = summary["methods"][m]
+        assert s["mip"] == pytest.approx(s["mean_scalarised"]) and s["level"] + s["steering"] == pytest.approx(s["mip"])
+    assert summary["methods"]["flat"]["steering"] == pytest.approx(0.0, abs=1e-12) and summary["methods"]["flat"]["level"] == pytest.approx((0.6 + 0.325) / 2)
+    # rs: r_i = μ_i + prompt offsets on the 5-point grid μ_x ∈ {0, ¼, ½, ¾, 1}: Cov(μ_x, r_x) = Var(μ_x) = 0.125, twice
+    assert summary["methods"]["rs"]["steering"] == pytest.approx(0.25)
+    (pair,) = [c for c in summary["comparisons"] if (c["a"], c["b"]) == ("bone", "rs")]
+    assert pair["level_diff"] == pytest.approx(0.1) and pair["steering_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert pair["level_verdict"] == "A > B" and pair["steering_verdict"] == "no difference shown"
+    assert "| bone vs rs | scorer |" in markdown(summary)
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    from mage.compare import holm, z_test
+
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.6, 0.6]) == [1.0, 1.0]
+    assert z_test(0.0, 0.0) == 1.0 and z_test(0.1, 0.0) == 0.0 and z_test(1.96, 1.0) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_an_interval_never_excludes_its_own_estimate():
+    """At a bounded statistic's edge the basic interval can exclude its estimate (controllability 0.99
+    with every resample below it: reflected above 1, clipped to [1, 1]); then the percentile interval
+    widened to the estimate is reported instead."""
+    import numpy as np
+
+    from mage.compare import basic_interval, interval
+
+    samples = [0.9 + 0.001 * k for k in range(50)]
+    assert basic_interval(0.99, samples, (-1.0, 1.0)) == [1.0, 1.0]
+    ci, how = interval(0.99, samples, (-1.0, 1.0))
+    assert ci == pytest.approx([float(np.percentile(samples, 2.5)), 0.99]) and how.startswith("percentile")
+    ci, how = interval(0.93, samples, (-1.0, 1.0))  # inside the resamples: the basic interval, unchanged
+    assert ci == basic_interval(0.93, samples, (-1.0, 1.0)) and ci[0] <= 0.93 <= ci[1] and how == "basic"
+
+
+def test_judges_are_compared_beside_the_scorers_and_a_fixed_model_never_steers():
+    from mage.compare import fixed_baselines
+
+    result = _result(shift_b=0.05)
+    for r in result["records"]:  # a judge that sees bone's gain only half as large
+        r["per_prompt"] |= {f"judge:{o}": [v - (0.025 if r["method"] == "bone" else 0.0) for v in r["per_prompt"][o]] for o in ("x", "y")}
+    table = {"rows": {"base": {}, "expert:x": {"per_prompt": {"x": [0.9] * 6, "y": [0.1] * 6, "judge:x": [0.9] * 6, "judge:y": [0.1] * 6},
+                                              "means": {"x": 0.9, "y": 0.1}},
+                      "backbone:0": {"per_prompt": {"x": [0.55] * 6, "y": [0.55] * 6, "judge:x": [0.5] * 6, "judge:y": [0.5] * 6},
+                                     "means": {"x": 0.55, "y": 0.55}}}}
+    summary = compare(fixed_baselines(result, table), resamples=50)
+    assert summary["judges"] == ["judge:x", "judge:y"]
+    (pair,) = [c for c in summary["comparisons"] if (c["a"], c["b"]) == ("bone", "rs")]
+    assert pair["level_diff"] == pytest.approx(0.05) and pair["judge_level_diff"] == pytest.approx(0.025)
+    fixed = summary["methods"]["fixed-best"]
+    assert fixed["mip"] == pytest.approx(0.55) and fixed["steering"] == pytest.approx(0.0, abs=1e-12)  # the backbone beats the expert's 0.5
+    assert summary["methods"]["fixed:expert:x"]["mip"] == pytest.approx(0.5)
+    (vs_fixed,) = [c for c in summary["comparisons"] if (c["a"], c["b"]) == ("bone", "fixed-best")]
+    assert vs_fixed["steering_diff"] == pytest.approx(summary["methods"]["bone"]["steering"])
+    table["rows"]["expert:x"]["per_prompt"] = {o: v[:3] for o, v in table["rows"]["expert:x"]["per_prompt"].items()}
+    with pytest.raises(ValueError, match="paired by prompt"):
+        fixed_baselines(result, table)

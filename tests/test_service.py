@@ -208,3 +208,23 @@ def test_stop_cancels_only_the_sessions_run(service):
     replies, _ = rest[0]
     assert [r.error for r in replies] == ["cancelled", "cancelled"]  # the method in flight and the one still to come
     assert not service.cancel("s4")  # nothing left to stop
+
+
+def test_the_page_belongs_to_the_newest_run_of_the_task_it_shows(service):
+    """Who may draw on a session's page: the newest run, and never a run of a task the page no longer shows
+    (a click submitted just before a task switch that starts after it)."""
+    first = service.claim("p1", "summary")
+    assert service.owns("p1", first)
+    second = service.claim("p1", "summary")
+    assert service.owns("p1", second) and not service.owns("p1", first)  # a newer run supersedes the older one's drawing
+    run = service.stream("summary", "Some news today.", [1, 1], ["base"], session="p1", max_new_tokens=256, greedy=True)
+    next(run)
+    service.show("p1", "assistant")  # the task switch: the run in flight stops and loses the page
+    assert not service.owns("p1", second) and service.settle("p1", 10.0)
+    assert list(run)[-1][0][0].error == "cancelled"
+    assert service.claim("p1", "summary") is None  # a summary run starting after the switch draws nothing
+    third = service.claim("p1", "assistant")
+    assert service.owns("p1", third) and not service.owns("p1", None)
+    assert service.owns("p2", service.claim("p2", "summary"))  # a session never switched: any task may take its page
+    service.show("p2", "summary")
+    assert service.owns("p2", service.claim("p2", "summary"))

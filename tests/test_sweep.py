@@ -268,3 +268,33 @@ def test_a_four_objective_task_runs_through_grid_sweep_service_and_plots(tiny_ch
     assert figure.layout.xaxis.title.text == "gamma" and figure.layout.yaxis.title.text == "delta"
     written = all_figures(tmp_path / "results", tmp_path / "figures", png=False, bench_dir=tmp_path / "no-bench")
     assert len([p for p in written if "toy4-front-" in str(p)]) == 6
+
+
+def test_corner_separation_is_the_own_corner_minus_the_others_paired_by_prompt():
+    from mage.reports import corner_separation
+
+    def record(method, weights, faithful, quality):
+        return {"method": method, "weights": weights, "per_prompt": {"faithful": faithful, "quality": quality, "judge:faithful": faithful}}
+
+    records = [record("still", [1.0, 0.0], [0.5, 0.7], [0.2, 0.4]), record("still", [0.0, 1.0], [0.5, 0.7], [0.2, 0.4]),
+               record("moves", [1.0, 0.0], [0.9, 0.8], [0.1, 0.3]), record("moves", [0.0, 1.0], [0.4, 0.5], [0.6, 0.5]),
+               record("half", [1.0, 0.0], [0.9, 0.8], [0.1, 0.3])]  # one corner only: not reported
+    sep = corner_separation(records, ["faithful", "quality"])
+    assert set(sep) == {"still", "moves"}
+    assert sep["still"]["faithful"] == {"mean": 0.0, "stderr": 0.0} and sep["still"]["quality"]["mean"] == 0.0  # ignores μ: no separation
+    assert sep["moves"]["faithful"]["mean"] == pytest.approx(0.4) and sep["moves"]["faithful"]["stderr"] == pytest.approx(0.1)  # diffs 0.5, 0.3
+    assert sep["moves"]["quality"]["mean"] == pytest.approx(0.35) and sep["moves"]["judge:faithful"]["mean"] == pytest.approx(0.4)
+    assert "judge:quality" not in sep["moves"]  # no judge measured, none reported
+
+
+def test_the_corner_report_sweeps_every_corner_and_quotes_replies(tiny_checkpoints, tmp_path, monkeypatch):
+    from mage.cli import main
+
+    monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
+    _, base = tiny_checkpoints
+    main(["corners", "--task", "summary", "--methods", "rs,bone", "--prompts", "2", "--samples", "1", "--base", str(base), "--device", "cpu"])
+    report = json.loads((tmp_path / "summary-corners.json").read_text())
+    assert [(c["method"], c["weights"]) for c in report["corners"]] == [(m, w) for m in ("rs", "bone") for w in ([1.0, 0.0], [0.0, 1.0])]
+    assert set(report["separation"]) == {"rs", "bone"} and set(report["separation"]["rs"]) >= {"faithful", "quality"}
+    assert all(len(c["quotes"]) == 2 and set(c["fluency"]) == {"repetition", "degenerate", "cut_off"} for c in report["corners"])
+    assert report["command"].startswith("python -m mage corners --task summary") and report["scorers"]
