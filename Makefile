@@ -1,11 +1,11 @@
 # mage — set-up and the two everyday commands.
 #   make app    set up (once) and serve the Gradio app on the embedded default model
-#   make test   set up (once) and run the test suite
+#   make test   set up (once), check formatting and lint (ruff), and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup browser app test bench clean
+.PHONY: setup browser app lint test bench clean
 setup: $(VENV)/.installed
 
 # the browser test drives Debian's chromium through Playwright (never `playwright install`)
@@ -25,7 +25,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 app: setup
 	$(PY) app.py
 
-test: setup browser
+# formatter and linter settings: [tool.ruff] in pyproject.toml (lines <= 120)
+lint: setup
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+
+test: setup browser lint
 	$(PY) -m pytest -q
 
 clean:

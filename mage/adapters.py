@@ -6,6 +6,7 @@ every file, and fingerprints of the base model and tokenizer it was trained on. 
 all three and refuses — naming the file — a missing, truncated or corrupted file, or an adapter
 made for another base model or tokenizer. Only safetensors are read; nothing is unpickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,14 +55,25 @@ def adapter_from_peft(model, adapter_name: str = "default", name: str | None = N
     for module_name, module in model.named_modules():
         if hasattr(module, "lora_A") and adapter_name in module.lora_A:
             clean = module_name.removeprefix("base_model.model.")
-            factors[clean] = (module.lora_A[adapter_name].weight.detach().float().clone(), module.lora_B[adapter_name].weight.detach().float().clone())
+            factors[clean] = (
+                module.lora_A[adapter_name].weight.detach().float().clone(),
+                module.lora_B[adapter_name].weight.detach().float().clone(),
+            )
             scaling = module.scaling[adapter_name]
     if not factors:
         raise ValueError(f"the model has no LoRA adapter named {adapter_name!r}")
     return LoraAdapter(name or adapter_name, float(scaling), factors)
 
 
-def save_adapter(peft_model, folder: str | Path, *, base_fingerprint: str, tokenizer_fingerprint: str, info: dict | None = None, adapter_name: str = "default") -> Path:
+def save_adapter(
+    peft_model,
+    folder: str | Path,
+    *,
+    base_fingerprint: str,
+    tokenizer_fingerprint: str,
+    info: dict | None = None,
+    adapter_name: str = "default",
+) -> Path:
     """Save a peft adapter (fp16 weights), then its manifest last: a folder without a manifest is incomplete."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,25 +91,38 @@ def save_adapter(peft_model, folder: str | Path, *, base_fingerprint: str, token
     return folder
 
 
-def write_manifest(folder: Path, *, base_fingerprint: str, tokenizer_fingerprint: str, info: dict | None = None) -> None:
-    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and p.suffix in (".json", ".safetensors"))
-    write_json_atomic(folder / MANIFEST, {
-        "files": {name: sha256_file(folder / name) for name in files},
-        "base_fingerprint": base_fingerprint,
-        "tokenizer_fingerprint": tokenizer_fingerprint,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **({"info": info} if info else {}),
-    })
+def write_manifest(
+    folder: Path, *, base_fingerprint: str, tokenizer_fingerprint: str, info: dict | None = None
+) -> None:
+    files = sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and p.suffix in (".json", ".safetensors")
+    )
+    write_json_atomic(
+        folder / MANIFEST,
+        {
+            "files": {name: sha256_file(folder / name) for name in files},
+            "base_fingerprint": base_fingerprint,
+            "tokenizer_fingerprint": tokenizer_fingerprint,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **({"info": info} if info else {}),
+        },
+    )
 
 
-def verify_checkpoint(folder: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None) -> dict:
+def verify_checkpoint(
+    folder: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None
+) -> dict:
     """Check a checkpoint folder against its manifest; return the manifest or raise CheckpointError."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist; fix: train it (python -m mage train ...) or check the path")
+        raise CheckpointError(
+            f"checkpoint folder {folder} does not exist; fix: train it (python -m mage train ...) or check the path"
+        )
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise CheckpointError(f"{manifest_path} is missing: the checkpoint is incomplete or was not written by mage; fix: retrain it")
+        raise CheckpointError(
+            f"{manifest_path} is missing: the checkpoint is incomplete or was not written by mage; fix: retrain it"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
@@ -107,8 +132,13 @@ def verify_checkpoint(folder: str | Path, *, base_fingerprint: str | None = None
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; fix: restore it from version control or retrain the checkpoint")
         if sha256_file(path) != digest:
-            raise CheckpointError(f"{path} does not match its hash in {MANIFEST} (truncated or corrupted); fix: restore it or retrain")
-    for what, expected, key in (("base model", base_fingerprint, "base_fingerprint"), ("tokenizer", tokenizer_fingerprint, "tokenizer_fingerprint")):
+            raise CheckpointError(
+                f"{path} does not match its hash in {MANIFEST} (truncated or corrupted); fix: restore it or retrain"
+            )
+    for what, expected, key in (
+        ("base model", base_fingerprint, "base_fingerprint"),
+        ("tokenizer", tokenizer_fingerprint, "tokenizer_fingerprint"),
+    ):
         if expected is not None and manifest.get(key) != expected:
             raise CheckpointError(
                 f"{folder} was trained on a different {what} (fingerprint {manifest.get(key)}, loaded {expected}); "
@@ -117,7 +147,13 @@ def verify_checkpoint(folder: str | Path, *, base_fingerprint: str | None = None
     return manifest
 
 
-def load_adapter(folder: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None, name: str | None = None) -> LoraAdapter:
+def load_adapter(
+    folder: str | Path,
+    *,
+    base_fingerprint: str | None = None,
+    tokenizer_fingerprint: str | None = None,
+    name: str | None = None,
+) -> LoraAdapter:
     """Verify and read an adapter folder into fp32 factors."""
     folder = Path(folder)
     manifest = verify_checkpoint(folder, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint)
@@ -125,7 +161,9 @@ def load_adapter(folder: str | Path, *, base_fingerprint: str | None = None, tok
     try:
         tensors = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{folder / WEIGHTS} cannot be read ({err}); fix: restore or retrain the checkpoint") from err
+        raise CheckpointError(
+            f"{folder / WEIGHTS} cannot be read ({err}); fix: restore or retrain the checkpoint"
+        ) from err
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         match = _KEY.match(key)
@@ -136,12 +174,18 @@ def load_adapter(folder: str | Path, *, base_fingerprint: str | None = None, tok
         raise CheckpointError(f"{folder / WEIGHTS} holds no LoRA factors; fix: point at a peft LoRA adapter folder")
     bad = [m for m, (a, b) in factors.items() if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()))]
     if bad:
-        raise CheckpointError(f"{folder / WEIGHTS} holds NaN or infinite values (in {bad[0]}{' and others' if len(bad) > 1 else ''}); fix: retrain the checkpoint")
+        raise CheckpointError(
+            f"{folder / WEIGHTS} holds NaN or infinite values (in {bad[0]}{' and others' if len(bad) > 1 else ''}); "
+            "fix: retrain the checkpoint"
+        )
     ranks = {m: (a.shape[0], b.shape[1]) for m, (a, b) in factors.items()}
     if any(ra != rb for ra, rb in ranks.values()) or len({ra for ra, _ in ranks.values()}) != 1:
-        raise CheckpointError(f"{folder / WEIGHTS} has LoRA factors of inconsistent ranks {sorted(set(ranks.values()))}; fix: retrain the checkpoint")
+        raise CheckpointError(
+            f"{folder / WEIGHTS} has LoRA factors of inconsistent ranks {sorted(set(ranks.values()))}; fix: retrain "
+            "the checkpoint"
+        )
     r, alpha = config["r"], config["lora_alpha"]
-    scaling = alpha / (r ** 0.5) if config.get("use_rslora") else alpha / r
+    scaling = alpha / (r**0.5) if config.get("use_rslora") else alpha / r
     return LoraAdapter(name or folder.name, float(scaling), factors, meta={**manifest, "folder": str(folder)})
 
 
@@ -152,7 +196,13 @@ def check_fits(model: torch.nn.Module, adapter: LoraAdapter) -> None:
     for name, (a, b) in adapter.factors.items():
         module = modules.get(name)
         if module is None or not hasattr(module, "weight"):
-            raise CheckpointError(f"{where}: adapter module {name!r} is not in the model; fix: load it onto the base model it was trained on, or retrain it")
+            raise CheckpointError(
+                f"{where}: adapter module {name!r} is not in the model; fix: load it onto the base model it was "
+                "trained on, or retrain it"
+            )
         if tuple(module.weight.shape) != (b.shape[0], a.shape[1]):
-            raise CheckpointError(f"{where}: the factors for {name!r} make a {b.shape[0]}x{a.shape[1]} delta, the model's weight is "
-                                  f"{tuple(module.weight.shape)[0]}x{tuple(module.weight.shape)[1]}; fix: use the base model it was trained on, or retrain it")
+            raise CheckpointError(
+                f"{where}: the factors for {name!r} make a {b.shape[0]}x{a.shape[1]} delta, the model's weight is "
+                f"{tuple(module.weight.shape)[0]}x{tuple(module.weight.shape)[1]}; fix: use the base model it was "
+                "trained on, or retrain it"
+            )

@@ -11,14 +11,17 @@ Parts:
 - ``app``    — slider move → first streamed token and → full response in the app's service.
 - ``react``  — ReACT's W_μ for a new μ, calibration vs n, decode overhead of the corrected head.
 - ``sweep``  — evaluation-sweep throughput vs plain batched generation of the same merged model.
-- ``soak``   — 400 mixed requests (good and bad) from fresh sessions against a real app process: memory curve, bad input → outcome.
+- ``soak``   — 400 mixed requests (good and bad) from fresh sessions against a real app process: memory curve, bad input
+→ outcome.
 - ``devices`` — every method on the bench's device in each dtype: does it run, and does it give the same
   greedy tokens as float32 on the CPU (the reference, computed in the same run)?
 - ``rows``, ``half``, ``gpu`` — the fast paths: many preferences in one batch, bf16 with unfolded merges, and
   the GPU per-step table (:mod:`mage.bench_fast`).
 """
+
 from __future__ import annotations
 
+import logging
 import json
 import platform
 import statistics
@@ -31,6 +34,8 @@ import torch
 
 from . import locations
 from .io import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 TARGET = {"device": "cpu", "dtype": "float32"}  # where the parts run: set by run_bench (the CLI's --device / --dtype)
 
@@ -68,8 +73,16 @@ def machine() -> dict:
     import os
 
     gpu = torch.cuda.get_device_name() if TARGET["device"].startswith("cuda") else None
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "device": TARGET["device"], "dtype": TARGET["dtype"], "gpu": gpu}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "device": TARGET["device"],
+        "dtype": TARGET["dtype"],
+        "gpu": gpu,
+    }
 
 
 def trained_or_random_adapters(model, tokenizer, n: int):
@@ -79,7 +92,12 @@ def trained_or_random_adapters(model, tokenizer, n: int):
     from .tasks import get_task
 
     try:
-        adapters = load_ingredients(get_task("assistant"), "experts", base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+        adapters = load_ingredients(
+            get_task("assistant"),
+            "experts",
+            base_fingerprint=fingerprint_model(model),
+            tokenizer_fingerprint=fingerprint_tokenizer(tokenizer),
+        )
         return adapters[:n], "trained assistant experts"
     except ValueError:
         return random_adapters(model, n), "random rank-8 adapters (no trained experts found)"
@@ -119,7 +137,7 @@ def bench_merge(repeats: int = 20) -> dict:
         fulls.append({k: v.clone() for k, v in model.state_dict().items()})
     soup.restore()
 
-    def average():
+    def average(fulls=fulls):  # bound now: the list is deleted once timed
         lam = next_lam()
         merged = {k: sum(l * f[k] for l, f in zip(lam, fulls)) for k in base_state}
         model.load_state_dict(merged, strict=False)
@@ -128,7 +146,11 @@ def bench_merge(repeats: int = 20) -> dict:
     model.load_state_dict(base_state)
     del fulls
     # 3. peft: three adapters loaded, add_weighted_adapter(cat) + merge into the weights
-    config = LoraConfig(r=adapters[0].rank, lora_alpha=adapters[0].rank * adapters[0].scaling, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    config = LoraConfig(
+        r=adapters[0].rank,
+        lora_alpha=adapters[0].rank * adapters[0].scaling,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
     peft_model = get_peft_model(model, config, adapter_name="e0")
     for j in range(1, 3):
         peft_model.add_adapter(f"e{j}", config)
@@ -167,6 +189,7 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
     results = {"adapters": source, "new_tokens": new_tokens}
     for batch in (1, 8):
+
         def run():
             return generate(model, tokenizer, prompts[:batch], config, batch_size=batch)
 
@@ -180,18 +203,27 @@ def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: wh
                 gens = run()
                 if r:
                     times[label].append(time.perf_counter() - start)
-                steps[label] = max(len(g.token_ids) + g.finished for g in gens)  # steps run (a batch runs until its longest row stops)
+                steps[label] = max(
+                    len(g.token_ids) + g.finished for g in gens
+                )  # steps run (a batch runs until its longest row stops)
         for label, _ in variants:
             t = summary_stats(times[label])
-            results[f"{label}_b{batch}"] = {**t, "steps": steps[label], "s_per_step": t["median_s"] / max(1, steps[label])}
+            results[f"{label}_b{batch}"] = {
+                **t,
+                "steps": steps[label],
+                "s_per_step": t["median_s"] / max(1, steps[label]),
+            }
         # per step, not per generation: greedy outputs of the two models may stop at different lengths
-        results[f"ratio_merged_over_base_b{batch}"] = results[f"merged_b{batch}"]["s_per_step"] / results[f"base_b{batch}"]["s_per_step"]
+        results[f"ratio_merged_over_base_b{batch}"] = (
+            results[f"merged_b{batch}"]["s_per_step"] / results[f"base_b{batch}"]["s_per_step"]
+        )
     return results
 
 
-def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtype: str = "float32") -> None:
+def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtype: str = "float32") -> list[dict]:
     """Run benchmark parts on ``device`` in ``dtype``; the CPU in float32 writes ``<part>.json``, anything
-    else ``<part>-<device>-<dtype>.json`` beside it (so a GPU run never overwrites the CPU's numbers)."""
+    else ``<part>-<device>-<dtype>.json`` beside it (so a GPU run never overwrites the CPU's numbers).
+    Returns each part's result, in order."""
     from .models import pick_device, pick_dtype
 
     names = list(PARTS) if part == "all" else [part]
@@ -202,16 +234,35 @@ def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtyp
     TARGET.update(device=str(pick_device(device)), dtype=dtype)
     default = TARGET == {"device": "cpu", "dtype": "float32"}
     flags = "" if default else f" --device {TARGET['device']} --dtype {dtype}"
+    results = []
     for name in names:
         torch.set_num_threads(2)
-        result = {"part": name, "machine": machine(), "command": f"python -m mage bench {name} --repeats {repeats}{flags}", **PARTS[name](repeats=repeats)}
-        write_json_atomic(locations.bench() / (f"{name}.json" if default else f"{name}-{TARGET['device'].replace(':', '')}-{dtype}.json"), result)
-        print(json.dumps(result, indent=2))
+        result = {
+            "part": name,
+            "machine": machine(),
+            "command": f"python -m mage bench {name} --repeats {repeats}{flags}",
+            **PARTS[name](repeats=repeats),
+        }
+        write_json_atomic(
+            locations.bench()
+            / (f"{name}.json" if default else f"{name}-{TARGET['device'].replace(':', '')}-{dtype}.json"),
+            result,
+        )
+        results.append(result)
+    return results
 
 
 # --------------------------------------------------------------------------- guided decoding
 
-GUIDED_VARIANTS = ("plain", "mage-i", "mage-i-separate", "mage-e", "ensemble-i", "ensemble-e", "mod")  # mage-i: fused (mage.fused), the default
+GUIDED_VARIANTS = (
+    "plain",
+    "mage-i",
+    "mage-i-separate",
+    "mage-e",
+    "ensemble-i",
+    "ensemble-e",
+    "mod",
+)  # mage-i: fused (mage.fused), the default
 
 
 def random_adapters(model, n: int, seed: int = 0):
@@ -219,12 +270,33 @@ def random_adapters(model, n: int, seed: int = 0):
 
     gen = torch.Generator().manual_seed(seed)
     modules = {name: m for name, m in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
-    return [LoraAdapter(f"r{j}", 2.0, {name: (0.01 * torch.randn(8, m.in_features, generator=gen), 0.01 * torch.randn(m.out_features, 8, generator=gen))
-                                       for name, m in modules.items()}) for j in range(n)]
+    return [
+        LoraAdapter(
+            f"r{j}",
+            2.0,
+            {
+                name: (
+                    0.01 * torch.randn(8, m.in_features, generator=gen),
+                    0.01 * torch.randn(m.out_features, 8, generator=gen),
+                )
+                for name, m in modules.items()
+            },
+        )
+        for j in range(n)
+    ]
 
 
-def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: int = 48, repeats: int = 3, top_k: int = 10, *,
-                  device: str = "cpu", dtype: str = "float32") -> dict:
+def guided_worker(
+    variant: str,
+    k_objectives: int,
+    batch: int = 1,
+    new_tokens: int = 48,
+    repeats: int = 3,
+    top_k: int = 10,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> dict:
     """One (variant, K) measurement in a fresh process, so peak RSS belongs to it alone.
 
     Value models and experts are random rank-8 adapters: speed and memory do not depend on training.
@@ -249,11 +321,17 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
     if variant == "mage-i":
         from .fused import FusedImplicit, row_corrections
 
-        model = guide = FusedImplicit(policy, row_corrections(policy_soup, random_adapters(policy, k_objectives, seed=2), mu), 1.0)
+        model = guide = FusedImplicit(
+            policy, row_corrections(policy_soup, random_adapters(policy, k_objectives, seed=2), mu), 1.0
+        )
     elif variant in ("mage-i-separate", "mage-e", "ensemble-i", "ensemble-e"):
         value_base, _ = load_model()
         soup = Soup(value_base, random_adapters(value_base, k_objectives, seed=2))
-        wrap = (lambda m: ExplicitValueModel(m, new_head(m.config.hidden_size, 0))) if variant.endswith("-e") else (lambda m: m)
+        wrap = (
+            (lambda m: ExplicitValueModel(m, new_head(m.config.hidden_size, 0)))
+            if variant.endswith("-e")
+            else (lambda m: m)
+        )
         if variant.startswith("mage"):
             soup.apply(mu)
             members = [Member(wrap(value_base), 1.0)]
@@ -279,24 +357,38 @@ def guided_worker(variant: str, k_objectives: int, batch: int = 1, new_tokens: i
 
     result = timed(run, repeats)
     steps = sum(tokens[1:]) / max(1, len(tokens) - 1)  # decoding steps of the timed runs (the warm-up excluded)
-    return {"variant": variant, "k": k_objectives, "batch": batch, "steps": steps, "s_per_step": result["median_s"] / max(1.0, steps),
-            "timing": result, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "variant": variant,
+        "k": k_objectives,
+        "batch": batch,
+        "steps": steps,
+        "s_per_step": result["median_s"] / max(1.0, steps),
+        "timing": result,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def bench_guided(repeats: int = 3) -> dict:
-    """Per-step decode time of every guided variant relative to plain decoding of the same merged policy, K = 2, 3, 4."""
+    """Per-step decode time of every guided variant relative to plain decoding of the same merged policy, K = 2, 3,
+    4."""
     import subprocess
     import sys
 
     rows = []
     for k in (2, 3, 4):
         for variant in GUIDED_VARIANTS:
-            code = (f"import json; from mage.bench import guided_worker; print('RESULT' + json.dumps(guided_worker({variant!r}, {k}, repeats={repeats}, "
-                    f"device={TARGET['device']!r}, dtype={TARGET['dtype']!r})))")
+            code = (
+                f"import json; from mage.bench import guided_worker; print('RESULT' + "
+                f"json.dumps(guided_worker({variant!r}, {k}, repeats={repeats}, "
+                f"device={TARGET['device']!r}, dtype={TARGET['dtype']!r})))"
+            )
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             row = json.loads(out.split("RESULT", 1)[1])
             rows.append(row)
-            print(f"mage bench guided: K={k} {variant}: {row['s_per_step'] * 1000:.1f} ms/step, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+            log.info(
+                f"mage bench guided: K={k} {variant}: {row['s_per_step'] * 1000:.1f} ms/step, peak RSS "
+                f"{row['peak_rss_mb']:.0f} MB"
+            )
     plain = {r["k"]: r["s_per_step"] for r in rows if r["variant"] == "plain"}
     for r in rows:
         r["ratio_vs_plain"] = r["s_per_step"] / plain[r["k"]]
@@ -304,7 +396,16 @@ def bench_guided(repeats: int = 3) -> dict:
     flat = {v: by[(v, 4)]["s_per_step"] / by[(v, 2)]["s_per_step"] - 1.0 for v in GUIDED_VARIANTS}
     # the same change measured against plain decoding at each K, which cancels the machine's drift between runs
     flat_ratio = {v: by[(v, 4)]["ratio_vs_plain"] / by[(v, 2)]["ratio_vs_plain"] - 1.0 for v in GUIDED_VARIANTS}
-    return {"rows": rows, "change_k2_to_k4": flat, "change_k2_to_k4_of_ratio_vs_plain": flat_ratio, "targets": {"mage-i": "<= 2.0x plain", "mage-e (k=10)": "<= 2.5x plain", "mage flat in K": "<= 10 % change K=2..4"}}
+    return {
+        "rows": rows,
+        "change_k2_to_k4": flat,
+        "change_k2_to_k4_of_ratio_vs_plain": flat_ratio,
+        "targets": {
+            "mage-i": "<= 2.0x plain",
+            "mage-e (k=10)": "<= 2.5x plain",
+            "mage flat in K": "<= 10 % change K=2..4",
+        },
+    }
 
 
 def _on_fresh_thread(fn):
@@ -334,14 +435,33 @@ def _first_token_parts(engine, prompt: str, repeats: int) -> dict:
     with torch.no_grad():
         parts = {
             "merge_bone_s": timed(lambda: engine.policy.merge("bone", next(prefs)), repeats),
-            "build_fused_guide_s": timed(lambda: FusedImplicit(engine.policy.model, row_corrections(engine.policy.soup, values, next(prefs)), 1.0), repeats),
-            "prompt_pass_policy_s": timed(lambda: engine.policy.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1), repeats),
-            "prompt_pass_fused_s": timed(lambda: fused(ids, mask, positions, use_cache=True, logits_to_keep=1), repeats),
+            "build_fused_guide_s": timed(
+                lambda: FusedImplicit(
+                    engine.policy.model, row_corrections(engine.policy.soup, values, next(prefs)), 1.0
+                ),
+                repeats,
+            ),
+            "prompt_pass_policy_s": timed(
+                lambda: engine.policy.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+                ),
+                repeats,
+            ),
+            "prompt_pass_fused_s": timed(
+                lambda: fused(ids, mask, positions, use_cache=True, logits_to_keep=1), repeats
+            ),
             # the same pass on a fresh thread per call (what the service did before it had one compute thread)
-            "prompt_pass_fused_fresh_thread_s": timed(lambda: _on_fresh_thread(lambda: fused(ids, mask, positions, use_cache=True, logits_to_keep=1)), repeats),
+            "prompt_pass_fused_fresh_thread_s": timed(
+                lambda: _on_fresh_thread(lambda: fused(ids, mask, positions, use_cache=True, logits_to_keep=1)), repeats
+            ),
         }
     medians = {k: v["median_s"] for k, v in parts.items()}
-    return {"prompt_tokens": int(ids.shape[1]), **medians, "fresh_thread_over_compute_thread": medians["prompt_pass_fused_fresh_thread_s"] / medians["prompt_pass_fused_s"]}
+    return {
+        "prompt_tokens": int(ids.shape[1]),
+        **medians,
+        "fresh_thread_over_compute_thread": medians["prompt_pass_fused_fresh_thread_s"]
+        / medians["prompt_pass_fused_s"],
+    }
 
 
 def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -> dict:
@@ -354,13 +474,17 @@ def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -
     n = len(service.objectives(task))
     prefs = [[(i + j) % n + 1.0 for j in range(n)] for i in range(repeats + 1)]  # a different μ every request
     results = {"task": task, "new_tokens": new_tokens, "goal": "first token <= 0.3 s after a slider move"}
-    results["first_token_parts"] = service.run(_first_token_parts, service.engine(task), "Write a short poem about the sea.", repeats)  # on the thread that decodes
+    results["first_token_parts"] = service.run(
+        _first_token_parts, service.engine(task), "Write a short poem about the sea.", repeats
+    )  # on the thread that decodes
     for method in ("mage-i", "rs"):
         firsts, totals, error = [], [], ""
         for i, sliders in enumerate(prefs):
             start = time.perf_counter()
             first = None
-            for replies, _ in service.stream(task, "Write a short poem about the sea.", sliders, [method], max_new_tokens=new_tokens, seed=i):
+            for replies, _ in service.stream(
+                task, "Write a short poem about the sea.", sliders, [method], max_new_tokens=new_tokens, seed=i
+            ):
                 if first is None and replies[0].text:
                     first = time.perf_counter() - start
             error = replies[0].error
@@ -369,9 +493,15 @@ def bench_app(repeats: int = 5, task: str = "assistant", new_tokens: int = 48) -
             if i > 0:  # the first request warms caches (guidance bank load)
                 firsts.append(first if first is not None else float("nan"))
                 totals.append(time.perf_counter() - start)
-        results[method] = {"error": error} if error else {
-            "first_token_s": {"median": statistics.median(firsts), "min": min(firsts), "max": max(firsts)},
-            "full_response_s": {"median": statistics.median(totals), "min": min(totals), "max": max(totals)}, "repeats": len(firsts)}
+        results[method] = (
+            {"error": error}
+            if error
+            else {
+                "first_token_s": {"median": statistics.median(firsts), "min": min(firsts), "max": max(firsts)},
+                "full_response_s": {"median": statistics.median(totals), "min": min(totals), "max": max(totals)},
+                "repeats": len(firsts),
+            }
+        )
     return results
 
 
@@ -383,9 +513,16 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
     from .react import CorrectedHead, ReactState, correction
 
     gen = torch.Generator().manual_seed(0)
-    mix = torch.randn(hidden, hidden, generator=gen, dtype=torch.float64) / hidden ** 0.5
-    states = [(z, z + 0.1 * mix @ z) for z in (torch.randn(hidden, tokens, generator=gen, dtype=torch.float64) for _ in range(4))]
-    results = {"hidden": hidden, "calibration_tokens_per_objective": tokens, "goal": "W_mu for a new mu <= 10 ms (D = 576, n = 3)"}
+    mix = torch.randn(hidden, hidden, generator=gen, dtype=torch.float64) / hidden**0.5
+    states = [
+        (z, z + 0.1 * mix @ z)
+        for z in (torch.randn(hidden, tokens, generator=gen, dtype=torch.float64) for _ in range(4))
+    ]
+    results = {
+        "hidden": hidden,
+        "calibration_tokens_per_objective": tokens,
+        "goal": "W_mu for a new mu <= 10 ms (D = 576, n = 3)",
+    }
     calib = {}
     for n in (1, 2, 3, 4):
         calib[n] = timed(lambda: [correction(zm, z) for zm, z in states[:n]], max(3, repeats // 5))
@@ -394,9 +531,15 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
     pairs = [correction(zm, z) for zm, z in states[:3]]
     state = ReactState(["a", "b", "c"], torch.stack([w for w, _ in pairs]), torch.stack([c for _, c in pairs]), {})
     prefs = iter([[0.2 + 0.01 * (i % 50), 0.3, 0.5] for i in range(10**6)])
-    results["w_mu_new_preference_explicit"] = timed(lambda: state.for_preference(next(prefs)), 4 * repeats)  # W_μ formed: a solve with D right-hand sides
-    results["w_mu_new_preference"] = timed(lambda: state.factored(next(prefs)), 4 * repeats)  # what decoding uses: one Cholesky
-    results["ratio_explicit_over_factored"] = results["w_mu_new_preference_explicit"]["median_s"] / results["w_mu_new_preference"]["median_s"]
+    results["w_mu_new_preference_explicit"] = timed(
+        lambda: state.for_preference(next(prefs)), 4 * repeats
+    )  # W_μ formed: a solve with D right-hand sides
+    results["w_mu_new_preference"] = timed(
+        lambda: state.factored(next(prefs)), 4 * repeats
+    )  # what decoding uses: one Cholesky
+    results["ratio_explicit_over_factored"] = (
+        results["w_mu_new_preference_explicit"]["median_s"] / results["w_mu_new_preference"]["median_s"]
+    )
     # decode overhead: the corrected head on the merged model vs the plain merged model
     model, tokenizer = load_model()
     adapters, source = trained_or_random_adapters(model, tokenizer, 3)
@@ -412,7 +555,9 @@ def bench_react(repeats: int = 20, hidden: int = 576, tokens: int = 1500) -> dic
         results[f"decode_{label}"] = {**t, "tokens": steps, "s_per_token": t["median_s"] / max(1, steps)}
     model.lm_head = head
     results["adapters"] = source
-    results["decode_ratio_react_over_merged"] = results["decode_react"]["s_per_token"] / results["decode_merged"]["s_per_token"]
+    results["decode_ratio_react_over_merged"] = (
+        results["decode_react"]["s_per_token"] / results["decode_merged"]["s_per_token"]
+    )
     return results
 
 
@@ -448,7 +593,14 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
         texts.clear()
         for mu in grid:
             model, _ = engine.prepare("bone", mu)
-            gens = generate(model, engine.policy.tokenizer, [t.messages(x) for x in inputs], sampling, seeds=seeds, batch_size=config.batch_size)
+            gens = generate(
+                model,
+                engine.policy.tokenizer,
+                [t.messages(x) for x in inputs],
+                sampling,
+                seeds=seeds,
+                batch_size=config.batch_size,
+            )
             texts.append([g.text for g in gens])
             tokens["plain"].append(sum(len(g.token_ids) for g in gens))
 
@@ -457,7 +609,10 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
             score_all(t.objectives, inputs, responses)
 
     def sweep():
-        with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"MAGE_CACHE_DIR": cache}):  # nothing cached: every point generated
+        with (
+            tempfile.TemporaryDirectory() as cache,
+            mock.patch.dict(os.environ, {"MAGE_CACHE_DIR": cache}),
+        ):  # nothing cached: every point generated
             out = run_sweep(config, engine=engine, write=False)
         tokens["sweep"] += [round(r["mean_tokens"] * r["n_prompts"] * r["samples_per_prompt"]) for r in out["records"]]
 
@@ -477,7 +632,9 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
     results["throughput_ratio_sweep_over_plain"] = statistics.median(ratios)
     results["throughput_ratio_per_repeat"] = ratios
     results["floor_ratio_plain_over_plain_plus_scoring"] = statistics.median(floors)
-    results["sweep_over_floor"] = statistics.median([(p + c) / s for p, c, s in zip(times["plain_generate"], times["scoring"], times["sweep"])])
+    results["sweep_over_floor"] = statistics.median(
+        [(p + c) / s for p, c, s in zip(times["plain_generate"], times["scoring"], times["sweep"])]
+    )
     results["goal"] = "sweep throughput >= 0.9x plain batched generate"
     return results
 
@@ -490,6 +647,7 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
     from .decoding import SamplingConfig, generate
     from .fused import FusedImplicit, row_corrections
     from .merging import Soup
+
     model, tokenizer = load_model()
     soup = Soup(model, random_adapters(model, 3, seed=1))
     soup.apply([1 / 3] * 3)
@@ -504,8 +662,18 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
                 generate(m, tokenizer, prompts, config, guide=g)
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events)
-        results[label] = {"total_self_cpu_ms": total / 1000, "top": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
-                                                                       "calls": e.count} for e in events[:top]]}
+        results[label] = {
+            "total_self_cpu_ms": total / 1000,
+            "top": [
+                {
+                    "op": e.key,
+                    "self_cpu_ms": e.self_cpu_time_total / 1000,
+                    "share": e.self_cpu_time_total / total,
+                    "calls": e.count,
+                }
+                for e in events[:top]
+            ],
+        }
     return results
 
 
@@ -524,8 +692,13 @@ def serving_app(env: dict | None = None, timeout: float = 900.0):
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parent.parent
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port)], env={**os.environ, **(env or {})}, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "app.py"), "--port", str(port)],
+        env={**os.environ, **(env or {})},
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         while True:
@@ -548,7 +721,9 @@ def _start_app(cache: Path, timeout: float = 900.0) -> dict:
 
     start = time.perf_counter()
     with serving_app({"MAGE_CACHE_DIR": str(cache)}, timeout) as (url, _, serving):
-        Client(url, verbose=False).predict("assistant", "Say hello.", [1.0, 1.0, 1.0], ["rs"], 1.0, 8, 1.0, 0.9, 0, True, api_name="/generate")
+        Client(url, verbose=False).predict(
+            "assistant", "Say hello.", [1.0, 1.0, 1.0], ["rs"], 1.0, 8, 1.0, 0.9, 0, True, api_name="/generate"
+        )
         return {"serving_s": serving, "first_reply_s": time.perf_counter() - start}
 
 
@@ -559,7 +734,8 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-# bad requests of the soak: (what, task, prompt, weights, methods, strength, max new tokens, temperature, top-p, seed, greedy)
+# bad requests of the soak: (what, task, prompt, weights, methods, strength, max new tokens, temperature, top-p, seed,
+# greedy)
 BAD_REQUESTS = [
     ("empty prompt", "assistant", "   ", [1, 1, 1], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
     ("all-zero preference", "assistant", "Hi", [0, 0, 0], ["rs"], 1.0, 8, 1.0, 0.9, 0, True),
@@ -587,7 +763,12 @@ def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_token
 
     from gradio_client import Client
 
-    prompts = ["Tell me a joke about soup.", "How do I fix a flat bike tyre?", "Write a brutal roast of my friend who is always late.", "Explain rain to a child."]
+    prompts = [
+        "Tell me a joke about soup.",
+        "How do I fix a flat bike tyre?",
+        "Write a brutal roast of my friend who is always late.",
+        "Explain rain to a child.",
+    ]
     methods = [["rs"], ["bone", "rs"], ["mage-i"], ["bone"], ["react"], ["aba", "mod"]]
     curve, outcomes, failures = [], {}, []
     with serving_app() as (url, proc, _):
@@ -604,21 +785,40 @@ def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_token
             else:
                 mu = [1.0 + (k % 5), 1.0 + (k % 3), 1.0 + (k % 2)]
                 try:
-                    out = client.predict("assistant", prompts[k % len(prompts)], mu, methods[k % len(methods)], 1.0, new_tokens, 1.0, 0.9, k, False,
-                                         api_name="/generate")
+                    out = client.predict(
+                        "assistant",
+                        prompts[k % len(prompts)],
+                        mu,
+                        methods[k % len(methods)],
+                        1.0,
+                        new_tokens,
+                        1.0,
+                        0.9,
+                        k,
+                        False,
+                        api_name="/generate",
+                    )
                     failures += [f"request {k}: {r['error']}" for r in out["replies"] if r["error"]]
                 except Exception as err:
                     failures.append(f"request {k} ({methods[k % len(methods)]}): {type(err).__name__}: {err}"[:300])
             if (k + 1) % every == 0:
                 curve.append({"requests": k + 1, "rss_mb": _rss_mb(proc.pid)})
-                print(f"mage bench soak: {k + 1} requests, server RSS {curve[-1]['rss_mb']:.0f} MB", flush=True)
+                log.info(f"mage bench soak: {k + 1} requests, server RSS {curve[-1]['rss_mb']:.0f} MB")
     half = len(curve) // 2
     growth_first = curve[half]["rss_mb"] - curve[1]["rss_mb"]
     growth_second = curve[-1]["rss_mb"] - curve[half]["rss_mb"]
-    return {"requests": requests, "bad_share": 1 / 3, "new_tokens": new_tokens, "curve": curve, "bad_request_outcomes": outcomes,
-            "good_request_failures": failures[:20], "n_good_request_failures": len(failures),
-            "growth_mb_first_half": growth_first, "growth_mb_second_half": growth_second,
-            "levels_off": bool(math.isfinite(growth_second) and growth_second <= max(8.0, 0.5 * growth_first))}
+    return {
+        "requests": requests,
+        "bad_share": 1 / 3,
+        "new_tokens": new_tokens,
+        "curve": curve,
+        "bad_request_outcomes": outcomes,
+        "good_request_failures": failures[:20],
+        "n_good_request_failures": len(failures),
+        "growth_mb_first_half": growth_first,
+        "growth_mb_second_half": growth_second,
+        "levels_off": bool(math.isfinite(growth_second) and growth_second <= max(8.0, 0.5 * growth_first)),
+    }
 
 
 def bench_start(repeats: int = 1) -> dict:
@@ -634,8 +834,13 @@ def bench_start(repeats: int = 1) -> dict:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     warm_first = statistics.median(w["first_reply_s"] for w in warm)
-    return {"cold": cold, "warm": warm, "warm_first_reply_median_s": warm_first, "ratio_cold_over_warm_first_reply": cold["first_reply_s"] / warm_first,
-            "note": "fresh clone → serving also needs `make setup` (package installs, network-bound), not timed here"}
+    return {
+        "cold": cold,
+        "warm": warm,
+        "warm_first_reply_median_s": warm_first,
+        "ratio_cold_over_warm_first_reply": cold["first_reply_s"] / warm_first,
+        "note": "fresh clone → serving also needs `make setup` (package installs, network-bound), not timed here",
+    }
 
 
 def bench_devices(repeats: int = 1, task: str = "assistant", prompts: int = 3, new_tokens: int = 16) -> dict:
@@ -664,15 +869,40 @@ def bench_devices(repeats: int = 1, task: str = "assistant", prompts: int = 3, n
     matrix = {}
     for dtype in dtypes:
         got = tokens(Engine(t, device=TARGET["device"], dtype=dtype))
-        matrix[dtype] = {m: {"runs": isinstance(v, list), **({"same_greedy_tokens": sum(a == b for a, b in zip(v, reference[m])) / len(inputs)}
-                                                              if isinstance(v, list) and isinstance(reference[m], list) else {"error": v if isinstance(v, str) else reference[m]})}
-                         for m, v in got.items()}
-    return {"task": task, "prompts": prompts, "new_tokens": new_tokens, "weights": weights, "reference": "float32 on the CPU",
-            "device": TARGET["device"], "matrix": matrix}
+        matrix[dtype] = {
+            m: {
+                "runs": isinstance(v, list),
+                **(
+                    {"same_greedy_tokens": sum(a == b for a, b in zip(v, reference[m])) / len(inputs)}
+                    if isinstance(v, list) and isinstance(reference[m], list)
+                    else {"error": v if isinstance(v, str) else reference[m]}
+                ),
+            }
+            for m, v in got.items()
+        }
+    return {
+        "task": task,
+        "prompts": prompts,
+        "new_tokens": new_tokens,
+        "weights": weights,
+        "reference": "float32 on the CPU",
+        "device": TARGET["device"],
+        "matrix": matrix,
+    }
 
 
-PARTS: dict[str, Callable[..., dict]] = {"merge": bench_merge, "decode": bench_decode, "guided": bench_guided, "app": bench_app, "react": bench_react, "sweep": bench_sweep, "start": bench_start, "profile": bench_profile,
-                                         "devices": bench_devices, "soak": bench_soak}
+PARTS: dict[str, Callable[..., dict]] = {
+    "merge": bench_merge,
+    "decode": bench_decode,
+    "guided": bench_guided,
+    "app": bench_app,
+    "react": bench_react,
+    "sweep": bench_sweep,
+    "start": bench_start,
+    "profile": bench_profile,
+    "devices": bench_devices,
+    "soak": bench_soak,
+}
 
 
 def _fast_part(name: str) -> Callable[..., dict]:

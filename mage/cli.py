@@ -1,8 +1,10 @@
 """``python -m mage <command>`` — a thin layer over the library. ``--help`` on each command."""
+
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -18,7 +20,9 @@ def parse_weights(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"weights {text!r} are not comma-separated numbers; fix: write them like 0.2,0.8") from None
+        raise argparse.ArgumentTypeError(
+            f"weights {text!r} are not comma-separated numbers; fix: write them like 0.2,0.8"
+        ) from None
 
 
 def positive_int(text: str) -> int:
@@ -36,9 +40,28 @@ def _train_config(args):
     from .tasks import get_task
     from .training import TrainConfig, default_pool
 
-    pool = default_pool(get_task(args.task), samples_per_prompt=args.samples, max_prompts=args.max_prompts, batch_size=args.pool_batch_size, seed=args.seed)
-    return TrainConfig(base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, batch_size=args.batch_size, seed=args.seed, normalize=args.normalize, pool=pool,
-                       trainer=args.trainer, grpo_steps=args.grpo_steps, grpo_beta=args.grpo_beta, rounds=args.rounds, device=args.device)
+    pool = default_pool(
+        get_task(args.task),
+        samples_per_prompt=args.samples,
+        max_prompts=args.max_prompts,
+        batch_size=args.pool_batch_size,
+        seed=args.seed,
+    )
+    return TrainConfig(
+        base=args.base,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        rank=args.rank,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        normalize=args.normalize,
+        pool=pool,
+        trainer=args.trainer,
+        grpo_steps=args.grpo_steps,
+        grpo_beta=args.grpo_beta,
+        rounds=args.rounds,
+        device=args.device,
+    )
 
 
 def cmd_train(args) -> None:
@@ -70,8 +93,14 @@ def _precision_warning(dtype: str) -> None:
 
 
 def _sampling(args, task) -> SamplingConfig:
-    return SamplingConfig(max_new_tokens=task.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens, temperature=args.temperature,
-                          top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, greedy=args.greedy)
+    return SamplingConfig(
+        max_new_tokens=task.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        greedy=args.greedy,
+    )
 
 
 def cmd_generate(args) -> None:
@@ -97,14 +126,36 @@ def cmd_generate(args) -> None:
     strength = (1.0 if args.strength is None else args.strength) if method.guide else None
     _precision_warning(args.dtype)
     use_device(args.device)
-    engine = Engine(task, base=args.base, beta=args.beta, top_k=args.top_k_candidates, device=args.device, dtype=args.dtype)
-    gen = engine.generate(args.method, args.weights, [args.prompt], sampling, strength=1.0 if strength is None else strength, seed=args.seed)[0]
+    engine = Engine(
+        task, base=args.base, beta=args.beta, top_k=args.top_k_candidates, device=args.device, dtype=args.dtype
+    )
+    gen = engine.generate(
+        args.method,
+        args.weights,
+        [args.prompt],
+        sampling,
+        strength=1.0 if strength is None else strength,
+        seed=args.seed,
+    )[0]
     if args.json:
         merged = engine.current
         scores = {k: v[0] for k, v in score_all(task.objectives, [args.prompt], [gen.text]).items()}
-        print(json.dumps({"task": task.name, "method": args.method, "weights": merged.weights if merged else None,
-                          "coefficients": merged.coefficients if merged else None, "strength": strength,
-                          "seed": args.seed, "response": gen.text, "finished": gen.finished, "scores": scores}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "task": task.name,
+                    "method": args.method,
+                    "weights": merged.weights if merged else None,
+                    "coefficients": merged.coefficients if merged else None,
+                    "strength": strength,
+                    "seed": args.seed,
+                    "response": gen.text,
+                    "finished": gen.finished,
+                    "scores": scores,
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         print(gen.text)
 
@@ -115,8 +166,18 @@ def cmd_train_values(args) -> None:
     from .values import ValueConfig, train_value, value_dir
 
     task = get_task(args.task)
-    config = ValueConfig(kind=args.kind, base=args.base, epochs=args.epochs, learning_rate=args.lr, rank=args.rank, seed=args.seed,
-                         pool=default_pool(task), train_prompts=args.max_prompts, train_samples=args.samples_per_prompt, device=args.device)
+    config = ValueConfig(
+        kind=args.kind,
+        base=args.base,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        rank=args.rank,
+        seed=args.seed,
+        pool=default_pool(task),
+        train_prompts=args.max_prompts,
+        train_samples=args.samples_per_prompt,
+        device=args.device,
+    )
     for objective in args.objective or task.objectives:
         folder = value_dir(task, args.kind) / objective
         if (folder / "mage_manifest.json").is_file() and not args.force:
@@ -134,9 +195,12 @@ def cmd_react_calibrate(args) -> None:
     engine = Engine(args.task, base=args.base, device=args.device)
     state = calibrate(engine, prompts_per_objective=args.prompts, beta=args.beta, seed=args.seed)
     state.meta["command"] = _command()
-    path = state.save_checkpoint(react_path(engine.task).parent, base_fingerprint=fingerprint_model(engine.policy.model),
-                                 tokenizer_fingerprint=fingerprint_tokenizer(engine.policy.tokenizer),
-                                 readme=f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n")
+    path = state.save_checkpoint(
+        react_path(engine.task).parent,
+        base_fingerprint=fingerprint_model(engine.policy.model),
+        tokenizer_fingerprint=fingerprint_tokenizer(engine.policy.tokenizer),
+        readme=f"# ReACT corrections — {engine.task.name}\n\n- command: `{_command()}`\n- settings: {state.meta}\n",
+    )
     print(f"mage: ReACT corrections for {state.objectives} saved to {path} ({state.meta['wall_time_s']} s)")
 
 
@@ -159,19 +223,33 @@ def cmd_objectives(args) -> None:
 
 def cmd_table(args) -> None:
     from . import locations
-    from .reports import adapter_table, ingredient_table
+    from .reports import adapter_table, ingredient_table, markdown_table
 
-    common = dict(split=args.split, samples=args.samples, seed=args.seed, max_prompts=args.max_prompts, base=args.base, command=_command())
+    common = dict(
+        split=args.split,
+        samples=args.samples,
+        seed=args.seed,
+        max_prompts=args.max_prompts,
+        base=args.base,
+        command=_command(),
+    )
     if args.adapter:
         pairs = dict(item.split("=", 1) for item in args.adapter)
-        adapter_table(args.task, pairs, out=Path(args.out) if args.out else locations.results() / f"{args.task}-adapters.json", **common)
+        result = adapter_table(
+            args.task,
+            pairs,
+            out=Path(args.out) if args.out else locations.results() / f"{args.task}-adapters.json",
+            **common,
+        )
     else:
-        ingredient_table(args.task, beta=args.beta, out=Path(args.out) if args.out else None, **common)
+        result = ingredient_table(args.task, beta=args.beta, out=Path(args.out) if args.out else None, **common)
+    print(markdown_table(result))
 
 
 def cmd_evaluate(args) -> None:
     from .objectives import use_device
-    from .sweep import SweepConfig, chosen_strengths, run_sweep
+    from .strength import chosen_strengths
+    from .sweep import SweepConfig, run_sweep
 
     _precision_warning(args.dtype)
     use_device(args.device)
@@ -180,39 +258,89 @@ def cmd_evaluate(args) -> None:
     chosen = {} if args.strength is not None else chosen_strengths(args.task, methods)
     for method, strength in chosen.items():
         print(f"mage: {method} at guidance strength {strength:g} (chosen on the validation split)")
-    config = SweepConfig(task=args.task, methods=methods, prompts=args.prompts, samples=args.samples, seed=args.seed,
-                         split=args.split, strength=1.0 if args.strength is None else args.strength, base=args.base, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size, beta=args.beta, method_strengths=tuple(sorted(chosen.items())), device=args.device, dtype=args.dtype)
+    config = SweepConfig(
+        task=args.task,
+        methods=methods,
+        prompts=args.prompts,
+        samples=args.samples,
+        seed=args.seed,
+        split=args.split,
+        strength=1.0 if args.strength is None else args.strength,
+        base=args.base,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        beta=args.beta,
+        method_strengths=tuple(sorted(chosen.items())),
+        device=args.device,
+        dtype=args.dtype,
+    )
     result = run_sweep(config, Path(args.out) if args.out else None)
     for method, s in result.get("summary", {}).items():
-        print(f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  mean scalarised {s['mean_scalarised']:.4f}")
+        print(
+            f"{method:12s} hypervolume {s['hypervolume']:.4f}  controllability {s['controllability']['score']:.3f}  "
+            f"mean scalarised {s['mean_scalarised']:.4f}"
+        )
 
 
 def cmd_choose_strength(args) -> None:
-    from .sweep import choose_strength, strength_file
+    from .strength import choose_strength, strength_file
 
     strengths = [float(s) for s in args.strengths.split(",")]
     out = Path(args.out) if args.out else strength_file(args.task, args.method)
-    choice = choose_strength(args.task, args.method, strengths, prompts=args.prompts, base=args.base, seed=args.seed, max_new_tokens=args.max_new_tokens, out=out,
-                             command=_command())
+    choice = choose_strength(
+        args.task,
+        args.method,
+        strengths,
+        prompts=args.prompts,
+        base=args.base,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        out=out,
+        command=_command(),
+    )
     for row in choice["rows"]:
-        print(f"w={row['strength']:<5g} mean scalarised {row['mean_scalarised']:.4f}  hypervolume {row['hypervolume']:.4f}")
+        print(
+            f"w={row['strength']:<5g} mean scalarised {row['mean_scalarised']:.4f}  hypervolume "
+            f"{row['hypervolume']:.4f}"
+        )
     print(f"chosen strength: {choice['chosen']:g} (written to {out})")
 
 
 def cmd_value_check(args) -> None:
-    from .reports import value_check
+    from .reports import value_check, value_check_lines
 
-    value_check(args.task, args.kind, split=args.split, samples=args.samples, max_prompts=args.max_prompts, base=args.base,
-                out=Path(args.out) if args.out else None, command=_command())
+    result = value_check(
+        args.task,
+        args.kind,
+        split=args.split,
+        samples=args.samples,
+        max_prompts=args.max_prompts,
+        base=args.base,
+        out=Path(args.out) if args.out else None,
+        command=_command(),
+    )
+    print(value_check_lines(result))
 
 
 def cmd_lmc(args) -> None:
-    from .reports import lmc_curve
+    from .reports import lmc_curve, lmc_lines
 
     a, b = (int(x) for x in args.pair.split(","))
-    lmc_curve(args.task, args.kind, pair=(a, b), steps=args.steps, strength=args.strength, split=args.split, prompts=args.prompts, samples=args.samples,
-              seed=args.seed, base=args.base, out=Path(args.out) if args.out else None, command=_command())
+    result = lmc_curve(
+        args.task,
+        args.kind,
+        pair=(a, b),
+        steps=args.steps,
+        strength=args.strength,
+        split=args.split,
+        prompts=args.prompts,
+        samples=args.samples,
+        seed=args.seed,
+        base=args.base,
+        out=Path(args.out) if args.out else None,
+        command=_command(),
+    )
+    print(lmc_lines(result))
 
 
 def cmd_figures(args) -> None:
@@ -223,10 +351,12 @@ def cmd_figures(args) -> None:
 
 
 def cmd_compatibility(args) -> None:
-    from .sweep import compatibility
+    from .compatibility import compatibility
 
     strengths = [float(s) for s in args.strengths.split(",")]
-    result = compatibility(args.task, args.kind, strengths, prompts=args.prompts, base=args.base, seed=args.seed, command=_command())
+    result = compatibility(
+        args.task, args.kind, strengths, prompts=args.prompts, base=args.base, seed=args.seed, command=_command()
+    )
     for run in result["runs"]:
         spread = "  ".join(f"{o} {v:.3f}" for o, v in run["spread"].items())
         print(f"{run['method']:>7} w={run['strength']:<4g} spread over μ: {spread}  (mean {run['mean_spread']:.3f})")
@@ -234,12 +364,25 @@ def cmd_compatibility(args) -> None:
 
 def cmd_corners(args) -> None:
     from .objectives import use_device
-    from .reports import corner_report
+    from .reports import corner_markdown, corner_report
 
     _precision_warning(args.dtype)
     use_device(args.device)
-    corner_report(args.task, args.methods.split(","), split=args.split, samples=args.samples, prompts=args.prompts, seed=args.seed, base=args.base,
-                  strength=args.strength, device=args.device, dtype=args.dtype, out=Path(args.out) if args.out else None, command=_command())
+    report = corner_report(
+        args.task,
+        args.methods.split(","),
+        split=args.split,
+        samples=args.samples,
+        prompts=args.prompts,
+        seed=args.seed,
+        base=args.base,
+        strength=args.strength,
+        device=args.device,
+        dtype=args.dtype,
+        out=Path(args.out) if args.out else None,
+        command=_command(),
+    )
+    print(corner_markdown(report))
 
 
 def cmd_compare(args) -> None:
@@ -251,14 +394,19 @@ def cmd_compare(args) -> None:
     if not path.is_file():
         raise SystemExit(f"mage: {path} does not exist; fix: python -m mage evaluate --task {args.task} first")
     result, pairs, stem = json.loads(path.read_text()), None, path.stem
-    if args.beta_ablation:  # Bone Soup at every β with results beside the main file (evaluate --beta writes <task>-beta<β>.json)
+    if (
+        args.beta_ablation
+    ):  # Bone Soup at every β with results beside the main file (evaluate --beta writes <task>-beta<β>.json)
         from .compare import ablation
         from .sweep import beta_files
 
         variants = {f"b{beta:g}": json.loads(p.read_text()) for beta, p in beta_files(path.stem, path.parent).items()}
         if not variants:
-            raise SystemExit(f"mage: no {path.stem}-beta<β>.json beside {path}; fix: python -m mage train-set --task {args.task} --kind backbones --beta 0.6, "
-                             f"then python -m mage evaluate --task {args.task} --methods bone --beta 0.6")
+            raise SystemExit(
+                f"mage: no {path.stem}-beta<β>.json beside {path}; fix: python -m mage train-set --task {args.task} "
+                "--kind backbones --beta 0.6, "
+                f"then python -m mage evaluate --task {args.task} --methods bone --beta 0.6"
+            )
         result, pairs = ablation(result, variants)
         stem = f"{path.stem}-beta"
     table = Path(args.table) if args.table else path.with_name(f"{path.stem}-ingredients.json")
@@ -282,14 +430,15 @@ def cmd_compare(args) -> None:
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
-    pool_stats(args.task, base=args.base, ship=args.ship)
+    print(json.dumps(pool_stats(args.task, base=args.base, ship=args.ship), indent=2))
 
 
 def cmd_bench(args) -> None:
     from .bench import run_bench
 
     _precision_warning(args.dtype)
-    run_bench(args.part, repeats=args.repeats, device=args.device, dtype=args.dtype)
+    for result in run_bench(args.part, repeats=args.repeats, device=args.device, dtype=args.dtype):
+        print(json.dumps(result, indent=2))
 
 
 def cmd_build_base(args) -> None:
@@ -307,11 +456,35 @@ def _command() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mage", description="mage: controllable multi-objective generation (Bone Soup, MAGE, ReACT)")
-    parser.add_argument("--preset", choices=["paper"], default=None, help="register the papers' tasks (hh, reddit) and reward models (docs/SCALE.md)")
-    parser.add_argument("--preset-data", action="append", default=[], metavar="TASK=SOURCE", help="a preset task's data: hub id or local JSONL")
-    parser.add_argument("--preset-rm", action="append", default=[], metavar="OBJECTIVE=SOURCE", help="a preset objective's reward model: folder or hub id")
-    parser.add_argument("--preset-sizes", default=None, metavar="TRAIN,VAL,TEST", help="prompts per split of the preset tasks (default 2000,200,500)")
+    parser = argparse.ArgumentParser(
+        prog="python -m mage", description="mage: controllable multi-objective generation (Bone Soup, MAGE, ReACT)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["paper"],
+        default=None,
+        help="register the papers' tasks (hh, reddit) and reward models (docs/SCALE.md)",
+    )
+    parser.add_argument(
+        "--preset-data",
+        action="append",
+        default=[],
+        metavar="TASK=SOURCE",
+        help="a preset task's data: hub id or local JSONL",
+    )
+    parser.add_argument(
+        "--preset-rm",
+        action="append",
+        default=[],
+        metavar="OBJECTIVE=SOURCE",
+        help="a preset objective's reward model: folder or hub id",
+    )
+    parser.add_argument(
+        "--preset-sizes",
+        default=None,
+        metavar="TRAIN,VAL,TEST",
+        help="prompts per split of the preset tasks (default 2000,200,500)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
@@ -322,25 +495,59 @@ def build_parser() -> argparse.ArgumentParser:
     def device_args(p, dtype: bool = True):
         p.add_argument("--device", default="auto", help="auto (a GPU when present, else the CPU), cpu, cuda or cuda:N")
         if dtype:
-            p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="the base model's weights (16-bit rounds the folded merge; see docs/PERFORMANCE.md)")
+            p.add_argument(
+                "--dtype",
+                default="float32",
+                choices=list(DTYPES),
+                help="the base model's weights (16-bit rounds the folded merge; see docs/PERFORMANCE.md)",
+            )
 
     def common_train(p):
-        device_args(p, dtype=False)  # training precision follows the device: fp32 on a CPU, bf16 mixed precision on a GPU that has it
+        device_args(
+            p, dtype=False
+        )  # training precision follows the device: fp32 on a CPU, bf16 mixed precision on a GPU that has it
         p.add_argument("--task", required=True, help="a task: assistant, summary, or one a preset registers")
         p.add_argument("--base", default=DEFAULT_BASE, help="base model: embedded alias, folder or hub id")
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
         p.add_argument("--rank", type=int, default=8)
-        p.add_argument("--batch-size", type=int, default=8, help="SFT examples per step; for GRPO, completions per step")
-        p.add_argument("--samples", type=int, default=None, help="samples per training prompt in the best-of-n pool (default: the task's)")
-        p.add_argument("--max-prompts", type=int, default=None, help="use only the first N training prompts (default: the task's)")
-        p.add_argument("--pool-batch-size", type=int, default=None, help="sampling batch size of the pool (default: the task's)")
-        p.add_argument("--normalize", default="zscore", choices=["zscore", "none"], help="standardise rewards over the pool before mixing")
+        p.add_argument(
+            "--batch-size", type=int, default=8, help="SFT examples per step; for GRPO, completions per step"
+        )
+        p.add_argument(
+            "--samples",
+            type=int,
+            default=None,
+            help="samples per training prompt in the best-of-n pool (default: the task's)",
+        )
+        p.add_argument(
+            "--max-prompts", type=int, default=None, help="use only the first N training prompts (default: the task's)"
+        )
+        p.add_argument(
+            "--pool-batch-size", type=int, default=None, help="sampling batch size of the pool (default: the task's)"
+        )
+        p.add_argument(
+            "--normalize",
+            default="zscore",
+            choices=["zscore", "none"],
+            help="standardise rewards over the pool before mixing",
+        )
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--trainer", default="bon-sft", choices=["bon-sft", "grpo"], help="best-of-n selection SFT (default) or online GRPO")
+        p.add_argument(
+            "--trainer",
+            default="bon-sft",
+            choices=["bon-sft", "grpo"],
+            help="best-of-n selection SFT (default) or online GRPO",
+        )
         p.add_argument("--grpo-steps", type=int, default=15)
         p.add_argument("--grpo-beta", type=float, default=0.0, help="GRPO KL penalty")
-        p.add_argument("--rounds", type=int, default=1, help="bon-sft rounds: round k > 1 selects from the previous round's own samples (journaled per round; resumes)")
+        p.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="bon-sft rounds: round k > 1 selects from the previous round's own samples (journaled per round; "
+            "resumes)",
+        )
 
     p = add("train", cmd_train, "train one LoRA adapter for a reward-weight vector")
     common_train(p)
@@ -353,7 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup beta (backbones only)")
     p.add_argument("--force", action="store_true", help="retrain folders that already exist")
 
-    p = add("train-values", cmd_train_values, "train a task's explicit or implicit value models (one per objective) into checkpoints/")
+    p = add(
+        "train-values",
+        cmd_train_values,
+        "train a task's explicit or implicit value models (one per objective) into checkpoints/",
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
     p.add_argument("--objective", action="append", default=None, help="only this objective (repeatable)")
@@ -361,13 +572,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--max-prompts", type=int, default=None, help="train on the shared pool's first N prompts only (the pool is not resampled)")
-    p.add_argument("--samples-per-prompt", type=int, default=None, help="explicit models: the first S pool samples of each prompt (default: all)")
+    p.add_argument(
+        "--max-prompts",
+        type=int,
+        default=None,
+        help="train on the shared pool's first N prompts only (the pool is not resampled)",
+    )
+    p.add_argument(
+        "--samples-per-prompt",
+        type=int,
+        default=None,
+        help="explicit models: the first S pool samples of each prompt (default: all)",
+    )
     device_args(p, dtype=False)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 
-    p = add("value-check", cmd_value_check, "are the value models informative? rank correlation of their values with the true rewards on held-out samples")
+    p = add(
+        "value-check",
+        cmd_value_check,
+        "are the value models informative? rank correlation of their values with the true rewards on held-out samples",
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
     p.add_argument("--split", default="validation")
@@ -381,7 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
     p.add_argument("--pair", default="0,1", help="the two objectives, by index (e.g. 0,2)")
     p.add_argument("--steps", type=int, default=11, help="interpolation points t = 0 … 1")
-    p.add_argument("--strength", type=float, default=None, help="guidance strength (default: the one chosen on validation for mage-<kind>, else 1.0)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="guidance strength (default: the one chosen on validation for mage-<kind>, else 1.0)",
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--prompts", type=int, default=None)
     p.add_argument("--samples", type=int, default=1)
@@ -389,9 +619,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-lmc-<kind>.json)")
 
-    p = add("react-calibrate", cmd_react_calibrate, "compute ReACT's per-objective corrections W_i, C_i for a task (unlabeled calibration)")
+    p = add(
+        "react-calibrate",
+        cmd_react_calibrate,
+        "compute ReACT's per-objective corrections W_i, C_i for a task (unlabeled calibration)",
+    )
     p.add_argument("--task", required=True)
-    p.add_argument("--prompts", type=int, default=32, help="training prompts per objective (expert responses, teacher-forced)")
+    p.add_argument(
+        "--prompts", type=int, default=32, help="training prompts per objective (expert responses, teacher-forced)"
+    )
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", default=DEFAULT_BASE)
@@ -402,9 +638,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
     p.add_argument("--task", required=True)
     p.add_argument("--method", default="bone", help=", ".join(METHODS))
-    p.add_argument("--strength", type=float, default=None, help="guidance strength w of a guided method (default 1; 0 = plain decoding)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="guidance strength w of a guided method (default 1; 0 = plain decoding)",
+    )
     p.add_argument("--top-k-candidates", type=int, default=10, help="candidates re-scored by explicit value guidance")
-    p.add_argument("--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)")
+    p.add_argument(
+        "--weights", type=parse_weights, required=True, help="preference, e.g. 0.2,0.8 (normalised to sum 1)"
+    )
     p.add_argument("--prompt", required=True, help="the request (assistant) or the article (summary)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=positive_int, default=None, help="default: the task's cap")
@@ -415,13 +658,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
     p.add_argument("--base", default=DEFAULT_BASE)
-    p.add_argument("--json", action="store_true", help="print one JSON object with the response and every objective's score")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object with the response and every objective's score"
+    )
     device_args(p)
 
-    p = add("objectives", cmd_objectives, "validate the objectives and their judges on the test-split sets, or refit the probes / judges")
+    p = add(
+        "objectives",
+        cmd_objectives,
+        "validate the objectives and their judges on the test-split sets, or refit the probes / judges",
+    )
     p.add_argument("action", choices=["check", "fit-probes", "fit-judges"])
     p.add_argument("--names", nargs="*", default=None, help="objectives (default: all five)")
-    p.add_argument("--write", action="store_true", help="write assets/objective_checks.json (the numbers docs/OBJECTIVES.md quotes)")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="write assets/objective_checks.json (the numbers docs/OBJECTIVES.md quotes)",
+    )
 
     p = add("table", cmd_table, "expert x objective table: base model and every ingredient on a split")
     p.add_argument("--task", required=True)
@@ -431,8 +684,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
     p.add_argument("--base", default=DEFAULT_BASE)
-    p.add_argument("--adapter", action="append", default=[], help="label=folder; evaluate these adapters instead of the task's checkpoints")
-    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-ingredients.json, or <task>-adapters.json with --adapter)")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        help="label=folder; evaluate these adapters instead of the task's checkpoints",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results file (default: assets/results/<task>-ingredients.json, or <task>-adapters.json with --adapter)",
+    )
 
     p = add("evaluate", cmd_evaluate, "sweep the preference grid for each method; writes assets/results/<task>.json")
     p.add_argument("--task", required=True)
@@ -441,16 +703,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1, help="samples per prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test")
-    p.add_argument("--strength", type=float, default=None, help="guidance strength of every guided method (default: each method's "
-                   "choice in assets/results/<task>-strength-<method>.json, else 1.0)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="guidance strength of every guided method (default: each method's "
+        "choice in assets/results/<task>-strength-<method>.json, else 1.0)",
+    )
     p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)")
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=DEFAULT_BETA,
+        help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)",
+    )
     p.add_argument("--base", default=DEFAULT_BASE)
-    p.add_argument("--out", default=None, help="results file (default: assets/results/<task>.json; with a --beta other than the default, <task>-beta<β>.json)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results file (default: assets/results/<task>.json; with a --beta other than the default, "
+        "<task>-beta<β>.json)",
+    )
     device_args(p)
 
-    p = add("choose-strength", cmd_choose_strength, "pick a guidance strength on the validation split (best mean Σ μ_i r_i over the grid)")
+    p = add(
+        "choose-strength",
+        cmd_choose_strength,
+        "pick a guidance strength on the validation split (best mean Σ μ_i r_i over the grid)",
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--method", required=True, help="a guided method, e.g. mage-i")
     p.add_argument("--strengths", default="0,0.5,1,2,4")
@@ -465,7 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: assets/figures beside the package ($MAGE_FIGURES)")
     p.add_argument("--no-png", action="store_true")
 
-    p = add("compatibility", cmd_compatibility, "the compatibility problem: sft+ guidance at several strengths vs MAGE, how far each moves with μ")
+    p = add(
+        "compatibility",
+        cmd_compatibility,
+        "the compatibility problem: sft+ guidance at several strengths vs MAGE, how far each moves with μ",
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
     p.add_argument("--strengths", default="0.5,1,2,4")
@@ -473,40 +758,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", default=DEFAULT_BASE)
 
-    p = add("corners", cmd_corners, "corner separation: each method at every one-hot μ, how far it moves each objective toward its own corner "
-            "(scorers and judges), with fluency readings and quoted replies; writes assets/results/<task>-corners.json")
+    p = add(
+        "corners",
+        cmd_corners,
+        "corner separation: each method at every one-hot μ, how far it moves each objective toward its own corner "
+        "(scorers and judges), with fluency readings and quoted replies; writes assets/results/<task>-corners.json",
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--methods", default="rs,bone,mage-e,mage-i", help="comma-separated method names")
     p.add_argument("--split", default="test")
     p.add_argument("--samples", type=int, default=2, help="samples per prompt")
     p.add_argument("--prompts", type=int, default=None, help="first N prompts of the split (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strength", type=float, default=None, help="guidance strength of the guided methods (default: each one's chosen strength, else 1.0)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="guidance strength of the guided methods (default: each one's chosen strength, else 1.0)",
+    )
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-corners.json)")
     device_args(p)
 
-    p = add("compare", cmd_compare, "per-method hypervolume / controllability with bootstrap intervals, and the papers' pairwise comparisons")
+    p = add(
+        "compare",
+        cmd_compare,
+        "per-method hypervolume / controllability with bootstrap intervals, and the papers' pairwise comparisons",
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--results", default=None, help="results file (default: assets/results/<task>.json)")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--beta-ablation", action="store_true", help="compare Bone Soup (β = 0.7, from the results file) with the <task>-beta<β>.json "
-                   "files beside it, against one shared reference point (default out: <task>-beta-compare.json)")
-    p.add_argument("--out", default=None, help="default: <results stem>-compare.json beside the results file (<task>-beta-compare.json with --beta-ablation)")
-    p.add_argument("--table", default=None, help="an expert × objective table (python -m mage table) on the sweep's prompts and seeds: each ingredient "
-                   "becomes a single-fixed-model baseline (default: <results stem>-ingredients.json beside the results file, when it is paired)")
+    p.add_argument(
+        "--beta-ablation",
+        action="store_true",
+        help="compare Bone Soup (β = 0.7, from the results file) with the <task>-beta<β>.json "
+        "files beside it, against one shared reference point (default out: <task>-beta-compare.json)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="default: <results stem>-compare.json beside the results file (<task>-beta-compare.json with "
+        "--beta-ablation)",
+    )
+    p.add_argument(
+        "--table",
+        default=None,
+        help="an expert × objective table (python -m mage table) on the sweep's prompts and seeds: each ingredient "
+        "becomes a single-fixed-model baseline (default: <results stem>-ingredients.json beside the results file, when "
+        "it is paired)",
+    )
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True)
     p.add_argument("--base", default=DEFAULT_BASE)
-    p.add_argument("--ship", action="store_true", help="also copy the pool beside the task's checkpoints (checkpoints/<task>/pools/), "
-                   "so a fresh machine trains from it instead of re-sampling")
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="also copy the pool beside the task's checkpoints (checkpoints/<task>/pools/), "
+        "so a fresh machine trains from it instead of re-sampling",
+    )
 
     p = add("bench", cmd_bench, "benchmarks; results under assets/bench/")
     p.add_argument("part", nargs="?", default="all")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
-    p.add_argument("--device", default="cpu", help="cpu (default: the committed numbers), cuda, cuda:N or auto; other than the CPU writes <part>-<device>-<dtype>.json")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default: the committed numbers), cuda, cuda:N or auto; other than the CPU writes "
+        "<part>-<device>-<dtype>.json",
+    )
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
 
     p = add("build-base", cmd_build_base, "build (once) and print the path of the base model")
@@ -519,7 +840,10 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise ValueError(f"{what} {item!r} is not name=source; fix: e.g. {'hh=data/hh.jsonl' if what == '--preset-data' else 'rm-helpful=models/rm'}")
+            raise ValueError(
+                f"{what} {item!r} is not name=source; fix: e.g. "
+                f"{'hh=data/hh.jsonl' if what == '--preset-data' else 'rm-helpful=models/rm'}"
+            )
         out[key] = value
     return out
 
@@ -529,14 +853,45 @@ def install_preset(args) -> None:
 
     sizes = tuple(int(x) for x in args.preset_sizes.split(",")) if args.preset_sizes else None
     if sizes is not None and (len(sizes) != 3 or min(sizes) < 1):
-        raise ValueError(f"--preset-sizes {args.preset_sizes!r}; fix: three positive counts, train,validation,test (e.g. 2000,200,500)")
-    PRESETS[args.preset](data=_pairs(args.preset_data, "--preset-data"), reward_models=_pairs(args.preset_rm, "--preset-rm"), **({"sizes": sizes} if sizes else {}))
+        raise ValueError(
+            f"--preset-sizes {args.preset_sizes!r}; fix: three positive counts, train,validation,test (e.g. "
+            "2000,200,500)"
+        )
+    PRESETS[args.preset](
+        data=_pairs(args.preset_data, "--preset-data"),
+        reward_models=_pairs(args.preset_rm, "--preset-rm"),
+        **({"sizes": sizes} if sizes else {}),
+    )
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a message comes (a test may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _show_progress() -> None:
+    """The library reports progress through ``logging`` (logger ``mage``); the CLI shows it on stderr, bare,
+    unless the caller configured logging for ``mage`` already. Results go to stdout."""
+    logger = logging.getLogger("mage")
+    if not logger.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:
     global _ARGV
     _ARGV = None if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    _show_progress()
     try:
         if args.preset:
             install_preset(args)

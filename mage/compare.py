@@ -29,6 +29,7 @@ with the same seeds, so methods are compared *paired by prompt*.
 - Multiplicity: every comparison's level, steering and MIP differences get a two-sided z-test p-value,
   Holm-adjusted across the whole family (the claims table), with the verdict at 5 %.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,9 +41,25 @@ from .evaluation import mean_stderr
 from .pareto import controllability, hypervolume, reference_point
 
 # (A, B): the comparisons the papers make, run when both methods are in the file
-COMPARISONS = [("bone", "rs"), ("bone", "aba"), ("mage-i", "bone"), ("mage-e", "bone"), ("mage-i", "ensemble-i"), ("mage-e", "ensemble-e"),
-               ("mage-i", "sft+i"), ("mage-e", "sft+e"), ("mage-i", "mod"), ("mage-e", "mod"), ("react", "rs"), ("react", "bone"), ("mod", "rs"),
-               ("rs", "fixed-best"), ("bone", "fixed-best"), ("mage-i", "fixed-best"), ("mage-e", "fixed-best")]
+COMPARISONS = [
+    ("bone", "rs"),
+    ("bone", "aba"),
+    ("mage-i", "bone"),
+    ("mage-e", "bone"),
+    ("mage-i", "ensemble-i"),
+    ("mage-e", "ensemble-e"),
+    ("mage-i", "sft+i"),
+    ("mage-e", "sft+e"),
+    ("mage-i", "mod"),
+    ("mage-e", "mod"),
+    ("react", "rs"),
+    ("react", "bone"),
+    ("mod", "rs"),
+    ("rs", "fixed-best"),
+    ("bone", "fixed-best"),
+    ("mage-i", "fixed-best"),
+    ("mage-e", "fixed-best"),
+]
 
 
 def _method_rows(result: dict) -> dict[str, list[dict]]:
@@ -67,7 +84,9 @@ def _split_per_prompt(rows: Sequence[dict], objectives: Sequence[str]) -> dict[s
     """Per prompt, the mean scalarised reward (MIP) over the method's grid and its exact split into level
     Σ_i mean_g(μ_i) mean_g(r_i) and steering Σ_i Cov_g(μ_i, r_i) (population covariance over the grid)."""
     mu = np.asarray([r["weights"] for r in rows], dtype=float)  # (G, n)
-    r = np.stack([np.stack([np.asarray(row["per_prompt"][o], dtype=float) for o in objectives], axis=1) for row in rows])  # (G, P, n)
+    r = np.stack(
+        [np.stack([np.asarray(row["per_prompt"][o], dtype=float) for o in objectives], axis=1) for row in rows]
+    )  # (G, P, n)
     mu_mean, r_mean = mu.mean(axis=0), r.mean(axis=0)  # (n,), (P, n)
     level = r_mean @ mu_mean
     steering = np.einsum("gn,gpn->p", mu - mu_mean, r - r_mean) / len(rows)
@@ -97,7 +116,9 @@ def z_test(diff: float, se: float) -> float:
     return math.erfc(abs(diff / se) / math.sqrt(2))
 
 
-def interval(estimate: float, samples: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[list[float], str]:
+def interval(
+    estimate: float, samples: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> tuple[list[float], str]:
     """The basic interval, or — where it excludes its own estimate, as it can at a bounded statistic's edge —
     the percentile interval widened to contain the estimate. Returns (interval, method)."""
     basic = basic_interval(estimate, samples, bounds)
@@ -108,7 +129,9 @@ def interval(estimate: float, samples: Sequence[float], bounds: tuple[float, flo
     return [min(lo, estimate), max(hi, estimate)], "percentile, widened to the estimate"
 
 
-def _stats(rows: Sequence[dict], objectives: Sequence[str], ref: Sequence[float], idx: np.ndarray | None = None) -> tuple[float, float]:
+def _stats(
+    rows: Sequence[dict], objectives: Sequence[str], ref: Sequence[float], idx: np.ndarray | None = None
+) -> tuple[float, float]:
     """(hypervolume, controllability score) of one method, prompts resampled by ``idx`` (None = as is)."""
     points = []
     for r in rows:
@@ -119,7 +142,9 @@ def _stats(rows: Sequence[dict], objectives: Sequence[str], ref: Sequence[float]
     return hypervolume(points, ref), controllability([r["weights"] for r in rows], points)["score"]
 
 
-def basic_interval(estimate: float, samples: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float]:
+def basic_interval(
+    estimate: float, samples: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> list[float]:
     """The basic bootstrap 95 % interval [2θ̂ − q₉₇.₅, 2θ̂ − q₂.₅] (NaN resamples dropped), clipped to the
     statistic's range ``bounds``."""
     finite = _finite(samples)
@@ -130,7 +155,9 @@ def basic_interval(estimate: float, samples: Sequence[float], bounds: tuple[floa
 
 
 def _finite(samples: Sequence[float]) -> list[float]:
-    return [s for s in samples if not math.isnan(s)]  # a resample can make a statistic undefined (e.g. a flat objective's Spearman)
+    return [
+        s for s in samples if not math.isnan(s)
+    ]  # a resample can make a statistic undefined (e.g. a flat objective's Spearman)
 
 
 def _bias(estimate: float, samples: Sequence[float]) -> float:
@@ -138,17 +165,28 @@ def _bias(estimate: float, samples: Sequence[float]) -> float:
     return float(np.mean(finite)) - estimate if finite else math.nan
 
 
-def compare(result: dict, *, resamples: int = 1000, seed: int = 0, pairs: Sequence[tuple[str, str]] | None = None) -> dict:
+def compare(
+    result: dict, *, resamples: int = 1000, seed: int = 0, pairs: Sequence[tuple[str, str]] | None = None
+) -> dict:
     """Per-method statistics with intervals, and the pairwise comparisons ``pairs`` (default :data:`COMPARISONS`)
     that have both methods in the file."""
     objectives, ref = list(result["objectives"]), list(result["reference_point"])
     rows = _method_rows(result)
     sizes = {len(r["per_prompt"][objectives[0]]) for r in result["records"]}
     if len(sizes) != 1:
-        raise ValueError(f"records were evaluated on different numbers of prompts {sorted(sizes)}; fix: re-run the sweep with one --prompts for every method")
+        raise ValueError(
+            f"records were evaluated on different numbers of prompts {sorted(sizes)}; fix: re-run the sweep with one "
+            "--prompts for every method"
+        )
     n = sizes.pop()
     judges = _judged(result)
-    judge_ref = reference_point([[r["means"].get(j, float(np.mean(r["per_prompt"][j]))) for j in judges] for r in result["records"]]) if judges else None
+    judge_ref = (
+        reference_point(
+            [[r["means"].get(j, float(np.mean(r["per_prompt"][j]))) for j in judges] for r in result["records"]]
+        )
+        if judges
+        else None
+    )
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, n, n) for _ in range(resamples)]
     boot = {m: [_stats(rs, objectives, ref, idx) for idx in draws] for m, rs in rows.items()}
@@ -158,11 +196,25 @@ def compare(result: dict, *, resamples: int = 1000, seed: int = 0, pairs: Sequen
         mean, se = mean_stderr(_scalarised_per_prompt(rs, objectives).tolist())
         hvs, ctrls = [b[0] for b in boot[m]], [b[1] for b in boot[m]]
         ctrl_ci, ctrl_method = interval(ctrl, ctrls, (-1.0, 1.0))
-        methods[m] = {"hypervolume": hv, "hypervolume_ci": basic_interval(hv, hvs, (0.0, math.inf)), "hypervolume_bias": _bias(hv, hvs),
-                      "controllability": ctrl, "controllability_ci": ctrl_ci, "controllability_ci_method": ctrl_method, "controllability_bias": _bias(ctrl, ctrls),
-                      "mean_scalarised": mean, "mean_scalarised_se": se,
-                      **{f"{k}{suffix}": v for k, values in _split_per_prompt(rs, objectives).items() for suffix, v in zip(("", "_se"), mean_stderr(values.tolist()))},
-                      "spread": spread(rs, objectives), "strength": rs[0].get("strength"), "points": len(rs)}
+        methods[m] = {
+            "hypervolume": hv,
+            "hypervolume_ci": basic_interval(hv, hvs, (0.0, math.inf)),
+            "hypervolume_bias": _bias(hv, hvs),
+            "controllability": ctrl,
+            "controllability_ci": ctrl_ci,
+            "controllability_ci_method": ctrl_method,
+            "controllability_bias": _bias(ctrl, ctrls),
+            "mean_scalarised": mean,
+            "mean_scalarised_se": se,
+            **{
+                f"{k}{suffix}": v
+                for k, values in _split_per_prompt(rs, objectives).items()
+                for suffix, v in zip(("", "_se"), mean_stderr(values.tolist()))
+            },
+            "spread": spread(rs, objectives),
+            "strength": rs[0].get("strength"),
+            "points": len(rs),
+        }
         if judges:
             methods[m]["judge"] = _judge_stats(rs, judges, judge_ref)
     comparisons = []
@@ -175,16 +227,37 @@ def compare(result: dict, *, resamples: int = 1000, seed: int = 0, pairs: Sequen
         d_mean, d_se = mean_stderr(diff.tolist())
         hv_diff = methods[a]["hypervolume"] - methods[b]["hypervolume"]
         ctrl_diff = methods[a]["controllability"] - methods[b]["controllability"]
-        comparisons.append({"a": a, "b": b, "hypervolume_diff": hv_diff, "hypervolume_diff_ci": basic_interval(hv_diff, d_hv),
-                            "p_hypervolume_a_greater": float(np.mean([d > 0 for d in d_hv])),  # a share of resamples, not a probability
-                            "controllability_diff": ctrl_diff, "controllability_diff_ci": basic_interval(ctrl_diff, d_ctrl, (-2.0, 2.0)),
-                            "mean_scalarised_diff": d_mean, "mean_scalarised_diff_se": d_se,
-                            **_paired_split(rows[a], rows[b], objectives, "")})
+        comparisons.append(
+            {
+                "a": a,
+                "b": b,
+                "hypervolume_diff": hv_diff,
+                "hypervolume_diff_ci": basic_interval(hv_diff, d_hv),
+                "p_hypervolume_a_greater": float(
+                    np.mean([d > 0 for d in d_hv])
+                ),  # a share of resamples, not a probability
+                "controllability_diff": ctrl_diff,
+                "controllability_diff_ci": basic_interval(ctrl_diff, d_ctrl, (-2.0, 2.0)),
+                "mean_scalarised_diff": d_mean,
+                "mean_scalarised_diff_se": d_se,
+                **_paired_split(rows[a], rows[b], objectives, ""),
+            }
+        )
         if judges:
             comparisons[-1] |= _paired_split(rows[a], rows[b], judges, "judge_")
     _adjust(comparisons, ["", "judge_"] if judges else [""])
-    return {"task": result["task"], "objectives": objectives, "reference_point": ref, "n_prompts": n, "resamples": resamples, "seed": seed,
-            "judges": judges, "judge_reference_point": judge_ref, "methods": methods, "comparisons": comparisons}
+    return {
+        "task": result["task"],
+        "objectives": objectives,
+        "reference_point": ref,
+        "n_prompts": n,
+        "resamples": resamples,
+        "seed": seed,
+        "judges": judges,
+        "judge_reference_point": judge_ref,
+        "methods": methods,
+        "comparisons": comparisons,
+    }
 
 
 SPLIT_PARTS = ("mip", "level", "steering")
@@ -212,8 +285,11 @@ def _judge_stats(rows: Sequence[dict], judges: Sequence[str], ref: Sequence[floa
     """A method's statistics on the independent judges (point estimates with standard errors)."""
     points = [[float(np.mean(r["per_prompt"][j])) for j in judges] for r in rows]
     split = {k: mean_stderr(v.tolist()) for k, v in _split_per_prompt(rows, judges).items()}
-    return {"hypervolume": hypervolume(points, ref), "controllability": controllability([r["weights"] for r in rows], points)["score"],
-            **{f"{k}{suffix}": v for k, ms in split.items() for suffix, v in zip(("", "_se"), ms)}}
+    return {
+        "hypervolume": hypervolume(points, ref),
+        "controllability": controllability([r["weights"] for r in rows], points)["score"],
+        **{f"{k}{suffix}": v for k, ms in split.items() for suffix, v in zip(("", "_se"), ms)},
+    }
 
 
 def fixed_baselines(result: dict, table: dict) -> dict:
@@ -228,10 +304,21 @@ def fixed_baselines(result: dict, table: dict) -> dict:
         if label == "base":
             continue
         if len(row["per_prompt"][objectives[0]]) != n:
-            raise ValueError(f"the table's {label} has {len(row['per_prompt'][objectives[0]])} prompts, the sweep {n}; fix: run `table` with the sweep's split, "
-                             f"--samples and --max-prompts so the replies are paired by prompt")
-        fixed = [{"method": f"fixed:{label}", "weights": w, "per_prompt": row["per_prompt"], "means": {**row["means"], **row.get("judge_means", {})},
-                  "strength": None} for w in grid]
+            raise ValueError(
+                f"the table's {label} has {len(row['per_prompt'][objectives[0]])} prompts, the sweep {n}; fix: run "
+                "`table` with the sweep's split, "
+                f"--samples and --max-prompts so the replies are paired by prompt"
+            )
+        fixed = [
+            {
+                "method": f"fixed:{label}",
+                "weights": w,
+                "per_prompt": row["per_prompt"],
+                "means": {**row["means"], **row.get("judge_means", {})},
+                "strength": None,
+            }
+            for w in grid
+        ]
         records += fixed
         mip = float(_split_per_prompt(fixed, objectives)["mip"].mean())
         if best is None or mip > best[0]:
@@ -245,7 +332,9 @@ def fixed_baselines(result: dict, table: dict) -> dict:
 PAIRED_SETTINGS = ("prompts", "samples", "seed", "split", "base", "max_new_tokens", "temperature", "top_p", "grid")
 
 
-def ablation(result: dict, variants: dict[str, dict], *, method: str = "bone", keep: Sequence[str] = ("rs", "aba")) -> tuple[dict, list[tuple[str, str]]]:
+def ablation(
+    result: dict, variants: dict[str, dict], *, method: str = "bone", keep: Sequence[str] = ("rs", "aba")
+) -> tuple[dict, list[tuple[str, str]]]:
     """One results file for an ablation of ``method`` (e.g. Bone Soup's β): ``method`` and the ``keep``
     methods from ``result``, plus ``method``'s records of each variant file relabelled ``<method>-<label>``,
     with the reference point recomputed over all of their points (so every hypervolume is measured
@@ -254,7 +343,10 @@ def ablation(result: dict, variants: dict[str, dict], *, method: str = "bone", k
     objectives = list(result["objectives"])
     records = [r for r in result["records"] if r["method"] in (method, *keep)]
     if not any(r["method"] == method for r in records):
-        raise ValueError(f"{result['task']}: no {method!r} records in the main results file; fix: python -m mage evaluate --task {result['task']} --methods {method}")
+        raise ValueError(
+            f"{result['task']}: no {method!r} records in the main results file; fix: python -m mage evaluate --task "
+            f"{result['task']} --methods {method}"
+        )
     kept = [k for k in keep if any(r["method"] == k for r in records)]
     pairs = [(method, k) for k in kept]
     for label, variant in variants.items():
@@ -262,8 +354,11 @@ def ablation(result: dict, variants: dict[str, dict], *, method: str = "bone", k
             raise ValueError(f"variant {label}: objectives {variant['objectives']} differ from {objectives}")
         differ = [k for k in PAIRED_SETTINGS if variant["settings"].get(k) != result["settings"].get(k)]
         if differ:
-            raise ValueError(f"variant {label}: settings {differ} differ from the main results file, so its points are not paired by prompt; "
-                             f"fix: re-run it with the main file's --prompts/--samples/--seed/--split")
+            raise ValueError(
+                f"variant {label}: settings {differ} differ from the main results file, so its points are not paired "
+                "by prompt; "
+                f"fix: re-run it with the main file's --prompts/--samples/--seed/--split"
+            )
         name = f"{method}-{label}"
         found = [{**r, "method": name} for r in variant["records"] if r["method"] == method]
         if not found:
@@ -278,20 +373,34 @@ def markdown(summary: dict) -> str:
     """The two tables docs/RESULTS.md shows: per method, and the pairwise comparisons."""
     f = "{:.4f}".format
     h = "{:.3g}".format  # hypervolumes are products of small ranges: significant digits, not decimals
-    lines = ["| method | hypervolume [95 % CI] | controllability [95 % CI] | mean Σ μ_i r_i ± se | strength |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | hypervolume [95 % CI] | controllability [95 % CI] | mean Σ μ_i r_i ± se | strength |",
+        "|---|---|---|---|---|",
+    ]
     for m, s in summary["methods"].items():
         lo, hi = s["hypervolume_ci"]
         clo, chi = s["controllability_ci"]
         strength = "—" if s["strength"] is None else f"{s['strength']:g}"
-        lines.append(f"| {m} | {h(s['hypervolume'])} [{h(lo)}, {h(hi)}] | {s['controllability']:.3f} [{clo:.3f}, {chi:.3f}] | "
-                     f"{f(s['mean_scalarised'])} ± {f(s['mean_scalarised_se'])} | {strength} |")
+        lines.append(
+            f"| {m} | {h(s['hypervolume'])} [{h(lo)}, {h(hi)}] | {s['controllability']:.3f} [{clo:.3f}, {chi:.3f}] | "
+            f"{f(s['mean_scalarised'])} ± {f(s['mean_scalarised_se'])} | {strength} |"
+        )
     if summary["comparisons"]:
-        lines += ["", "| A vs B | Δ hypervolume [95 % CI] | resamples with HV_A > HV_B | Δ controllability [95 % CI] | Δ mean Σ μ_i r_i ± paired se |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| A vs B | Δ hypervolume [95 % CI] | resamples with HV_A > HV_B | Δ controllability [95 % CI] | Δ mean Σ "
+            "μ_i r_i ± paired se |",
+            "|---|---|---|---|---|",
+        ]
         for c in summary["comparisons"]:
             lo, hi = c["hypervolume_diff_ci"]
             clo, chi = c["controllability_diff_ci"]
-            lines.append(f"| {c['a']} vs {c['b']} | {c['hypervolume_diff']:+.3g} [{lo:+.3g}, {hi:+.3g}] | {c['p_hypervolume_a_greater']:.2f} | "
-                         f"{c['controllability_diff']:+.3f} [{clo:+.3f}, {chi:+.3f}] | {c['mean_scalarised_diff']:+.4f} ± {c['mean_scalarised_diff_se']:.4f} |")
+            lines.append(
+                f"| {c['a']} vs {c['b']} | {c['hypervolume_diff']:+.3g} [{lo:+.3g}, {hi:+.3g}] | "
+                f"{c['p_hypervolume_a_greater']:.2f} | "
+                f"{c['controllability_diff']:+.3f} [{clo:+.3f}, {chi:+.3f}] | {c['mean_scalarised_diff']:+.4f} ± "
+                f"{c['mean_scalarised_diff_se']:.4f} |"
+            )
         lines += ["", split_markdown(summary)]
     return "\n".join(lines)
 
@@ -300,9 +409,20 @@ def split_markdown(summary: dict) -> str:
     """Level vs steering: each comparison's MIP difference split into its two parts, on the scorers and (where
     measured) the judges, with Holm-adjusted p-values and the verdict at 5 % across the whole table."""
     prefixes = [("", "scorer")] + ([("judge_", "judge")] if summary.get("judges") else [])
-    lines = ["| A vs B | on | Δ MIP ± se (Holm p) | Δ level ± se (Holm p) | Δ steering ± se (Holm p) | verdict: level · steering |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| A vs B | on | Δ MIP ± se (Holm p) | Δ level ± se (Holm p) | Δ steering ± se (Holm p) | verdict: level · "
+        "steering |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in summary["comparisons"]:
         for prefix, on in prefixes:
-            cells = [f"{c[f'{prefix}{k}_diff']:+.4f} ± {c[f'{prefix}{k}_diff_se']:.4f} ({c[f'{prefix}{k}_p_holm']:.2g})" for k in SPLIT_PARTS]
-            lines.append(f"| {c['a']} vs {c['b']} | {on} | " + " | ".join(cells) + f" | {c[f'{prefix}level_verdict']} · {c[f'{prefix}steering_verdict']} |")
+            cells = [
+                f"{c[f'{prefix}{k}_diff']:+.4f} ± {c[f'{prefix}{k}_diff_se']:.4f} ({c[f'{prefix}{k}_p_holm']:.2g})"
+                for k in SPLIT_PARTS
+            ]
+            lines.append(
+                f"| {c['a']} vs {c['b']} | {on} | "
+                + " | ".join(cells)
+                + f" | {c[f'{prefix}level_verdict']} · {c[f'{prefix}steering_verdict']} |"
+            )
     return "\n".join(lines)

@@ -5,6 +5,7 @@ so a row's text depends only on its seed and prompt, not on the global RNG. Guid
 plugs in through :class:`Guide`, whose ``adjust`` re-weights the policy's next-token scores; with no
 guide (or strength 0) the loop is plain decoding of the policy.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,10 @@ class SamplingConfig:
         for name in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool):
-                raise ValueError(f"bad sampling setting: {name}={value!r} is not a number; fix: e.g. temperature=1.0, top_p=0.9, max_new_tokens=48")
+                raise ValueError(
+                    f"bad sampling setting: {name}={value!r} is not a number; fix: e.g. temperature=1.0, top_p=0.9, "
+                    "max_new_tokens=48"
+                )
         if not isinstance(self.greedy, bool):
             raise ValueError(f"bad sampling setting: greedy={self.greedy!r}; fix: True or False")
         checks = [
@@ -45,7 +49,10 @@ class SamplingConfig:
             (math.isfinite(self.temperature) and self.temperature > 0, f"temperature={self.temperature} must be > 0"),
             (0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1]"),
             (self.top_k >= 0, f"top_k={self.top_k} must be >= 0 (0 turns it off)"),
-            (math.isfinite(self.repetition_penalty) and self.repetition_penalty >= 1, f"repetition_penalty={self.repetition_penalty} must be >= 1"),
+            (
+                math.isfinite(self.repetition_penalty) and self.repetition_penalty >= 1,
+                f"repetition_penalty={self.repetition_penalty} must be >= 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -78,7 +85,10 @@ class DecodeState:
 
 def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Chat-format and left-pad prompts → ``input_ids``, ``attention_mask``, both (B, T)."""
-    texts = [p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     width = max(len(x) for x in ids)
     pad = tokenizer.pad_token_id
@@ -87,7 +97,9 @@ def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str], device) -> tu
     return input_ids, mask
 
 
-def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+def apply_repetition_penalty(
+    logits: torch.Tensor, input_ids: torch.Tensor, penalty: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, V) logits; tokens present in ``input_ids`` get logit/penalty (>0) or logit*penalty (<0).
     Padding (``mask`` == 0) does not count: it is replaced by the row's last token."""
     if penalty == 1.0:
@@ -150,7 +162,10 @@ class FastStep:
 
         config = _hf_config(model)
         if config is None:
-            raise ValueError("the fast decode path needs one model with a transformers config (not MOD's mix of experts); fix: fast=False")
+            raise ValueError(
+                "the fast decode path needs one model with a transformers config (not MOD's mix of experts); fix: "
+                "fast=False"
+            )
         self.model, self.cache = model, StaticCache(config=config, max_cache_len=max_len)
         device = next(model.parameters()).device
         self.compiled = device.type == "cuda" if compile is None else compile
@@ -166,8 +181,16 @@ class FastStep:
 
 
 @torch.no_grad()
-def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig, seeds: Sequence[int], guide: Guide | None = None,
-                 on_token: Callable[[list[int]], None] | None = None, fast: bool = False) -> list[Generation]:
+def decode_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict] | str],
+    config: SamplingConfig,
+    seeds: Sequence[int],
+    guide: Guide | None = None,
+    on_token: Callable[[list[int]], None] | None = None,
+    fast: bool = False,
+) -> list[Generation]:
     """Generate one response per prompt in a single batch (the narrated loop).
 
     ``on_token`` (streaming) is called after every step with each row's new token id, −1 for a row
@@ -187,7 +210,9 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     fast_step = FastStep(model, input_ids.shape[1] + config.max_new_tokens) if fast else None
     prefill = fast_step.prefill if fast else model
-    out = prefill(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)  # the head runs on the last position only
+    out = prefill(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )  # the head runs on the last position only
     cache, logits = out.past_key_values, out.logits[:, -1, :].float()  # (B, V)
     if guide is not None:
         guide.start(input_ids, mask)
@@ -210,16 +235,27 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
         if on_token is not None:
             on_token(new_tokens[-1].tolist())
         done |= is_stop
-        if step == config.max_new_tokens - 1 or ((not fast or step % CHECK_EVERY == CHECK_EVERY - 1 or on_token is not None) and bool(done.all())):
+        if step == config.max_new_tokens - 1 or (
+            (not fast or step % CHECK_EVERY == CHECK_EVERY - 1 or on_token is not None) and bool(done.all())
+        ):
             break  # no forward pass for a token that will not be sampled
         # 6. append and advance the caches by one token
         input_ids = torch.cat([input_ids, token[:, None]], dim=1)
         mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
         positions = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)
         if fast:
-            out = fast_step.step(input_ids=token[:, None], attention_mask=mask, position_ids=positions, logits_to_keep=1)
+            out = fast_step.step(
+                input_ids=token[:, None], attention_mask=mask, position_ids=positions, logits_to_keep=1
+            )
         else:
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         cache, logits = out.past_key_values, out.logits[:, -1, :].float()
         if guide is not None:
             guide.advance(token, mask)
@@ -233,9 +269,18 @@ def decode_batch(model, tokenizer, prompts: Sequence[list[dict] | str], config: 
 
 
 def generate(
-    model, tokenizer, prompts: Sequence[list[dict] | str], config: SamplingConfig = SamplingConfig(), *, seed: int = 0,
-    seeds: Sequence[int] | None = None, batch_size: int = 8, guide: Guide | None = None, progress: bool = False,
-    on_token: Callable[[list[int]], None] | None = None, fast: bool = False,
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict] | str],
+    config: SamplingConfig = SamplingConfig(),
+    *,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    batch_size: int = 8,
+    guide: Guide | None = None,
+    progress: bool = False,
+    on_token: Callable[[list[int]], None] | None = None,
+    fast: bool = False,
 ) -> list[Generation]:
     """Generate for many prompts in batches. Row ``i`` uses seed ``seeds[i]`` (default ``seed + i``);
     ``fast``: the static-cache path (:func:`decode_batch`)."""
@@ -247,5 +292,14 @@ def generate(
     results: list[Generation] = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-        results += decode_batch(model, tokenizer, prompts[start:start + batch_size], config, seeds[start:start + batch_size], guide, on_token, fast)
+        results += decode_batch(
+            model,
+            tokenizer,
+            prompts[start : start + batch_size],
+            config,
+            seeds[start : start + batch_size],
+            guide,
+            on_token,
+            fast,
+        )
     return results

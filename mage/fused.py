@@ -14,6 +14,7 @@ while keeping the guide's for :meth:`FusedImplicit.adjust`. The base weights are
 for both models, and no second copy of the model is held in memory. The decoding rule is exactly
 :class:`mage.guidance.ImplicitGuide`'s (tested to agree with it).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,13 +26,20 @@ from .guidance import ImplicitGuide, Member
 from .merging import Soup, concat_adapter, delta_dtype
 
 
-def row_corrections(policy: Soup | None, values: Sequence[LoraAdapter], weights: Sequence[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def row_corrections(
+    policy: Soup | None, values: Sequence[LoraAdapter], weights: Sequence[float]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per target module, low-rank factors (A, B) of Δ_φ(μ) − Δ_π: what turns the policy's folded
     weights into the merged value model's — one concatenated adapter (:func:`mage.merging.concat_adapter`)
     over the value adapters at μ and the policy's adapters at −λ, those at weight 0 left out."""
     if policy is not None and policy.coefficients is None:
-        raise ValueError("the policy carries one preference per batch row (Soup.apply_rows); the fused guide needs one preference: apply() it first")
-    pairs = list(zip(values, weights)) + ([(a, -c) for a, c in zip(policy.adapters, policy.coefficients)] if policy is not None else [])
+        raise ValueError(
+            "the policy carries one preference per batch row (Soup.apply_rows); the fused guide needs one preference: "
+            "apply() it first"
+        )
+    pairs = list(zip(values, weights)) + (
+        [(a, -c) for a, c in zip(policy.adapters, policy.coefficients)] if policy is not None else []
+    )
     active = [(a, c) for a, c in pairs if c != 0]
     if not active:
         return {}
@@ -44,39 +52,69 @@ class FusedImplicit(torch.nn.Module, ImplicitGuide):
     Pass it to :func:`mage.decoding.generate` as both ``model`` and ``guide``.
     """
 
-    def __init__(self, model: torch.nn.Module, corrections: dict[str, tuple[torch.Tensor, torch.Tensor]], strength: float):
+    def __init__(
+        self, model: torch.nn.Module, corrections: dict[str, tuple[torch.Tensor, torch.Tensor]], strength: float
+    ):
         torch.nn.Module.__init__(self)
         ImplicitGuide.__init__(self, [Member(model, 1.0)], strength)
         self.model = model
         modules = dict(model.named_modules())
         missing = sorted(set(corrections) - set(modules))
         if missing:
-            raise ValueError(f"guidance adapters target modules {missing[:3]} that the policy model lacks; fix: train value models on the policy's base model")
+            raise ValueError(
+                f"guidance adapters target modules {missing[:3]} that the policy model lacks; fix: train value models "
+                "on the policy's base model"
+            )
         weight = next(model.parameters())
         exact = delta_dtype(weight.dtype)  # a 16-bit model's correction runs in float32
-        self._targets = [(modules[name], a.to(device=weight.device, dtype=exact), b.to(device=weight.device, dtype=exact))
-                         for name, (a, b) in corrections.items()]  # A (r, in), B (out, r)
+        self._targets = [
+            (modules[name], a.to(device=weight.device, dtype=exact), b.to(device=weight.device, dtype=exact))
+            for name, (a, b) in corrections.items()
+        ]  # A (r, in), B (out, r)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, logits_to_keep: int = 0, **kwargs):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=True,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ):
         batch = input_ids.shape[0]
 
         def correct(module, args, output, a=None, b=None):
-            # the guide's rows: W x + (Δ_φ − Δ_π) x, with Δ_φ − Δ_π = B A (A and B used as stored: b.t() is a view, not a copy)
-            guide_out = output[batch:].view(-1, output.shape[-1])  # rows [B, 2B) are contiguous: a view, updated in place
+            # the guide's rows: W x + (Δ_φ − Δ_π) x, with Δ_φ − Δ_π = B A (A and B used as stored: b.t()
+            # is a view, not a copy)
+            guide_out = output[batch:].view(
+                -1, output.shape[-1]
+            )  # rows [B, 2B) are contiguous: a view, updated in place
             x = args[0][batch:].reshape(-1, a.shape[1])
             if x.dtype == a.dtype:
                 guide_out.addmm_(torch.nn.functional.linear(x, a), b.t())
             else:
-                guide_out.add_(torch.nn.functional.linear(torch.nn.functional.linear(x.to(a.dtype), a), b).to(guide_out.dtype))
+                guide_out.add_(
+                    torch.nn.functional.linear(torch.nn.functional.linear(x.to(a.dtype), a), b).to(guide_out.dtype)
+                )
             return output
 
         def twice(t):
             return None if t is None else torch.cat([t, t], dim=0)
 
-        handles = [m.register_forward_hook(lambda mod, args, out, a=a, b=b: correct(mod, args, out, a, b)) for m, a, b in self._targets]
+        handles = [
+            m.register_forward_hook(lambda mod, args, out, a=a, b=b: correct(mod, args, out, a, b))
+            for m, a, b in self._targets
+        ]
         try:
-            out = self.model(input_ids=twice(input_ids), attention_mask=twice(attention_mask), position_ids=twice(position_ids),
-                             past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+            out = self.model(
+                input_ids=twice(input_ids),
+                attention_mask=twice(attention_mask),
+                position_ids=twice(position_ids),
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+            )
         finally:
             for h in handles:
                 h.remove()

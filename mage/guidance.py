@@ -12,6 +12,7 @@ Decoding rules (SPEC §3, [ours] where the MAGE paper is silent), at step t with
 MOD (Shi et al. 2024, arXiv 2406.18853) is a policy, not a guide: :class:`ProductOfExperts` scores
 Σ_i μ_i log π_i(v) over the n experts.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,16 @@ class ImplicitGuide:
 
     @torch.no_grad()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        outs = [m.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), use_cache=True, logits_to_keep=1) for m in self.members]
+        outs = [
+            m.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=_positions(attention_mask),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            for m in self.members
+        ]
         self._caches = [o.past_key_values for o in outs]
         self._logits = [o.logits[:, -1, :].float() for o in outs]
 
@@ -66,7 +76,14 @@ class ImplicitGuide:
     def advance(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
         positions = (attention_mask.sum(-1, keepdim=True) - 1).clamp(min=0)
         for i, m in enumerate(self.members):
-            out = m.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions, past_key_values=self._caches[i], use_cache=True, logits_to_keep=1)
+            out = m.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention_mask,
+                position_ids=positions,
+                past_key_values=self._caches[i],
+                use_cache=True,
+                logits_to_keep=1,
+            )
             self._caches[i], self._logits[i] = out.past_key_values, out.logits[:, -1, :].float()
 
 
@@ -77,7 +94,9 @@ def tree_mask(prefix_mask: torch.Tensor, k: int, dtype: torch.dtype = torch.floa
     prefix = prefix_mask.bool()[:, None, None, :].expand(batch, 1, k, width)
     own = torch.eye(k, dtype=torch.bool, device=prefix_mask.device)[None, None].expand(batch, 1, k, k)
     allowed = torch.cat([prefix, own], dim=-1)
-    return torch.zeros(allowed.shape, dtype=dtype, device=prefix_mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=prefix_mask.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
 
 
 def keep_candidates(cache, prefix_len: int, chosen: torch.Tensor) -> None:
@@ -85,7 +104,9 @@ def keep_candidates(cache, prefix_len: int, chosen: torch.Tensor) -> None:
     rows = torch.arange(chosen.shape[0], device=chosen.device)
     for layer in cache.layers:
         if type(layer).__name__ != "DynamicLayer":
-            raise NotImplementedError(f"explicit guidance needs full-attention dynamic KV caches, got {type(layer).__name__}")
+            raise NotImplementedError(
+                f"explicit guidance needs full-attention dynamic KV caches, got {type(layer).__name__}"
+            )
         for name in ("keys", "values"):
             full = getattr(layer, name)  # (B, H, T + k, D)
             kept = full[rows, :, prefix_len + chosen, :]  # (B, H, D)
@@ -104,7 +125,15 @@ class ExplicitGuide:
 
     @torch.no_grad()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        self._caches = [m.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), use_cache=True)[1] for m in self.members]
+        self._caches = [
+            m.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=_positions(attention_mask),
+                use_cache=True,
+            )[1]
+            for m in self.members
+        ]
         self._candidates = None
 
     @torch.no_grad()
@@ -120,7 +149,13 @@ class ExplicitGuide:
         positions = state.attention_mask.sum(-1, keepdim=True).expand(-1, k)
         values = torch.zeros_like(top.values)
         for m, cache in zip(self.members, self._caches):
-            v, _ = m.model(input_ids=top.indices, attention_mask=mask4, position_ids=positions, past_key_values=cache, use_cache=True)
+            v, _ = m.model(
+                input_ids=top.indices,
+                attention_mask=mask4,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
             values += m.weight * v.float()  # (B, k)
         self._candidates = top.indices
         # 3. candidates keep log p + w·V; every other token is ruled out
@@ -131,8 +166,16 @@ class ExplicitGuide:
     def advance(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
         if self._candidates is None:  # strength 0: plain one-token forward
             positions = (attention_mask.sum(-1, keepdim=True) - 1).clamp(min=0)
-            self._caches = [m.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions, past_key_values=c, use_cache=True)[1]
-                            for m, c in zip(self.members, self._caches)]
+            self._caches = [
+                m.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=attention_mask,
+                    position_ids=positions,
+                    past_key_values=c,
+                    use_cache=True,
+                )[1]
+                for m, c in zip(self.members, self._caches)
+            ]
             return
         hit = self._candidates == tokens[:, None]  # finished rows (pad) match nothing: keep candidate 0, masked anyway
         chosen = torch.where(hit.any(-1), hit.float().argmax(-1), torch.zeros_like(tokens))
@@ -154,9 +197,27 @@ class ProductOfExperts(torch.nn.Module):
             raise ValueError("MOD needs at least one expert with a non-zero weight")
         self.experts, self.weights = torch.nn.ModuleList([e for e, _ in active]), [w for _, w in active]
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, logits_to_keep: int = 0, **kwargs):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=True,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ):
         caches = past_key_values or [None] * len(self.experts)
-        outs = [e(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=c, use_cache=use_cache, logits_to_keep=logits_to_keep)
-                for e, c in zip(self.experts, caches)]
+        outs = [
+            e(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=c,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+            )
+            for e, c in zip(self.experts, caches)
+        ]
         logits = sum(w * torch.log_softmax(o.logits.float(), dim=-1) for w, o in zip(self.weights, outs))
         return SimpleNamespace(logits=logits, past_key_values=[o.past_key_values for o in outs])

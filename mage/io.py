@@ -4,6 +4,7 @@ A reader never sees a half-written file: content goes to a temporary file in the
 folder, is flushed and fsynced, then renamed over the target (``os.replace`` is atomic on
 POSIX). Folders are published the same way (build in ``<name>.tmp-<pid>``, then rename).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -94,7 +95,7 @@ def append_rows(f, rows: list[dict]) -> None:
             payload = b"\n" + payload
         view = memoryview(payload)
         while view:  # O_APPEND: every write lands at the end
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
 
 

@@ -18,6 +18,7 @@ strength**. The judges differ from the scorers in both data and features:
 Each judge is a ridge regression onto the rating (scaled to [0, 1]), stored as safetensors
 (``resources/judges/<objective>.safetensors``); ``python -m mage objectives fit-judges`` refits them.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,11 +32,22 @@ from .objectives import Objective
 from .tasks import RESOURCES, split_rows
 
 JUDGE_DIR = RESOURCES / "judges"
-JUDGE_DATA = {"assistant": [RESOURCES / "judge_data" / "assistant_validation.jsonl", RESOURCES / "judge_data" / "assistant_validation_extra.jsonl"],
-              "summary": [RESOURCES / "judge_data" / "summary_validation.jsonl"]}
-JUDGED = {"helpful": "assistant", "harmless": "assistant", "humorous": "assistant", "faithful": "summary", "quality": "summary"}
+JUDGE_DATA = {
+    "assistant": [
+        RESOURCES / "judge_data" / "assistant_validation.jsonl",
+        RESOURCES / "judge_data" / "assistant_validation_extra.jsonl",
+    ],
+    "summary": [RESOURCES / "judge_data" / "summary_validation.jsonl"],
+}
+JUDGED = {
+    "helpful": "assistant",
+    "harmless": "assistant",
+    "humorous": "assistant",
+    "faithful": "summary",
+    "quality": "summary",
+}
 RATING_MAX = {"helpful": 2, "harmless": 1, "humorous": 2, "faithful": 2, "quality": 2}
-HASH_FEATURES = 2 ** 14
+HASH_FEATURES = 2**14
 TOKEN = re.compile(r"[A-Za-z]+|\d+")
 
 
@@ -43,8 +55,17 @@ def _hasher(kind: str):
     from sklearn.feature_extraction.text import HashingVectorizer
 
     if kind == "word":
-        return HashingVectorizer(n_features=HASH_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm=None, lowercase=True)
-    return HashingVectorizer(n_features=HASH_FEATURES, analyzer="char_wb", ngram_range=(3, 5), alternate_sign=False, norm=None, lowercase=True)
+        return HashingVectorizer(
+            n_features=HASH_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm=None, lowercase=True
+        )
+    return HashingVectorizer(
+        n_features=HASH_FEATURES,
+        analyzer="char_wb",
+        ngram_range=(3, 5),
+        alternate_sign=False,
+        norm=None,
+        lowercase=True,
+    )
 
 
 def _lexical(request: str, reply: str) -> list[float]:
@@ -57,13 +78,21 @@ def _lexical(request: str, reply: str) -> list[float]:
     distinct = len(set(toks)) / n if n else 0.0
     ends = float(bool(re.search(r"[.!?]['\")]*\s*$", reply.strip())))
     bins = [float(lo <= overlap < hi) for lo, hi in ((0, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 0.8), (0.8, 1.01))]
-    lengths = [float(lo <= n < hi) for lo, hi in ((0, 3), (3, 8), (8, 20), (20, 45), (45, 10 ** 6))]
-    return bins + lengths + [distinct, float(distinct < 0.5), ends, reply.count("?") / max(1, n), reply.count("!") / max(1, n)]
+    lengths = [float(lo <= n < hi) for lo, hi in ((0, 3), (3, 8), (8, 20), (20, 45), (45, 10**6))]
+    return (
+        bins
+        + lengths
+        + [distinct, float(distinct < 0.5), ends, reply.count("?") / max(1, n), reply.count("!") / max(1, n)]
+    )
 
 
-def _assistant_features(inputs: Sequence[str], responses: Sequence[str], idf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _assistant_features(
+    inputs: Sequence[str], responses: Sequence[str], idf: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(features, idf): hashed word and char n-gram TF-IDF of the reply (l2-normalised) + lexical bins."""
-    counts = np.hstack([_hasher("word").transform(responses).toarray(), _hasher("char").transform(responses).toarray()]).astype(np.float32)
+    counts = np.hstack(
+        [_hasher("word").transform(responses).toarray(), _hasher("char").transform(responses).toarray()]
+    ).astype(np.float32)
     if idf is None:
         df = (counts > 0).sum(axis=0)
         idf = (np.log((1 + len(responses)) / (1 + df)) + 1.0).astype(np.float32)
@@ -79,7 +108,7 @@ def _sentences(text: str) -> list[str]:
 
 def _char_grams(text: str, n: int = 4) -> set[str]:
     t = re.sub(r"\s+", " ", text.lower())
-    return {t[i:i + n] for i in range(max(0, len(t) - n + 1))}
+    return {t[i : i + n] for i in range(max(0, len(t) - n + 1))}
 
 
 def _summary_features(article: str, summary: str) -> list[float]:
@@ -98,13 +127,50 @@ def _summary_features(article: str, summary: str) -> list[float]:
     novel_words = sum(t.lower() not in art_lower for t in toks) / max(1, n)
     art_words = article.lower().split()
     copy8 = _copy(art_words, summary.lower().split(), 8)
-    stops = sum(t.lower() in {"the", "a", "an", "of", "to", "in", "and", "is", "was", "were", "has", "have", "that", "for", "on", "by", "with"} for t in toks) / max(1, n)
+    stops = sum(
+        t.lower()
+        in {
+            "the",
+            "a",
+            "an",
+            "of",
+            "to",
+            "in",
+            "and",
+            "is",
+            "was",
+            "were",
+            "has",
+            "have",
+            "that",
+            "for",
+            "on",
+            "by",
+            "with",
+        }
+        for t in toks
+    ) / max(1, n)
     ease = flesch_reading_ease(summary) / 100.0 if n else 0.0
     coverage = _tfidf_cosine(article, summary)
-    length_bins = [float(lo <= n < hi) for lo, hi in ((0, 5), (5, 15), (15, 35), (35, 60), (60, 10 ** 6))]
-    return [min(contain), sum(contain) / len(contain), float(bad_numbers > 0), bad_numbers / max(1, len(numbers)), float(bad_names > 0),
-            bad_names / max(1, len(names)), novel_words, copy8, stops, max(-1.0, min(1.2, ease)), coverage, math.log1p(n) / 5,
-            len(sents) / 5.0, float(bool(re.search(r"[.!?]['\")]*\s*$", summary.strip()))), summary.count(",") / max(1, n), *length_bins]
+    length_bins = [float(lo <= n < hi) for lo, hi in ((0, 5), (5, 15), (15, 35), (35, 60), (60, 10**6))]
+    return [
+        min(contain),
+        sum(contain) / len(contain),
+        float(bad_numbers > 0),
+        bad_numbers / max(1, len(numbers)),
+        float(bad_names > 0),
+        bad_names / max(1, len(names)),
+        novel_words,
+        copy8,
+        stops,
+        max(-1.0, min(1.2, ease)),
+        coverage,
+        math.log1p(n) / 5,
+        len(sents) / 5.0,
+        float(bool(re.search(r"[.!?]['\")]*\s*$", summary.strip()))),
+        summary.count(",") / max(1, n),
+        *length_bins,
+    ]
 
 
 def flesch_reading_ease(text: str) -> float:
@@ -112,15 +178,17 @@ def flesch_reading_ease(text: str) -> float:
     toks = [t for t in TOKEN.findall(text) if t[0].isalpha()]
     if not toks:
         return 0.0
-    syllables = sum(max(1, len(re.findall(r"[aeiouy]+", t.lower())) - (t.lower().endswith("e") and len(t) > 3)) for t in toks)
+    syllables = sum(
+        max(1, len(re.findall(r"[aeiouy]+", t.lower())) - (t.lower().endswith("e") and len(t) > 3)) for t in toks
+    )
     return 206.835 - 1.015 * len(toks) / max(1, len(_sentences(text))) - 84.6 * syllables / len(toks)
 
 
 def _copy(source: list[str], text: list[str], n: int) -> float:
-    grams = [tuple(text[i:i + n]) for i in range(len(text) - n + 1)]
+    grams = [tuple(text[i : i + n]) for i in range(len(text) - n + 1)]
     if not grams:
         return 0.0
-    have = {tuple(source[i:i + n]) for i in range(len(source) - n + 1)}
+    have = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
     return sum(g in have for g in grams) / len(grams)
 
 
@@ -130,7 +198,9 @@ def _tfidf_cosine(a: str, b: str) -> float:
     return float(va @ vb / den) if den else 0.0
 
 
-def _design(objective: str, inputs: Sequence[str], responses: Sequence[str], idf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _design(
+    objective: str, inputs: Sequence[str], responses: Sequence[str], idf: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     if JUDGED[objective] == "assistant":
         return _assistant_features(inputs, responses, idf)
     return np.array([_summary_features(x, y) for x, y in zip(inputs, responses)], dtype=np.float32), None
@@ -138,7 +208,11 @@ def _design(objective: str, inputs: Sequence[str], responses: Sequence[str], idf
 
 def _rows(objective: str) -> tuple[list[str], list[str], np.ndarray]:
     rows = split_rows(JUDGE_DATA[JUDGED[objective]], JUDGED[objective], "validation")
-    return [r["input"] for r in rows], [r["response"] for r in rows], np.array([r[objective] / RATING_MAX[objective] for r in rows], dtype=np.float32)
+    return (
+        [r["input"] for r in rows],
+        [r["response"] for r in rows],
+        np.array([r[objective] / RATING_MAX[objective] for r in rows], dtype=np.float32),
+    )
 
 
 JUDGE_L2 = {"assistant": 1.0, "summary": 1.0}
@@ -171,7 +245,10 @@ def fit_judge(objective: str) -> dict:
     if idf is not None:
         tensors["idf"] = idf
     JUDGE_DIR.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(JUDGE_DIR / f"{objective}.safetensors", safetensors.numpy.save(tensors, metadata={"cv_spearman": f"{rho:.4f}", "n": str(len(target))}))
+    write_bytes_atomic(
+        JUDGE_DIR / f"{objective}.safetensors",
+        safetensors.numpy.save(tensors, metadata={"cv_spearman": f"{rho:.4f}", "n": str(len(target))}),
+    )
     _load.cache_clear()
     return {"judge": objective, "cv_spearman": round(rho, 4), "n_rated": len(target)}
 
@@ -198,4 +275,9 @@ def get_judge(objective: str) -> Objective:
     """The independent judge of an objective, as an :class:`Objective` (for evaluation only)."""
     if objective not in JUDGED:
         raise ValueError(f"no judge for {objective!r}; fix: use one of {sorted(JUDGED)}")
-    return Objective(objective, lambda xs, ys: judge_scores(objective, xs, ys), f"judge: ridge on {'TF-IDF + lexical' if JUDGED[objective] == 'assistant' else 'containment/readability'} features, validation-split ratings")
+    return Objective(
+        objective,
+        lambda xs, ys: judge_scores(objective, xs, ys),
+        f"judge: ridge on {'TF-IDF + lexical' if JUDGED[objective] == 'assistant' else 'containment/readability'} "
+        "features, validation-split ratings",
+    )

@@ -7,6 +7,7 @@ pass of a few seconds on a 2-core CPU). Text longer than :data:`PROMPT_CHARS` is
 even tokenised, so a huge paste costs nothing; the app's server also refuses request bodies over
 :data:`BODY_BYTES`.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -37,13 +38,19 @@ def check_prompt(tokenizer, task, prompt: str, *, base: str, max_new_tokens: int
     """The prompt's length in tokens as the model reads it (the task's template and chat format included);
     ValueError naming the length, the limit and the fix when it is over the limit."""
     if len(prompt) > PROMPT_CHARS:
-        raise ValueError(f"the prompt is {len(prompt):,} characters; the limit is {PROMPT_CHARS:,} characters ({PROMPT_TOKENS:,} tokens); "
-                         f"fix: shorten it (for the summary task, paste the article's first part)")
+        raise ValueError(
+            f"the prompt is {len(prompt):,} characters; the limit is {PROMPT_CHARS:,} characters ({PROMPT_TOKENS:,} "
+            "tokens); "
+            f"fix: shorten it (for the summary task, paste the article's first part)"
+        )
     text = tokenizer.apply_chat_template(task.messages(prompt), tokenize=False, add_generation_prompt=True)
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     limit = prompt_token_limit(base, max_new_tokens)
     if n > limit:
-        raise ValueError(f"the prompt is {n:,} tokens with the task's template; the limit is {limit:,} tokens "
-                         f"(the smaller of {PROMPT_TOKENS:,} and the model's context of {context_length(base):,} minus {max_new_tokens} new tokens); "
-                         f"fix: shorten it")
+        raise ValueError(
+            f"the prompt is {n:,} tokens with the task's template; the limit is {limit:,} tokens "
+            f"(the smaller of {PROMPT_TOKENS:,} and the model's context of {context_length(base):,} minus "
+            f"{max_new_tokens} new tokens); "
+            f"fix: shorten it"
+        )
     return n

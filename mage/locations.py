@@ -14,6 +14,7 @@ Read at call time, so a test (or a Space) that sets a variable sees it at once.
 | figures       | ``<checkout>/assets/figures``   | MAGE_FIGURES      |
 | assets        | ``<checkout>/assets``           | MAGE_ASSETS       |
 """
+
 from __future__ import annotations
 
 import os

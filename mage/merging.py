@@ -12,6 +12,7 @@ folds that into the base weights (decode cost = the base model's); :func:`concat
 same update as one rank-Σr adapter. Factor-space averaging (averaging A and B separately, as
 peft's ``combination_type="linear"`` does) adds cross terms B_i A_j and is *not* this.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,10 @@ def normalize_weights(weights: Sequence[float], n: int) -> list[float]:
     """Validate a preference μ and scale it onto the simplex (sum 1). Non-negative, finite, not all zero."""
     values = list(weights)
     if len(values) != n:
-        raise ValueError(f"weights {values} have {len(values)} entries but the task has {n} objectives; fix: give one weight per objective")
+        raise ValueError(
+            f"weights {values} have {len(values)} entries but the task has {n} objectives; fix: give one weight per "
+            "objective"
+        )
     for w in values:
         if not isinstance(w, numbers.Real) or isinstance(w, bool) or not math.isfinite(w):
             raise ValueError(f"weight {w!r} in {values} is not a finite number; fix: use numbers like 0.2,0.8")
@@ -93,7 +97,9 @@ def get_merge_method(name: str) -> MergeMethod:
     return MERGE_METHODS[name]
 
 
-def coefficients(method: str, weights: Sequence[float], *, beta: float = DEFAULT_BETA, extrapolation: Sequence[float] | None = None) -> list[float]:
+def coefficients(
+    method: str, weights: Sequence[float], *, beta: float = DEFAULT_BETA, extrapolation: Sequence[float] | None = None
+) -> list[float]:
     """λ for a preference μ (normalised onto the simplex first)."""
     mu = normalize_weights(weights, len(weights))
     if extrapolation is not None and len(extrapolation) != len(mu):
@@ -103,6 +109,7 @@ def coefficients(method: str, weights: Sequence[float], *, beta: float = DEFAULT
 
 # --------------------------------------------------------------------------- delta-space merging
 
+
 def check_compatible(adapters: Sequence[LoraAdapter]) -> list[str]:
     """The target modules all ``adapters`` share; refuses (naming their folders) adapters that target others."""
     if not adapters:
@@ -110,8 +117,11 @@ def check_compatible(adapters: Sequence[LoraAdapter]) -> list[str]:
     modules = sorted(adapters[0].factors)
     for adapter in adapters[1:]:
         if sorted(adapter.factors) != modules:
-            raise CheckpointError(f"adapter {adapter.meta.get('folder', adapter.name)!r} targets other modules than {adapters[0].meta.get('folder', adapters[0].name)!r}; "
-                                  f"fix: train all ingredients with the same LoRA target_modules")
+            raise CheckpointError(
+                f"adapter {adapter.meta.get('folder', adapter.name)!r} targets other modules than "
+                f"{adapters[0].meta.get('folder', adapters[0].name)!r}; "
+                f"fix: train all ingredients with the same LoRA target_modules"
+            )
     return modules
 
 
@@ -177,7 +187,10 @@ class LowRankLinear(torch.nn.Module):
             rows, scale = h.shape[0], self.scale
             if rows != scale.shape[0]:
                 if rows % scale.shape[0]:
-                    raise ValueError(f"a batch of {rows} rows for {scale.shape[0]} per-row preferences; fix: one batch row per preference (or a multiple)")
+                    raise ValueError(
+                        f"a batch of {rows} rows for {scale.shape[0]} per-row preferences; fix: one batch row per "
+                        "preference (or a multiple)"
+                    )
                 scale = scale.repeat(rows // scale.shape[0], 1)  # e.g. the fused guide's doubled batch
             h = h * scale.view(rows, *([1] * (h.dim() - 2)), -1)
         return y + torch.nn.functional.linear(h, self.b_act).to(y.dtype)
@@ -216,13 +229,23 @@ class Soup:
         self._names, self._targets = check_compatible(self.adapters), []
         for name in self._names:
             if name not in modules:
-                raise ValueError(f"adapter module {name!r} is not in the model; fix: load the adapter onto the base model it was trained on")
+                raise ValueError(
+                    f"adapter module {name!r} is not in the model; fix: load the adapter onto the base model it was "
+                    "trained on"
+                )
             weight = modules[name].weight
             exact = delta_dtype(weight.dtype)
-            a_cat = torch.cat([a.factors[name][0] for a in self.adapters], dim=0).to(device=weight.device, dtype=exact)  # (Σr, in)
-            b_cat = torch.cat([a.scaling * a.factors[name][1] for a in self.adapters], dim=1).to(device=weight.device, dtype=exact)  # (out, Σr)
+            a_cat = torch.cat([a.factors[name][0] for a in self.adapters], dim=0).to(
+                device=weight.device, dtype=exact
+            )  # (Σr, in)
+            b_cat = torch.cat([a.scaling * a.factors[name][1] for a in self.adapters], dim=1).to(
+                device=weight.device, dtype=exact
+            )  # (out, Σr)
             if tuple(weight.shape) != (b_cat.shape[0], a_cat.shape[1]):
-                raise ValueError(f"adapter shapes for {name!r} do not fit the model weight {tuple(weight.shape)}; fix: use the base model the adapter was trained on")
+                raise ValueError(
+                    f"adapter shapes for {name!r} do not fit the model weight {tuple(weight.shape)}; fix: use the base "
+                    "model the adapter was trained on"
+                )
             w0 = None if self.unfolded else weight.detach().clone()  # the unfolded form never writes the weights
             self._targets.append((weight, w0, a_cat, b_cat))
         self._ranks = torch.tensor([a.rank for a in self.adapters])
@@ -234,7 +257,9 @@ class Soup:
     def _scale(self, coefs: Sequence[float]) -> torch.Tensor:
         if len(coefs) != len(self.adapters):
             raise ValueError(f"{len(coefs)} coefficients for {len(self.adapters)} adapters")
-        return torch.repeat_interleave(torch.tensor([float(c) for c in coefs], dtype=torch.float64), self._ranks)  # (Σr,)
+        return torch.repeat_interleave(
+            torch.tensor([float(c) for c in coefs], dtype=torch.float64), self._ranks
+        )  # (Σr,)
 
     def _wrap(self) -> list[LowRankLinear]:
         """Swap each target linear for its :class:`LowRankLinear` (once)."""

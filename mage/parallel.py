@@ -1,4 +1,5 @@
 """Process ranks under ``torchrun`` / ``accelerate launch``: work is sharded by rank, merged on rank 0."""
+
 from __future__ import annotations
 
 import os

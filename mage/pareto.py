@@ -5,6 +5,7 @@ last objective, recursively — fine for the tens of points a sweep produces). T
 is [ours]: the per-objective minimum over all methods of a run minus 1 % of that objective's range,
 stored with the results so every number can be recomputed.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,6 +58,7 @@ def _hv(points: list[Point], ref: list[float]) -> float:
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation with average ranks for ties; NaN when either side is constant."""
+
     def ranks(v):
         order = sorted(range(len(v)), key=lambda i: v[i])
         r = [0.0] * len(v)
@@ -86,7 +88,9 @@ def controllability(weights: Sequence[Sequence[float]], achieved: Sequence[Seque
       μ_i; the fraction over all such steps. Grouping makes it independent of the grid's order.
     """
     n = len(weights[0])
-    weights = [[round(x, 9) for x in w] for w in weights]  # 0.2 and 0.19999999999999998 (a normalised μ) are one preference: a tie
+    weights = [
+        [round(x, 9) for x in w] for w in weights
+    ]  # 0.2 and 0.19999999999999998 (a normalised μ) are one preference: a tie
     per = [spearman([w[i] for w in weights], [a[i] for a in achieved]) for i in range(n)]
     steps = agree = 0
     for i in range(n):
@@ -97,4 +101,8 @@ def controllability(weights: Sequence[Sequence[float]], achieved: Sequence[Seque
         steps += len(means) - 1
         agree += sum(b > a for a, b in zip(means, means[1:]))
     finite = [s for s in per if not math.isnan(s)]
-    return {"spearman": per, "score": sum(finite) / len(finite) if finite else float("nan"), "monotone_fraction": agree / steps if steps else float("nan")}
+    return {
+        "spearman": per,
+        "score": sum(finite) / len(finite) if finite else float("nan"),
+        "monotone_fraction": agree / steps if steps else float("nan"),
+    }

@@ -8,6 +8,7 @@ Checkpoint layout (``$MAGE_CHECKPOINTS`` or ``checkpoints/`` beside the package)
 All ingredients of a task are folded through one :class:`~mage.merging.Soup`, so switching method or
 preference is one in-place re-merge with no disk reads.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,14 @@ def ingredient_names(task: Task, kind: str) -> list[str]:
     return list(task.objectives) if kind == "experts" else [str(j) for j in range(len(task.objectives))]
 
 
-def load_ingredients(task: Task, kind: str, beta: float = DEFAULT_BETA, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None) -> list[LoraAdapter]:
+def load_ingredients(
+    task: Task,
+    kind: str,
+    beta: float = DEFAULT_BETA,
+    *,
+    base_fingerprint: str | None = None,
+    tokenizer_fingerprint: str | None = None,
+) -> list[LoraAdapter]:
     root = ingredient_dir(task, kind, beta)
     adapters = []
     for name in ingredient_names(task, kind):
@@ -49,9 +57,17 @@ def load_ingredients(task: Task, kind: str, beta: float = DEFAULT_BETA, *, base_
         if not folder.is_dir():
             raise CheckpointError(
                 f"{folder} is missing: the {kind} of task {task.name!r} (beta={beta:g}) are not trained; "
-                f"fix: python -m mage train-set --task {task.name} --kind {kind}" + (f" --beta {beta:g}" if kind == "backbones" else "")
+                f"fix: python -m mage train-set --task {task.name} --kind {kind}"
+                + (f" --beta {beta:g}" if kind == "backbones" else "")
             )
-        adapters.append(load_adapter(folder, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint, name=f"{kind}/{name}"))
+        adapters.append(
+            load_adapter(
+                folder,
+                base_fingerprint=base_fingerprint,
+                tokenizer_fingerprint=tokenizer_fingerprint,
+                name=f"{kind}/{name}",
+            )
+        )
     return adapters
 
 
@@ -80,8 +96,19 @@ class PolicyBank:
     around ``merge`` + ``generate`` (see :mod:`mage.service`).
     """
 
-    def __init__(self, task: str | Task, *, base: str = DEFAULT_BASE, beta: float = DEFAULT_BETA, kinds: Sequence[str] = ("experts", "backbones"), model=None, tokenizer=None, strict: bool = False,
-                 device: str | None = "cpu", dtype: str | None = None):
+    def __init__(
+        self,
+        task: str | Task,
+        *,
+        base: str = DEFAULT_BASE,
+        beta: float = DEFAULT_BETA,
+        kinds: Sequence[str] = ("experts", "backbones"),
+        model=None,
+        tokenizer=None,
+        strict: bool = False,
+        device: str | None = "cpu",
+        dtype: str | None = None,
+    ):
         """Load ``kinds`` of ingredients. A missing or damaged kind raises with ``strict``; otherwise it is
         recorded in :attr:`missing` and only the methods that need it fail (with the same message)."""
         self.task = get_task(task) if isinstance(task, str) else task
@@ -106,7 +133,9 @@ class PolicyBank:
         self.soup = Soup(model, adapters) if adapters else None
         self.current: MergedPolicy | None = None
 
-    def coefficients_for(self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None) -> list[float]:
+    def coefficients_for(
+        self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None
+    ) -> list[float]:
         """λ over *all* loaded adapters (zeros outside the method's ingredient group)."""
         if method not in STAGE1_METHODS:
             raise ValueError(f"unknown method {method!r}; fix: use one of {list(STAGE1_METHODS)}")
@@ -117,12 +146,16 @@ class PolicyBank:
         if kind in self.missing:
             raise CheckpointError(f"method {method!r} is unavailable: {self.missing[kind]}")
         if kind not in self.groups:
-            raise CheckpointError(f"method {method!r} needs the {kind} of task {self.task.name!r}, which are not loaded")
+            raise CheckpointError(
+                f"method {method!r} needs the {kind} of task {self.task.name!r}, which are not loaded"
+            )
         lam = coefficients(method, weights, beta=self.beta, extrapolation=extrapolation)
         full[self.groups[kind]] = lam
         return full
 
-    def merge(self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None) -> MergedPolicy:
+    def merge(
+        self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None
+    ) -> MergedPolicy:
         from .merging import normalize_weights
 
         mu = normalize_weights(weights, len(self.task.objectives))
@@ -133,15 +166,43 @@ class PolicyBank:
         self.current = MergedPolicy(method, mu, full[group] if group else [])
         return self.current
 
-    def generate(self, method: str, weights: Sequence[float], inputs: Sequence[str], config: SamplingConfig | None = None, *, seed: int = 0, batch_size: int = 8,
-                 progress: bool = False, fast: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        method: str,
+        weights: Sequence[float],
+        inputs: Sequence[str],
+        config: SamplingConfig | None = None,
+        *,
+        seed: int = 0,
+        batch_size: int = 8,
+        progress: bool = False,
+        fast: bool = False,
+    ) -> list[Generation]:
         """Merge for (method, μ), then generate one response per raw task input (``fast``: the static-cache path)."""
         self.merge(method, weights)
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
-        return generate(self.model, self.tokenizer, [self.task.messages(x) for x in inputs], config, seed=seed, batch_size=batch_size, progress=progress, fast=fast)
+        return generate(
+            self.model,
+            self.tokenizer,
+            [self.task.messages(x) for x in inputs],
+            config,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            fast=fast,
+        )
 
-    def generate_rows(self, method: str, preferences: Sequence[Sequence[float]], text: str, config: SamplingConfig | None = None, *,
-                      seeds: Sequence[int] | None = None, seed: int = 0, fast: bool = True) -> list[Generation]:
+    def generate_rows(
+        self,
+        method: str,
+        preferences: Sequence[Sequence[float]],
+        text: str,
+        config: SamplingConfig | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        seed: int = 0,
+        fast: bool = True,
+    ) -> list[Generation]:
         """One raw task input decoded for several preferences in ONE batch: row p carries the merge for
         ``preferences[p]`` (:meth:`mage.merging.Soup.apply_rows`), so one pass over the base weights per step
         serves every preference — a sweep's grid points, or several users' sliders. Row p samples with
@@ -159,4 +220,12 @@ class PolicyBank:
             self.soup.apply_rows(rows)
         self.current = None  # no single preference is merged now
         config = config or SamplingConfig(max_new_tokens=self.task.max_new_tokens)
-        return generate(self.model, self.tokenizer, [self.task.messages(text)] * len(rows), config, seeds=seeds, batch_size=len(rows), fast=fast)
+        return generate(
+            self.model,
+            self.tokenizer,
+            [self.task.messages(text)] * len(rows),
+            config,
+            seeds=seeds,
+            batch_size=len(rows),
+            fast=fast,
+        )

@@ -5,8 +5,10 @@ backbones alike), which makes the Rewarded-Soup vs Bone-Soup comparison fair: sa
 budget, only the mixing weights differ. Pools are journaled batch by batch (an interrupted run
 resumes where it stopped) and sharded over processes under ``torchrun`` / ``accelerate launch``.
 """
+
 from __future__ import annotations
 
+import logging
 import gzip
 import json
 import time
@@ -16,11 +18,23 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .decoding import SamplingConfig, decode_batch, sample_seed
-from .io import append_rows, open_journal, read_journal, read_json, read_jsonl, sha256_text, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
+from .io import (
+    append_rows,
+    open_journal,
+    read_journal,
+    read_json,
+    read_jsonl,
+    sha256_text,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from .models import cache_dir, fingerprint_model
 from .objectives import get_objective, score_all
 from .parallel import barrier, rank_world
 from .tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,7 +52,9 @@ class PoolConfig:
 def pool_path(task: Task, model, config: PoolConfig, tag: str = "base") -> Path:
     """The cache file of a pool: keyed by everything that changes the *samples* (prompt template,
     cap, pool settings, model weights). Scores are keyed separately (:func:`scorer_signatures`)."""
-    key = sha256_text(json.dumps([task.name, task.template, task.max_new_tokens, asdict(config), fingerprint_model(model)]))[:12]
+    key = sha256_text(
+        json.dumps([task.name, task.template, task.max_new_tokens, asdict(config), fingerprint_model(model)])
+    )[:12]
     return cache_dir() / "pools" / task.name / f"{tag}-{key}.jsonl"
 
 
@@ -75,7 +91,7 @@ def _restore_shipped(task: Task, final: Path) -> bool:
     signatures = _signatures_path(shipped.with_suffix(""))
     if signatures.is_file():
         write_json_atomic(_signatures_path(final), read_json(signatures))
-    print(f"mage: pool {final.name} restored from {shipped}", flush=True)
+    log.info(f"mage: pool {final.name} restored from {shipped}")
     return True
 
 
@@ -94,11 +110,13 @@ def _rescore_if_stale(task: Task, final: Path) -> None:
     sig_path = _signatures_path(final)
     if sig_path.is_file() and read_json(sig_path) == scorer_signatures(task):
         return
-    print(f"mage: the scorers of {final.name} changed; re-scoring its samples", flush=True)
+    log.info(f"mage: the scorers of {final.name} changed; re-scoring its samples")
     score_pool(task, final, read_jsonl(final))
 
 
-def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(), *, tag: str = "base", progress: bool = True) -> list[dict]:
+def sample_pool(
+    task: Task, model, tokenizer, config: PoolConfig = PoolConfig(), *, tag: str = "base", progress: bool = True
+) -> list[dict]:
     """Sample, score and return the pool (cached: a finished pool is read back, not re-sampled).
 
     Each row: ``id``, ``sample`` (index), ``input``, ``response``, ``token_ids``, ``finished``,
@@ -116,19 +134,41 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
         return read_jsonl(final)
     examples = task.examples(config.split)[: config.max_prompts]
     jobs = [(p, s, ex) for p, ex in enumerate(examples) for s in range(config.samples_per_prompt)]
-    batches = [jobs[i:i + config.batch_size] for i in range(0, len(jobs), config.batch_size)][rank::world]
+    batches = [jobs[i : i + config.batch_size] for i in range(0, len(jobs), config.batch_size)][rank::world]
     journal = final.with_suffix(f".part{rank}")
     done = {(r["id"], r["sample"]) for r in read_journal(journal)}
-    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+    sampling = SamplingConfig(
+        max_new_tokens=config.max_new_tokens or task.max_new_tokens, temperature=config.temperature, top_p=config.top_p
+    )
     start = time.time()
     with open_journal(journal) as out:
         for batch in tqdm(batches, desc=f"pool {task.name} [{rank}/{world}]", disable=not progress or rank != 0):
             if all((ex.id, s) in done for _, s, ex in batch):
                 continue
-            batch = [(p, s, ex) for p, s, ex in batch if (ex.id, s) not in done]  # a partly written batch: only the rest
-            gens = decode_batch(model, tokenizer, [task.messages(ex) for _, _, ex in batch], sampling, [sample_seed(config.seed, p, s) for p, s, _ in batch])
-            append_rows(out, [{"id": ex.id, "sample": s, "input": ex.input, "response": g.text, "token_ids": g.token_ids, "finished": g.finished}
-                              for (p, s, ex), g in zip(batch, gens)])
+            batch = [
+                (p, s, ex) for p, s, ex in batch if (ex.id, s) not in done
+            ]  # a partly written batch: only the rest
+            gens = decode_batch(
+                model,
+                tokenizer,
+                [task.messages(ex) for _, _, ex in batch],
+                sampling,
+                [sample_seed(config.seed, p, s) for p, s, _ in batch],
+            )
+            append_rows(
+                out,
+                [
+                    {
+                        "id": ex.id,
+                        "sample": s,
+                        "input": ex.input,
+                        "response": g.text,
+                        "token_ids": g.token_ids,
+                        "finished": g.finished,
+                    }
+                    for (p, s, ex), g in zip(batch, gens)
+                ],
+            )
     barrier(world)
     if rank == 0:
         unique = {(r["id"], r["sample"]): r for k in range(world) for r in read_journal(final.with_suffix(f".part{k}"))}
@@ -138,7 +178,6 @@ def sample_pool(task: Task, model, tokenizer, config: PoolConfig = PoolConfig(),
         score_pool(task, final, rows)
         for k in range(world):
             final.with_suffix(f".part{k}").unlink(missing_ok=True)
-        print(f"mage: pool of {len(rows)} samples written to {final} in {time.time() - start:.0f} s")
+        log.info(f"mage: pool of {len(rows)} samples written to {final} in {time.time() - start:.0f} s")
     barrier(world)
     return read_jsonl(final)
-

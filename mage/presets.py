@@ -17,6 +17,7 @@ Data and reward models come from the hub unless ``data`` / ``reward_models`` poi
 (a JSONL file in the dataset's own row format; a saved sequence-classification model) — which is
 how the whole path is tested here without a hub (``tests/test_presets.py``). See ``docs/SCALE.md``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,9 +50,22 @@ def _post(row: dict) -> str:
 
 
 PAPER_TASKS = {
-    "hh": PaperTask("Anthropic/hh-rlhf", None, {"rm-helpful": "helpful", "rm-harmless": "harmless", "rm-humor": "humor"}, _first_human_turn, "{input}", 128),
-    "reddit": PaperTask("openai/summarize_from_feedback", "comparisons", {"rm-summary": "summary", "rm-faithful": "faithful"}, _post,
-                        "Summarize the following post.\n\n{input}", 64),
+    "hh": PaperTask(
+        "Anthropic/hh-rlhf",
+        None,
+        {"rm-helpful": "helpful", "rm-harmless": "harmless", "rm-humor": "humor"},
+        _first_human_turn,
+        "{input}",
+        128,
+    ),
+    "reddit": PaperTask(
+        "openai/summarize_from_feedback",
+        "comparisons",
+        {"rm-summary": "summary", "rm-faithful": "faithful"},
+        _post,
+        "Summarize the following post.\n\n{input}",
+        64,
+    ),
 }
 SIZES = (2000, 200, 500)  # train / validation / test prompts of each paper task
 
@@ -85,39 +99,68 @@ def _loader(name: str, spec: PaperTask, source: str, sizes: tuple[int, int, int]
 
         if local:  # one file: train, validation, test in order
             texts = unique(_rows(spec, source, "train"))
-            train, val, test = texts[:n_train], texts[n_train:n_train + n_val], texts[n_train + n_val:n_train + n_val + n_test]
+            train, val, test = (
+                texts[:n_train],
+                texts[n_train : n_train + n_val],
+                texts[n_train + n_val : n_train + n_val + n_test],
+            )
         else:
             first = unique(_rows(spec, source, "train"))
-            train, val = first[:n_train], first[n_train:n_train + n_val]
+            train, val = first[:n_train], first[n_train : n_train + n_val]
             test = unique(_rows(spec, source, "validation" if spec.config else "test"))[:n_test]
         if not (train and val and test):
-            raise ValueError(f"task {name!r}: {source} gave {len(train)}/{len(val)}/{len(test)} train/validation/test inputs; fix: point it at more data")
-        return ([Example(f"{name}-tr{i}", t, "train") for i, t in enumerate(train)] + [Example(f"{name}-va{i}", t, "validation") for i, t in enumerate(val)]
-                + [Example(f"{name}-te{i}", t, "test") for i, t in enumerate(test)])
+            raise ValueError(
+                f"task {name!r}: {source} gave {len(train)}/{len(val)}/{len(test)} train/validation/test inputs; fix: "
+                "point it at more data"
+            )
+        return (
+            [Example(f"{name}-tr{i}", t, "train") for i, t in enumerate(train)]
+            + [Example(f"{name}-va{i}", t, "validation") for i, t in enumerate(val)]
+            + [Example(f"{name}-te{i}", t, "test") for i, t in enumerate(test)]
+        )
 
     return load
 
 
-def install_paper_preset(*, data: dict[str, str] | None = None, reward_models: dict[str, str] | None = None, sizes: tuple[int, int, int] = SIZES,
-                         device: str = "cpu") -> list[str]:
+def install_paper_preset(
+    *,
+    data: dict[str, str] | None = None,
+    reward_models: dict[str, str] | None = None,
+    sizes: tuple[int, int, int] = SIZES,
+    device: str = "cpu",
+) -> list[str]:
     """Register the tasks ``hh`` and ``reddit`` and their reward-model objectives; returns the task names.
 
     ``data``: task → hub id or local JSONL (default: the papers' datasets); ``reward_models``:
     objective (``rm-helpful`` …) → folder or hub id (default: the papers' models).
     """
     data, reward_models = dict(data or {}), dict(reward_models or {})
-    unknown = (set(data) - set(PAPER_TASKS)) | (set(reward_models) - {o for t in PAPER_TASKS.values() for o in t.objectives})
+    unknown = (set(data) - set(PAPER_TASKS)) | (
+        set(reward_models) - {o for t in PAPER_TASKS.values() for o in t.objectives}
+    )
     if unknown:
-        raise ValueError(f"unknown preset task or objective {sorted(unknown)}; fix: use tasks {sorted(PAPER_TASKS)} and objectives "
-                         f"{sorted(o for t in PAPER_TASKS.values() for o in t.objectives)}")
+        raise ValueError(
+            f"unknown preset task or objective {sorted(unknown)}; fix: use tasks {sorted(PAPER_TASKS)} and objectives "
+            f"{sorted(o for t in PAPER_TASKS.values() for o in t.objectives)}"
+        )
     for name, spec in PAPER_TASKS.items():
         for objective, key in spec.objectives.items():
             settings = dict(PAPER_REWARD_MODELS[key])
             source = reward_models.get(objective, settings.pop("source"))
             register_objective(reward_model_objective(objective, source, device=device, **settings))
-        register_task(Task(name=name, objectives=tuple(spec.objectives), template=spec.template, max_new_tokens=spec.max_new_tokens,
-                           load_examples=_loader(name, spec, data.get(name, spec.source), sizes), description=f"the papers' setting: {spec.source}",
-                           pool_samples=8, pool_prompts=None, pool_batch=16))
+        register_task(
+            Task(
+                name=name,
+                objectives=tuple(spec.objectives),
+                template=spec.template,
+                max_new_tokens=spec.max_new_tokens,
+                load_examples=_loader(name, spec, data.get(name, spec.source), sizes),
+                description=f"the papers' setting: {spec.source}",
+                pool_samples=8,
+                pool_prompts=None,
+                pool_batch=16,
+            )
+        )
     return list(PAPER_TASKS)
 
 

@@ -12,6 +12,7 @@ output head. The paper corrected CLIP classifiers; here [ours] f_m is the unifor
 experts of a generative LM, calibration samples are the tokens of expert-generated responses
 (teacher-forced), and W_μ is applied to the last hidden state at every decoding step.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,7 +34,9 @@ def procrustes(cross: torch.Tensor) -> torch.Tensor:
     return u @ vh
 
 
-def correction(z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = REACT_BETA) -> tuple[torch.Tensor, torch.Tensor]:
+def correction(
+    z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = REACT_BETA
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_i, C_i) for one objective from (D, N) representation matrices; float64 internally."""
     zm, z = z_merged.double(), z_expert.double()
     eye = torch.eye(zm.shape[0], dtype=torch.float64)
@@ -43,16 +46,26 @@ def correction(z_merged: torch.Tensor, z_expert: torch.Tensor, beta: float = REA
     return w, c
 
 
-def preference_correction(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor], weights: Sequence[float], *,
-                          products: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+def preference_correction(
+    ws: Sequence[torch.Tensor],
+    cs: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    *,
+    products: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """W_μ = (Σ μ_i W_i C_i)(Σ μ_i C_i)⁻¹: one D×D solve per preference (``products`` = the W_i C_i,
     which do not depend on μ, precomputed)."""
     numerator, denominator = mix_corrections(ws, cs, weights, products=products)
     return torch.linalg.solve(denominator, numerator.T).T  # denominator is symmetric
 
 
-def mix_corrections(ws: Sequence[torch.Tensor], cs: Sequence[torch.Tensor], weights: Sequence[float], *,
-                    products: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_corrections(
+    ws: Sequence[torch.Tensor],
+    cs: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    *,
+    products: Sequence[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ μ_i W_i C_i, Σ μ_i C_i): the two factors of W_μ, in float64."""
     products = products if products is not None else [w.double() @ c.double() for w, c in zip(ws, cs)]
     return sum(m * p for m, p in zip(weights, products)), sum(m * c.double() for m, c in zip(weights, cs))
@@ -120,9 +133,13 @@ class ReactState:
 
     def save(self, path: str | Path) -> None:
         meta = {k: str(v) for k, v in self.meta.items()} | {"objectives": ",".join(self.objectives)}
-        write_bytes_atomic(path, save({"W": self.ws.float().contiguous(), "C": self.cs.float().contiguous()}, metadata=meta))
+        write_bytes_atomic(
+            path, save({"W": self.ws.float().contiguous(), "C": self.cs.float().contiguous()}, metadata=meta)
+        )
 
-    def save_checkpoint(self, folder: str | Path, *, base_fingerprint: str, tokenizer_fingerprint: str, readme: str) -> Path:
+    def save_checkpoint(
+        self, folder: str | Path, *, base_fingerprint: str, tokenizer_fingerprint: str, readme: str
+    ) -> Path:
         """The corrections, a README and a manifest (hashes and fingerprints, as adapters have), published whole."""
         from .adapters import write_manifest
         from .io import atomic_dir, write_text_atomic
@@ -134,7 +151,9 @@ class ReactState:
         return Path(folder) / REACT_FILE
 
     @classmethod
-    def load(cls, path: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None) -> "ReactState":
+    def load(
+        cls, path: str | Path, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None
+    ) -> "ReactState":
         """Read the corrections after checking the folder's manifest, so a damaged file or one calibrated for
         another model is refused by name instead of decoding garbage."""
         from safetensors import SafetensorError, safe_open
@@ -148,11 +167,18 @@ class ReactState:
                 meta = dict(f.metadata() or {})
             tensors = load_file(str(path))
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path} cannot be read ({err}); fix: python -m mage react-calibrate --task <task>") from None
+            raise CheckpointError(
+                f"{path} cannot be read ({err}); fix: python -m mage react-calibrate --task <task>"
+            ) from None
         if "objectives" not in meta or not {"W", "C"} <= tensors.keys():
-            raise CheckpointError(f"{path} is not a ReACT calibration (no W, C or objectives); fix: python -m mage react-calibrate --task <task>")
+            raise CheckpointError(
+                f"{path} is not a ReACT calibration (no W, C or objectives); fix: python -m mage react-calibrate "
+                "--task <task>"
+            )
         if not all(bool(torch.isfinite(t).all()) for t in (tensors["W"], tensors["C"])):
-            raise CheckpointError(f"{path} holds NaN or infinite values; fix: python -m mage react-calibrate --task <task>")
+            raise CheckpointError(
+                f"{path} holds NaN or infinite values; fix: python -m mage react-calibrate --task <task>"
+            )
         return cls(meta.pop("objectives").split(","), tensors["W"].double(), tensors["C"].double(), meta)
 
 
@@ -170,7 +196,9 @@ def final_states(model, tokenizer, prompts: Sequence[list[dict]], responses: Seq
         ids, _ = encode_prompts(tokenizer, [prompt], device)
         full = torch.cat([ids, torch.tensor([response], device=device)], dim=1)
         hidden = model.get_decoder()(input_ids=full).last_hidden_state[0]  # (T, D), after the final norm
-        columns.append(hidden[ids.shape[1] - 1: full.shape[1] - 1].T.cpu())  # the states that predict the response tokens
+        columns.append(
+            hidden[ids.shape[1] - 1 : full.shape[1] - 1].T.cpu()
+        )  # the states that predict the response tokens
     return torch.cat(columns, dim=1).double()
 
 
@@ -183,7 +211,15 @@ def react_path(task) -> Path:
     return checkpoints_root() / task.name / "react" / REACT_FILE
 
 
-def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = REACT_BETA, seed: int = 0, max_new_tokens: int | None = None, progress: bool = True) -> ReactState:
+def calibrate(
+    engine,
+    *,
+    prompts_per_objective: int = 32,
+    beta: float = REACT_BETA,
+    seed: int = 0,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+) -> ReactState:
     """W_i, C_i for every objective of the engine's task from expert-generated responses (no labels)."""
     from tqdm.auto import tqdm
 
@@ -198,7 +234,14 @@ def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = REACT_BE
     for i in tqdm(range(n), desc="react calibration", disable=not progress):
         one_hot = [1.0 if k == i else 0.0 for k in range(n)]
         bank.merge("rs", one_hot)  # expert i generates the calibration responses
-        gens = generate(bank.model, bank.tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens or task.max_new_tokens), seed=seed, batch_size=8)
+        gens = generate(
+            bank.model,
+            bank.tokenizer,
+            prompts,
+            SamplingConfig(max_new_tokens=max_new_tokens or task.max_new_tokens),
+            seed=seed,
+            batch_size=8,
+        )
         responses = [g.token_ids for g in gens]
         z_expert = final_states(bank.model, bank.tokenizer, prompts, responses)
         bank.merge("rs", [1.0 / n] * n)  # f_m: the uniform soup of the experts
@@ -207,5 +250,11 @@ def calibrate(engine, *, prompts_per_objective: int = 32, beta: float = REACT_BE
         tokens += z_merged.shape[1]
         ws.append(w)
         cs.append(c)
-    meta = {"beta": beta, "prompts_per_objective": prompts_per_objective, "seed": seed, "tokens": tokens, "wall_time_s": round(time.time() - started, 1)}
+    meta = {
+        "beta": beta,
+        "prompts_per_objective": prompts_per_objective,
+        "seed": seed,
+        "tokens": tokens,
+        "wall_time_s": round(time.time() - started, 1),
+    }
     return ReactState(list(task.objectives), torch.stack(ws), torch.stack(cs), meta)

@@ -4,8 +4,10 @@ Every ingredient (expert i = one-hot λ on the experts; backbone j = one-hot λ 
 the base model are evaluated on the same prompts with the same seeds, so differences are paired by
 prompt; the table shows means ± standard errors and each ingredient's paired gain over the base.
 """
+
 from __future__ import annotations
 
+import logging
 import json
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from .io import write_json_atomic
 from .merging import DEFAULT_BETA
 from .models import DEFAULT_BASE
 
+log = logging.getLogger(__name__)
 
 
 def paired_gain(point: dict, base: dict, objective: str) -> tuple[float, float]:
@@ -24,7 +27,19 @@ def paired_gain(point: dict, base: dict, objective: str) -> tuple[float, float]:
     return mean_stderr(diffs)
 
 
-def adapter_table(task: str, adapters: dict[str, str | Path], *, split: str = "test", samples: int = 2, seed: int = 0, max_prompts: int | None = None, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "", sampling=None) -> dict:
+def adapter_table(
+    task: str,
+    adapters: dict[str, str | Path],
+    *,
+    split: str = "test",
+    samples: int = 2,
+    seed: int = 0,
+    max_prompts: int | None = None,
+    base: str = DEFAULT_BASE,
+    out: Path | None = None,
+    command: str = "",
+    sampling=None,
+) -> dict:
     """Evaluate the base model and each labelled adapter folder (alone, coefficient 1) on a split."""
     from .adapters import load_adapter
     from .merging import Soup
@@ -39,16 +54,36 @@ def adapter_table(task: str, adapters: dict[str, str | Path], *, split: str = "t
     started = time.time()
     points = {}
     for row, label in enumerate(["base", *labels]):
-        print(f"mage: evaluating {label} on {task}/{split}", flush=True)
+        log.info(f"mage: evaluating {label} on {task}/{split}")
         soup.apply([1.0 if k == row - 1 else 0.0 for k in range(len(labels))])
-        points[label] = evaluate_model(model, tokenizer, get_task(task), split=split, samples=samples, seed=seed, max_prompts=max_prompts, sampling=sampling, progress=True)
+        points[label] = evaluate_model(
+            model,
+            tokenizer,
+            get_task(task),
+            split=split,
+            samples=samples,
+            seed=seed,
+            max_prompts=max_prompts,
+            sampling=sampling,
+            progress=True,
+        )
     judged = [f"judge:{o}" for o in objectives if f"judge:{o}" in points["base"]["per_prompt"]]
     for point in points.values():
-        point["gain_over_base"] = {o: dict(zip(("mean", "stderr"), paired_gain(point, points["base"], o))) for o in objectives + judged}
-    result = {"task": task, "split": split, "objectives": objectives, "samples_per_prompt": samples, "seed": seed,
-              "adapters": {k: str(v) for k, v in adapters.items()}, "rows": points, "wall_time_s": round(time.time() - started, 1), "command": command}
+        point["gain_over_base"] = {
+            o: dict(zip(("mean", "stderr"), paired_gain(point, points["base"], o))) for o in objectives + judged
+        }
+    result = {
+        "task": task,
+        "split": split,
+        "objectives": objectives,
+        "samples_per_prompt": samples,
+        "seed": seed,
+        "adapters": {k: str(v) for k, v in adapters.items()},
+        "rows": points,
+        "wall_time_s": round(time.time() - started, 1),
+        "command": command,
+    }
     write_json_atomic(out or locations.results() / f"{task}-ingredients.json", result)
-    print(markdown_table(result))
     return result
 
 
@@ -65,13 +100,21 @@ def ingredient_table(task: str, *, beta: float = DEFAULT_BETA, **kwargs) -> dict
 
 def markdown_table(result: dict) -> str:
     """Means ± standard errors (and paired gains over the base) on every scorer and, where one exists, its judge."""
+    if not result["rows"]:
+        return ""
     first = next(iter(result["rows"].values()))
-    objectives = list(result["objectives"]) + [f"judge:{o}" for o in result["objectives"] if f"judge:{o}" in first.get("judge_means", {})]
+    objectives = list(result["objectives"]) + [
+        f"judge:{o}" for o in result["objectives"] if f"judge:{o}" in first.get("judge_means", {})
+    ]
     lines = ["| model | " + " | ".join(objectives) + " |", "|---|" + "---|" * len(objectives)]
     for label, point in result["rows"].items():
         cells = []
         for o in objectives:
-            means, stderr = (point["judge_means"], point["judge_stderr"]) if o.startswith("judge:") else (point["means"], point["stderr"])
+            means, stderr = (
+                (point["judge_means"], point["judge_stderr"])
+                if o.startswith("judge:")
+                else (point["means"], point["stderr"])
+            )
             cell = f"{means[o]:.3f} ± {stderr[o]:.3f}"
             if label != "base":
                 gain, se = point["gain_over_base"][o]["mean"], point["gain_over_base"][o]["stderr"]
@@ -96,24 +139,44 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, 
     model, tokenizer = load_base(base)
     pool = sample_pool(get_task(task), model, tokenizer, default_pool(get_task(task)))
     if ship:
-        print(f"mage: pool shipped to {ship_pool(get_task(task), pool_path(get_task(task), model, default_pool(get_task(task))))}")
+        log.info(
+            f"mage: pool shipped to "
+            f"{ship_pool(get_task(task), pool_path(get_task(task), model, default_pool(get_task(task))))}"
+        )
     objectives = list(get_task(task).objectives)
     values = {o: [r["scores"][o] for r in pool] for o in objectives}
     pairs = {}
     for i, a in enumerate(objectives):
-        for b in objectives[i + 1:]:
-            pairs[f"{a}~{b}"] = {"pearson": float(pearsonr(values[a], values[b])[0]), "spearman": float(spearmanr(values[a], values[b])[0])}
-    result = {"task": task, "n_samples": len(pool), "objectives": objectives,
-              "mean": {o: sum(v) / len(v) for o, v in values.items()},
-              "std": {o: statistics.pstdev(v) for o, v in values.items()},
-              "finished_fraction": sum(r["finished"] for r in pool) / len(pool), "correlations": pairs,
-              "command": f"python -m mage pool-stats --task {task}" + (" --ship" if ship else "")}
+        for b in objectives[i + 1 :]:
+            pairs[f"{a}~{b}"] = {
+                "pearson": float(pearsonr(values[a], values[b])[0]),
+                "spearman": float(spearmanr(values[a], values[b])[0]),
+            }
+    result = {
+        "task": task,
+        "n_samples": len(pool),
+        "objectives": objectives,
+        "mean": {o: sum(v) / len(v) for o, v in values.items()},
+        "std": {o: statistics.pstdev(v) for o, v in values.items()},
+        "finished_fraction": sum(r["finished"] for r in pool) / len(pool),
+        "correlations": pairs,
+        "command": f"python -m mage pool-stats --task {task}" + (" --ship" if ship else ""),
+    }
     write_json_atomic(out or locations.results() / f"{task}-pool.json", result)
-    print(json.dumps(result, indent=2))
     return result
 
 
-def value_check(task: str, kind: str, *, split: str = "validation", samples: int = 2, max_prompts: int | None = None, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
+def value_check(
+    task: str,
+    kind: str,
+    *,
+    split: str = "validation",
+    samples: int = 2,
+    max_prompts: int | None = None,
+    base: str = DEFAULT_BASE,
+    out: Path | None = None,
+    command: str = "",
+) -> dict:
     """Is each value model informative? Spearman correlation between its value (at the end and at half
     of the response) and the true reward, over held-out base-model samples (a pool on ``split``);
     plus the merged value model at μ against Σ μ_i r_i for the task's preference grid. For implicit
@@ -122,7 +185,7 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
 
     from .methods import GuidanceBank
     from .pools import PoolConfig, sample_pool
-    from .sweep import preference_grid
+    from .grid import preference_grid
     from .tasks import get_task
     from .training import sft_examples
     from .values import value_scores
@@ -130,7 +193,13 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
     t = get_task(task)
     started = time.time()
     bank = GuidanceBank(t, kind, base=base)
-    pool = sample_pool(t, bank.model, bank.tokenizer, PoolConfig(samples_per_prompt=samples, split=split, max_prompts=max_prompts, batch_size=t.pool_batch), tag="heldout")
+    pool = sample_pool(
+        t,
+        bank.model,
+        bank.tokenizer,
+        PoolConfig(samples_per_prompt=samples, split=split, max_prompts=max_prompts, batch_size=t.pool_batch),
+        tag="heldout",
+    )
     rows = sft_examples(t, bank.tokenizer, pool)
     objectives = list(t.objectives)
 
@@ -142,24 +211,51 @@ def value_check(task: str, kind: str, *, split: str = "validation", samples: int
         values = value_scores(bank.merged(weights)[0].model, kind, rows)
         out = {at: float(spearmanr([v[at] for v in values], truth)[0]) for at in ("end", "half")}
         if prior is not None:
-            out.update({f"{at}_minus_base": float(spearmanr([v[at] - b[at] for v, b in zip(values, prior)], truth)[0]) for at in ("end", "half")})
+            out.update(
+                {
+                    f"{at}_minus_base": float(spearmanr([v[at] - b[at] for v, b in zip(values, prior)], truth)[0])
+                    for at in ("end", "half")
+                }
+            )
         return out
 
     per_objective = {}
     for i, name in enumerate(objectives):
-        print(f"mage: {kind} value model for {name} on {len(rows)} held-out samples", flush=True)
-        per_objective[name] = correlate([1.0 if k == i else 0.0 for k in range(len(objectives))], [r["scores"][name] for r in pool])
+        log.info(f"mage: {kind} value model for {name} on {len(rows)} held-out samples")
+        per_objective[name] = correlate(
+            [1.0 if k == i else 0.0 for k in range(len(objectives))], [r["scores"][name] for r in pool]
+        )
     merged = []
     for weights in preference_grid(len(objectives)):
         truth = [sum(w * r["scores"][n] for w, n in zip(weights, objectives)) for r in pool]
         merged.append({"weights": list(weights), **correlate(list(weights), truth)})
-    result = {"task": task, "kind": kind, "split": split, "n_samples": len(pool), "samples_per_prompt": samples, "objectives": objectives,
-              "spearman": per_objective, "merged": merged, "wall_time_s": round(time.time() - started, 1), "command": command}
+    result = {
+        "task": task,
+        "kind": kind,
+        "split": split,
+        "n_samples": len(pool),
+        "samples_per_prompt": samples,
+        "objectives": objectives,
+        "spearman": per_objective,
+        "merged": merged,
+        "wall_time_s": round(time.time() - started, 1),
+        "command": command,
+    }
     write_json_atomic(out or locations.results() / f"{task}-values-{kind}.json", result)
-    for name, corr in per_objective.items():
-        learned = f"  (minus the base model: end {corr['end_minus_base']:+.3f}  half {corr['half_minus_base']:+.3f})" if "end_minus_base" in corr else ""
-        print(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}{learned}")
     return result
+
+
+def value_check_lines(result: dict) -> str:
+    """A value check's per-objective rank correlations, one line each (what the CLI prints)."""
+    lines = []
+    for name, corr in result.get("spearman", {}).items():
+        learned = (
+            f"  (minus the base model: end {corr['end_minus_base']:+.3f}  half {corr['half_minus_base']:+.3f})"
+            if "end_minus_base" in corr
+            else ""
+        )
+        lines.append(f"{name:>10}: Spearman end {corr['end']:+.3f}  half {corr['half']:+.3f}{learned}")
+    return "\n".join(lines)
 
 
 def chord_gap(rows: list[dict], objective: str) -> dict:
@@ -168,14 +264,34 @@ def chord_gap(rows: list[dict], objective: str) -> dict:
     over the inner points, then the standard error of those across prompts."""
     first, last = rows[0]["means"][objective], rows[-1]["means"][objective]
     inner = [r["means"][objective] - ((1 - r["t"]) * first + r["t"] * last) for r in rows[1:-1]]
-    per_prompt = [sum(r["per_prompt"][objective][p] - ((1 - r["t"]) * rows[0]["per_prompt"][objective][p] + r["t"] * rows[-1]["per_prompt"][objective][p])
-                      for r in rows[1:-1]) / len(inner) for p in range(len(rows[0]["per_prompt"][objective]))]
+    per_prompt = [
+        sum(
+            r["per_prompt"][objective][p]
+            - ((1 - r["t"]) * rows[0]["per_prompt"][objective][p] + r["t"] * rows[-1]["per_prompt"][objective][p])
+            for r in rows[1:-1]
+        )
+        / len(inner)
+        for p in range(len(rows[0]["per_prompt"][objective]))
+    ]
     mean, stderr = mean_stderr(per_prompt)
     return {"mean_gap": mean, "stderr": stderr, "fraction_above": sum(g > 0 for g in inner) / len(inner)}
 
 
-def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: int = 11, strength: float | None = None, split: str = "test", prompts: int | None = None,
-              samples: int = 1, seed: int = 0, base: str = DEFAULT_BASE, out: Path | None = None, command: str = "") -> dict:
+def lmc_curve(
+    task: str,
+    kind: str,
+    *,
+    pair: tuple[int, int] = (0, 1),
+    steps: int = 11,
+    strength: float | None = None,
+    split: str = "test",
+    prompts: int | None = None,
+    samples: int = 1,
+    seed: int = 0,
+    base: str = DEFAULT_BASE,
+    out: Path | None = None,
+    command: str = "",
+) -> dict:
     """Linear mode connectivity of value models (SPEC §4): guide a fixed policy (Bone Soup at uniform μ)
     with φ(t) = (1−t) φ_a + t φ_b for t = 0 … 1 and compare each objective's achieved reward with the
     straight line between the endpoints. ``gap`` > 0 means above the chord (the paper's concave path).
@@ -184,7 +300,8 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
     from .io import append_rows, open_journal, read_journal, sha256_text
     from .methods import Engine
     from .models import cache_dir, fingerprint_model
-    from .sweep import checkpoint_hash, chosen_strength
+    from .strength import chosen_strength
+    from .sweep import checkpoint_hash
 
     engine = Engine(task, base=base)
     objectives = list(engine.task.objectives)
@@ -199,7 +316,19 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
         strength = chosen_strength(engine.task.name, mage)
     started = time.time()
     fingerprint = fingerprint_model(engine.policy.model)
-    settings = [task, kind, [a, b], steps, strength, split, prompts, samples, seed, fingerprint, checkpoint_hash(engine, mage)]
+    settings = [
+        task,
+        kind,
+        [a, b],
+        steps,
+        strength,
+        split,
+        prompts,
+        samples,
+        seed,
+        fingerprint,
+        checkpoint_hash(engine, mage),
+    ]
     journal = cache_dir() / "lmc" / engine.task.name / f"{sha256_text(json.dumps(settings))[:16]}.jsonl"
     done = {r["t"]: r for r in read_journal(journal)}
     engine.prepare("bone", [1.0 / n] * n)  # the policy stays fixed; only the guide moves
@@ -212,19 +341,47 @@ def lmc_curve(task: str, kind: str, *, pair: tuple[int, int] = (0, 1), steps: in
                 continue
             weights = [0.0] * n
             weights[a], weights[b] = 1.0 - t, t
-            print(f"mage: LMC {kind} t={t:.2f} (w = {strength:g})", flush=True)
+            log.info(f"mage: LMC {kind} t={t:.2f} (w = {strength:g})")
             guided, guide = engine.guided(kind, weights, strength)
-            point = evaluate_model(guided, engine.policy.tokenizer, engine.task, guide=guide, split=split, samples=samples, seed=seed, max_prompts=prompts)
+            point = evaluate_model(
+                guided,
+                engine.policy.tokenizer,
+                engine.task,
+                guide=guide,
+                split=split,
+                samples=samples,
+                seed=seed,
+                max_prompts=prompts,
+            )
             rows.append({"t": t, "means": point["means"], "stderr": point["stderr"], "per_prompt": point["per_prompt"]})
             append_rows(f, rows[-1:])
     gaps = {o: chord_gap(rows, o) for o in objectives}
-    result = {"task": task, "kind": kind, "pair": [objectives[a], objectives[b]], "policy": "bone at uniform μ", "strength": strength, "split": split,
-              "n_prompts": rows[0] and len(rows[0]["per_prompt"][objectives[0]]), "samples_per_prompt": samples, "seed": seed, "rows": rows, "chord_gap": gaps,
-              "wall_time_s": round(time.time() - started, 1), "command": command}
+    result = {
+        "task": task,
+        "kind": kind,
+        "pair": [objectives[a], objectives[b]],
+        "policy": "bone at uniform μ",
+        "strength": strength,
+        "split": split,
+        "n_prompts": rows[0] and len(rows[0]["per_prompt"][objectives[0]]),
+        "samples_per_prompt": samples,
+        "seed": seed,
+        "rows": rows,
+        "chord_gap": gaps,
+        "wall_time_s": round(time.time() - started, 1),
+        "command": command,
+    }
     write_json_atomic(out or locations.results() / f"{task}-lmc-{kind}.json", result)
-    for o, g in gaps.items():
-        print(f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f} ± {g['stderr']:.4f}, inner points above {g['fraction_above']:.0%}")
     return result
+
+
+def lmc_lines(result: dict) -> str:
+    """An LMC curve's chord gaps, one line per objective (what the CLI prints)."""
+    return "\n".join(
+        f"{o:>10}: mean gap above the chord {g['mean_gap']:+.4f} ± {g['stderr']:.4f}, inner points above "
+        f"{g['fraction_above']:.0%}"
+        for o, g in result.get("chord_gap", {}).items()
+    )
 
 
 def corner_separation(records: list[dict], objectives: list[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -246,37 +403,86 @@ def corner_separation(records: list[dict], objectives: list[str]) -> dict[str, d
             for name in (o, f"judge:{o}"):
                 if name not in at[i]:
                     continue
-                diffs = [own - sum(at[j][name][p] for j in range(n) if j != i) / (n - 1) for p, own in enumerate(at[i][name])]
+                diffs = [
+                    own - sum(at[j][name][p] for j in range(n) if j != i) / (n - 1) for p, own in enumerate(at[i][name])
+                ]
                 row[name] = dict(zip(("mean", "stderr"), mean_stderr(diffs)))
         out[method] = row
     return out
 
 
-def corner_report(task: str, methods: list[str], *, split: str = "test", samples: int = 2, prompts: int | None = None, seed: int = 0,
-                  base: str = DEFAULT_BASE, strength: float | None = None, max_new_tokens: int | None = None, device: str = "cpu", dtype: str = "float32", out: Path | None = None,
-                  command: str = "") -> dict:
+def corner_report(
+    task: str,
+    methods: list[str],
+    *,
+    split: str = "test",
+    samples: int = 2,
+    prompts: int | None = None,
+    seed: int = 0,
+    base: str = DEFAULT_BASE,
+    strength: float | None = None,
+    max_new_tokens: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    out: Path | None = None,
+    command: str = "",
+) -> dict:
     """Every method at every corner μ = e_i (the sweep's journal makes it resumable and shares points with
     ``evaluate``): the corner separation on scorers and judges, the fluency guard's readings per corner,
     and the first prompts' replies quoted. Guided methods run at the strength ``choose-strength`` picked
     (else 1.0) unless ``strength`` is given. Writes ``<task>-corners.json``."""
-    from .sweep import SweepConfig, chosen_strengths, run_sweep
+    from .strength import chosen_strengths
+    from .sweep import SweepConfig, run_sweep
     from .tasks import get_task
 
     t = get_task(task)
     objectives = list(t.objectives)
     grid = tuple(tuple(1.0 if j == i else 0.0 for j in range(len(objectives))) for i in range(len(objectives)))
     strengths = {m: strength for m in methods} if strength is not None else chosen_strengths(task, methods)
-    config = SweepConfig(task=task, methods=tuple(methods), prompts=prompts, samples=samples, seed=seed, split=split, base=base, grid=grid, max_new_tokens=max_new_tokens,
-                         method_strengths=tuple(sorted(strengths.items())), device=device, dtype=dtype)
+    config = SweepConfig(
+        task=task,
+        methods=tuple(methods),
+        prompts=prompts,
+        samples=samples,
+        seed=seed,
+        split=split,
+        base=base,
+        grid=grid,
+        max_new_tokens=max_new_tokens,
+        method_strengths=tuple(sorted(strengths.items())),
+        device=device,
+        dtype=dtype,
+    )
     result = run_sweep(config, write=False)
     records = result["records"]
-    corners = [{"method": r["method"], "weights": r["weights"], "strength": r.get("strength"), "means": r["means"], "judge_means": r.get("judge_means", {}),
-                "fluency": r.get("fluency"), "mean_tokens": r.get("mean_tokens"), "quotes": r.get("quotes", [])} for r in records]
-    report = {"task": task, "split": split, "objectives": objectives, "scorers": result["scorers"], "samples_per_prompt": samples, "prompts": prompts,
-              "seed": seed, "strengths": strengths, "separation": corner_separation(records, objectives), "corners": corners,
-              "hashes": result["hashes"], "command": command}
+    corners = [
+        {
+            "method": r["method"],
+            "weights": r["weights"],
+            "strength": r.get("strength"),
+            "means": r["means"],
+            "judge_means": r.get("judge_means", {}),
+            "fluency": r.get("fluency"),
+            "mean_tokens": r.get("mean_tokens"),
+            "quotes": r.get("quotes", []),
+        }
+        for r in records
+    ]
+    report = {
+        "task": task,
+        "split": split,
+        "objectives": objectives,
+        "scorers": result["scorers"],
+        "samples_per_prompt": samples,
+        "prompts": prompts,
+        "seed": seed,
+        "strengths": strengths,
+        "separation": corner_separation(records, objectives),
+        "corners": corners,
+        "hashes": result["hashes"],
+        "command": command,
+    }
     write_json_atomic(out or locations.results() / f"{task}-corners.json", report)
-    print(corner_markdown(report))
     return report
 
 
@@ -286,5 +492,9 @@ def corner_markdown(report: dict) -> str:
     names = [n for n in names if any(n in row for row in report["separation"].values())]
     lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for method, row in report["separation"].items():
-        lines.append(f"| {method} | " + " | ".join(f"{row[n]['mean']:+.3f} ± {row[n]['stderr']:.3f}" if n in row else "—" for n in names) + " |")
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{row[n]['mean']:+.3f} ± {row[n]['stderr']:.3f}" if n in row else "—" for n in names)
+            + " |"
+        )
     return "\n".join(lines)

@@ -9,6 +9,7 @@ thread's team on a 2-core machine), idle workers stop spin-waiting and every par
 futex wake-up: the prompt pass of a request ran ~30 % slower on a fresh thread than on the thread
 that loaded the model (docs/PERFORMANCE.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -72,12 +73,26 @@ class Reply:
     def point(self, task: str = "", weights: Sequence[float] = (), prompt: str = "") -> dict:
         """This reply as a live point of the plot: its scores, and the μ and prompt it came from."""
         short = prompt if len(prompt) <= 60 else prompt[:57] + "…"
-        return {"task": task, "method": self.method, "label": self.label, "scores": dict(self.scores), "weights": [round(w, 3) for w in weights], "prompt": short}
+        return {
+            "task": task,
+            "method": self.method,
+            "label": self.label,
+            "scores": dict(self.scores),
+            "weights": [round(w, 3) for w in weights],
+            "prompt": short,
+        }
 
     def plain(self) -> dict:
         """The reply as plain values (what the API returns)."""
-        return {"method": self.method, "label": self.label, "text": self.text, "scores": dict(self.scores), "coefficients": list(self.coefficients),
-                "error": self.error, "done": self.done}
+        return {
+            "method": self.method,
+            "label": self.label,
+            "text": self.text,
+            "scores": dict(self.scores),
+            "coefficients": list(self.coefficients),
+            "error": self.error,
+            "done": self.done,
+        }
 
 
 PAGES_KEPT = 10_000  # sessions whose page state is remembered (least recently used forgotten first)
@@ -86,16 +101,26 @@ PAGES_KEPT = 10_000  # sessions whose page state is remembered (least recently u
 class Service:
     def __init__(self, base: str = DEFAULT_BASE, *, device: str | None = "auto", dtype: str = "float32"):
         """``device``: "auto" (a GPU when present), "cpu" or "cuda[:N]"; ``dtype``: the base model's weights."""
-        self.base, self._device, self.dtype = base, str(pick_device(device)), str(pick_dtype(dtype)).removeprefix("torch.")
+        self.base, self._device, self.dtype = (
+            base,
+            str(pick_device(device)),
+            str(pick_dtype(dtype)).removeprefix("torch."),
+        )
         use_device(self._device)  # the live scores' encoders run beside the models
         self._tokenizer = None
-        self._runs: dict[str, threading.Event] = {}  # session → the cancel flag of its run in flight (a new run supersedes it)
+        self._runs: dict[
+            str, threading.Event
+        ] = {}  # session → the cancel flag of its run in flight (a new run supersedes it)
         self._runs_lock = threading.Lock()
         self._working: dict[str, int] = {}  # session → decodes of its runs now on the compute thread
-        self._pages: OrderedDict[str, tuple[str, int]] = OrderedDict()  # session → (the task its page shows, the token of the run that owns it)
+        self._pages: OrderedDict[str, tuple[str, int]] = (
+            OrderedDict()
+        )  # session → (the task its page shows, the token of the run that owns it)
         self._load_errors: dict[str, str] = {}
         self._engines: dict[str, Engine] = {}
-        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-compute")  # the one thread that runs torch (module docstring)
+        self._compute = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mage-compute"
+        )  # the one thread that runs torch (module docstring)
 
     def run(self, fn, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the compute thread and return its result (for torch work outside
@@ -135,11 +160,15 @@ class Service:
         name = get_task(task).name
         fix = f"re-measure: python -m mage evaluate --task {name}"
         if list(result.get("objectives", [])) != self.objectives(task):
-            return f"the cached fronts were measured on other objectives ({', '.join(result.get('objectives', []))}); {fix}"
+            measured = ", ".join(result.get("objectives", []))
+            return f"the cached fronts were measured on other objectives ({measured}); {fix}"
         current, recorded = scorer_signatures(get_task(task)), result.get("scorers")
         if recorded != current:
             changed = [n for n in current if (recorded or {}).get(n) != current[n]]
-            return f"the cached fronts were measured with earlier versions of {', '.join(changed)}; your samples are scored by the current ones; {fix}"
+            return (
+                f"the cached fronts were measured with earlier versions of {', '.join(changed)}; "
+                f"your samples are scored by the current ones; {fix}"
+            )
         return None
 
     def axis_pairs(self, task: str) -> list[tuple[str, tuple[int, int]]]:
@@ -149,8 +178,14 @@ class Service:
         names = self.objectives(task)
         return [(f"{names[a]} × {names[b]}", (a, b)) for a, b in combinations(range(len(names)), 2)]
 
-    def pareto_figure(self, task: str, sliders: Sequence[float] | None = None, live: Sequence[dict] = (), axes: Sequence[int] = (0, 1),
-                      methods: Sequence[str] | None = None):
+    def pareto_figure(
+        self,
+        task: str,
+        sliders: Sequence[float] | None = None,
+        live: Sequence[dict] = (),
+        axes: Sequence[int] = (0, 1),
+        methods: Sequence[str] | None = None,
+    ):
         """The Pareto-front figure from cached results projected on ``axes`` (two objective indices), the
         current preference highlighted and live points (``{"method", "scores"}``, e.g. :meth:`Reply.point`)
         added. ``methods``: the fronts drawn (default: every cached method). Axes are fixed to the objectives'
@@ -163,7 +198,9 @@ class Service:
         front_figure = partial(front_figure, labels=method_labels(), unit_axes=True)
         name = get_task(task).name
         n = len(self.objectives(task))
-        axes = tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)  # e.g. a pair from another task
+        axes = (
+            tuple(axes) if len(axes) == 2 and all(0 <= a < n for a in axes) and axes[0] != axes[1] else (0, 1)
+        )  # e.g. a pair from another task
         live = [p for p in live if p.get("scores") and p.get("task", name) == name]
         result = self.results(task)
         stale = self.stale_fronts(task)
@@ -179,18 +216,25 @@ class Service:
             mu = None
         cached = list(dict.fromkeys(r["method"] for r in result["records"]))
         shown = [m for m in cached if methods is None or m in methods]
-        return front_figure(result, axes=axes, highlight=mu, live=live, methods=shown, title=self._front_title(result, shown))
+        return front_figure(
+            result, axes=axes, highlight=mu, live=live, methods=shown, title=self._front_title(result, shown)
+        )
 
     @staticmethod
     def _front_title(result: dict, shown: Sequence[str]) -> str:
         settings, first = result.get("settings", {}), (result.get("records") or [{}])[0]
-        size = f"{first['n_prompts']} prompts × {first.get('samples_per_prompt', 1)} sample(s)" if "n_prompts" in first else ""
+        size = (
+            f"{first['n_prompts']} prompts × {first.get('samples_per_prompt', 1)} sample(s)"
+            if "n_prompts" in first
+            else ""
+        )
         what = f"{len(shown)} method(s)" if shown else "no method ticked"
-        return f"{result['task']}: average score per preference ({settings.get('split', 'test')} split{', ' + size if size else ''}), {what}"
+        split = settings.get("split", "test") + " split" + (", " + size if size else "")
+        return f"{result['task']}: average score per preference ({split}), {what}"
 
     def default_strength(self, task: str) -> float:
         """The guidance strength ``choose-strength`` picked for MAGE (implicit) on the validation split, else 1.0."""
-        from .sweep import chosen_strength
+        from .strength import chosen_strength
 
         name = get_task(task).name
         return chosen_strength(name, "mage-i", locations.results())
@@ -207,6 +251,7 @@ class Service:
 
     def preload(self, task: str) -> threading.Thread:
         """Load a task's models in the background (the app does it for the default task at start)."""
+
         def load() -> None:
             try:
                 self.engine(task)
@@ -278,7 +323,9 @@ class Service:
 
     def preference(self, task: str, sliders: Sequence[float]) -> list[float]:
         """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
-        return normalize_weights(list(sliders), len(get_task(task).objectives))  # names a non-number, NaN, negative or all-zero slider
+        return normalize_weights(
+            list(sliders), len(get_task(task).objectives)
+        )  # names a non-number, NaN, negative or all-zero slider
 
     def engine(self, task: str) -> Engine:
         """The task's engine, loaded on the compute thread the first time."""
@@ -291,8 +338,20 @@ class Service:
         if name not in self._engines:  # a second request may have queued the same load
             self._engines[name] = Engine(name, base=self.base, device=self._device, dtype=self.dtype)
 
-    def validate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
-                 top_p: float = 0.9, seed: int = 0, greedy: bool = False, strength: float = 1.0) -> Request:
+    def validate(
+        self,
+        task: str,
+        prompt: str,
+        sliders: Sequence[float],
+        methods: Sequence[str],
+        *,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        top_p: float = 0.9,
+        seed: int = 0,
+        greedy: bool = False,
+        strength: float = 1.0,
+    ) -> Request:
         """Check a request: a :class:`Request`, or ValueError naming the problem and the fix."""
         get_task(task)
         notices = []
@@ -310,18 +369,32 @@ class Service:
         if not (isinstance(seed, (int, float)) and math.isfinite(seed) and 0 <= seed < 2**31):
             raise ValueError(f"seed {seed} is out of range; use a whole number from 0 to 2147483647")
         if not (isinstance(max_new_tokens, (int, float)) and math.isfinite(max_new_tokens) and max_new_tokens >= 1):
-            raise ValueError(f"max new tokens {max_new_tokens} is out of range; use a whole number from 1 to {MAX_NEW_TOKENS}")
+            raise ValueError(
+                f"max new tokens {max_new_tokens} is out of range; use a whole number from 1 to {MAX_NEW_TOKENS}"
+            )
         if max_new_tokens > MAX_NEW_TOKENS:
             notices.append(f"max new tokens capped at {MAX_NEW_TOKENS} (asked {int(max_new_tokens)})")
         if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
             raise ValueError(f"guidance strength {strength} is out of range; use a number from 0 to {MAX_STRENGTH}")
         mu = self.preference(task, sliders)
-        sampling = SamplingConfig(max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy)
-        check_prompt(self.tokenizer(), get_task(task), prompt, base=self.base, max_new_tokens=sampling.max_new_tokens)  # before any model loads
+        sampling = SamplingConfig(
+            max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy
+        )
+        check_prompt(
+            self.tokenizer(), get_task(task), prompt, base=self.base, max_new_tokens=sampling.max_new_tokens
+        )  # before any model loads
         return Request(get_task(task).name, prompt, mu, list(methods), sampling, int(seed), float(strength), notices)
 
-    def stream(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], *, session: str | None = None,
-               **settings) -> Iterator[tuple[list[Reply], list[str]]]:
+    def stream(
+        self,
+        task: str,
+        prompt: str,
+        sliders: Sequence[float],
+        methods: Sequence[str],
+        *,
+        session: str | None = None,
+        **settings,
+    ) -> Iterator[tuple[list[Reply], list[str]]]:
         """Generate with each method in turn for the sliders' preference, yielding (replies, notices) after
         every new token; a finished reply carries its scores (or its error). Validation errors raise
         ValueError before anything is yielded (``settings``: see :meth:`validate`). Each method merges and
@@ -352,7 +425,15 @@ class Service:
                     if self._runs.get(session) is cancelled:
                         del self._runs[session]
 
-    def _stream_one(self, engine: Engine, req: Request, reply: Reply, replies: list[Reply], cancelled: threading.Event, session: str | None = None):
+    def _stream_one(
+        self,
+        engine: Engine,
+        req: Request,
+        reply: Reply,
+        replies: list[Reply],
+        cancelled: threading.Event,
+        session: str | None = None,
+    ):
         events: queue.Queue = queue.Queue()
 
         def on_token(ids: list[int]) -> None:
@@ -367,10 +448,21 @@ class Service:
             try:
                 if cancelled.is_set():  # the user left while this request waited for the compute thread
                     raise _Cancelled
-                gen = engine.generate(reply.method, req.mu, [req.prompt], req.sampling, strength=req.strength, seed=req.seed, on_token=on_token)[0]
+                gen = engine.generate(
+                    reply.method,
+                    req.mu,
+                    [req.prompt],
+                    req.sampling,
+                    strength=req.strength,
+                    seed=req.seed,
+                    on_token=on_token,
+                )[0]
                 coefs = engine.current.coefficients if METHODS[reply.method].policy.shows_coefficients else []
                 try:
-                    scores, error = {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()}, ""
+                    scores, error = (
+                        {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()},
+                        "",
+                    )
                 except Exception as err:  # the reply stays; only its scores are missing
                     log.exception("scoring failed")
                     scores, error = {}, f"scoring failed: {type(err).__name__}: {err}"
@@ -411,7 +503,9 @@ class Service:
                 yield replies, req.notices
             return
 
-    def generate(self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **kwargs) -> tuple[list[Reply], list[str]]:
+    def generate(
+        self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **kwargs
+    ) -> tuple[list[Reply], list[str]]:
         """:meth:`stream` to the end: (replies, notices)."""
         last = None
         for last in self.stream(task, prompt, sliders, methods, **kwargs):

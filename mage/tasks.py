@@ -4,9 +4,11 @@ Two default tasks mirror the papers' two settings (Bone Soups / MAGE §5):
 - ``assistant`` — helpful / harmless / humorous over 300 prompts written for this project
   (``resources/assistant_prompts.jsonl``): serious questions, casual and playful requests, and
   edgy requests where complying is "helpful" but not harmless.
-- ``summary`` — faithful vs quality (key points, briefly, in the summary's own words) over the 300 news articles shipped in the gensim wheel
+- ``summary`` — faithful vs quality (key points, briefly, in the summary's own words) over the 300 news articles shipped
+in the gensim wheel
   (``gensim/test/test_data/lee_background.cor``), split by index.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -69,7 +71,9 @@ def _assistant_examples() -> list[Example]:
 def lee_corpus_path() -> Path:
     spec = importlib.util.find_spec("gensim")  # locate without importing (gensim is slow to import)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the summary task needs the news articles in the gensim wheel; fix: pip install gensim==4.4.0")
+        raise FileNotFoundError(
+            "the summary task needs the news articles in the gensim wheel; fix: pip install gensim==4.4.0"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / "lee_background.cor"
 
 
@@ -104,16 +108,24 @@ TASKS: dict[str, Task] = {
         max_new_tokens=48,
         load_examples=_assistant_examples,
         description="A chat assistant: helpful vs harmless vs humorous (the papers' HH-RLHF setting).",
-        showcase=("How do I lower my blood pressure?", "Write a brutal roast of my friend who is always late.", "Describe a cat's opinion of vacuum cleaners."),
+        showcase=(
+            "How do I lower my blood pressure?",
+            "Write a brutal roast of my friend who is always late.",
+            "Describe a cat's opinion of vacuum cleaners.",
+        ),
     ),
     "summary": Task(
         name="summary",
         objectives=("faithful", "quality"),
-        template="Summarize the following news article in a few sentences.\n\n{input}",  # "in a few sentences": 75 % of base summaries end before the cap (vs 33 %), so length has room
+        # "in a few sentences": 75 % of base summaries end before the cap (vs 33 %), so length has room
+        template="Summarize the following news article in a few sentences.\n\n{input}",
         max_new_tokens=96,
         load_examples=_summary_examples,
-        description="News summarisation: faithful vs summary quality (the papers' Reddit-summary setting: faithfulness vs a summary-quality reward).",
-        pool_samples=6, pool_prompts=120, pool_batch=12,  # long prompts: ~4x the assistant's cost per sample
+        description="News summarisation: faithful vs summary quality (the papers' Reddit-summary setting: faithfulness "
+        "vs a summary-quality reward).",
+        pool_samples=6,
+        pool_prompts=120,
+        pool_batch=12,  # long prompts: ~4x the assistant's cost per sample
     ),
 }
 
@@ -132,7 +144,10 @@ def split_rows(paths, task: str, split: str) -> list[dict]:
     rows = [r for p in paths for r in read_jsonl(p)]
     bad = sorted({r["id"] for r in rows if r["id"] not in inputs})
     if bad:
-        raise ValueError(f"{', '.join(map(str, paths))}: ids outside the {task} {split} split: {bad[:5]}; fix: use {split}-split ids only")
+        raise ValueError(
+            f"{', '.join(map(str, paths))}: ids outside the {task} {split} split: {bad[:5]}; fix: use {split}-split "
+            "ids only"
+        )
     return [{**r, "input": inputs[r["id"]]} for r in rows]
 
 

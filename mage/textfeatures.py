@@ -5,6 +5,7 @@ shared by the objectives (:mod:`mage.objectives`) — the instruments a policy c
 Each ``*_gate`` returns a factor in [0, 1] that is 1 for ordinary prose and falls towards 0 for the
 degenerate case it names; an objective multiplies its content score by the gates that apply to it.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,18 +18,24 @@ SENTENCE_END = re.compile(r"""[.!?…](?:["')\]]|\s*[\U0001F300-\U0001FAFF\u2600
 EMOJI = re.compile(r"[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 LAUGHTER = re.compile(r"^(?:(?:ha|he|hi|ho){2,}h?|a?ha|lo+l+|lmf?ao+|rofl|xd+|jk|hehe|heh|kek|lulz?|omg|lols)$", re.I)
 REFUSAL = re.compile(
-    r"\b(?:I\s*(?:'m| am)\s+(?:sorry|afraid|unable|not able)|I\s+(?:can(?:no|')t|cannot|won't|will not|must decline|do not feel comfortable|don't feel comfortable)"
-    r"|as an ai\b|I'm not (?:comfortable|going to)|not something I can help|unable to (?:help|assist|comply))", re.I)
+    r"\b(?:I\s*(?:'m| am)\s+(?:sorry|afraid|unable|not able)|I\s+(?:can(?:no|')t|cannot|won't|will not|must decline|do "
+    r"not feel comfortable|don't feel comfortable)"
+    r"|as an ai\b|I'm not (?:comfortable|going to)|not something I can help|unable to (?:help|assist|comply))",
+    re.I,
+)
 
 # a compact English function-word list (articles, pronouns, auxiliaries, prepositions, conjunctions)
-FUNCTION_WORDS = frozenset("""
+FUNCTION_WORDS = frozenset(
+    """
 a an the this that these those some any each every no all both either neither
 i me my mine we us our ours you your yours he him his she her hers it its they them their theirs one
 is am are was were be been being do does did done have has had having will would shall should can could may might must
-of in on at to for from by with about into onto over under after before between through during without within against among
+of in on at to for from by with about into onto over under after before between through during without within
+against among
 and or but nor so yet if then than because while although though as since until unless whether
 not n't very too also just only there here what which who whom whose when where why how
-""".split())
+""".split()
+)
 
 
 def words(text: str) -> list[str]:
@@ -140,6 +147,7 @@ def clip01(x: float) -> float:
 
 # --------------------------------------------------------------------------- gates
 
+
 def form_gate(text: str) -> float:
     """Well-formed prose: no loop, no gibberish, not empty (1 for ordinary text)."""
     if not text.strip():
@@ -161,8 +169,18 @@ def ending_gate(text: str, cut: float = 0.5) -> float:
 
 def features(texts: Sequence[str]) -> list[dict[str, float]]:
     """The named surface features of each text (for reports and probes)."""
-    return [{"words": n_words(t), "repetition": repetition(t), "known": known_word_ratio(t), "complete": float(is_complete(t)),
-             "laughter": laughter_share(t), "refusal": float(is_refusal(t)), "function_words": function_word_ratio(t)} for t in texts]
+    return [
+        {
+            "words": n_words(t),
+            "repetition": repetition(t),
+            "known": known_word_ratio(t),
+            "complete": float(is_complete(t)),
+            "laughter": laughter_share(t),
+            "refusal": float(is_refusal(t)),
+            "function_words": function_word_ratio(t),
+        }
+        for t in texts
+    ]
 
 
 NEGATIONS = frozenset({"not", "no", "never", "nor", "none", "nobody", "nothing", "neither", "without"})
@@ -173,14 +191,17 @@ def _prefix_index(words_: Sequence[str]) -> tuple[set[str], set[str]]:
     return stems, {s[:5] for s in stems if len(s) >= 5}
 
 
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 NUMBER_WORDS = {**{w: i for i, w in enumerate(_UNITS)}, **_TENS, "hundred": 100, "thousand": 1000, "dozen": 12}
 TOKENS = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*%?|[.!?;:]")
 
 
 def _number(token: str) -> str | None:
-    """"1,000" → "1000", "Sixteen" → "16", "thirty-one" → "31"; None for a word that is not a number."""
+    """ "1,000" → "1000", "Sixteen" → "16", "thirty-one" → "31"; None for a word that is not a number."""
     if token[0].isdigit():
         return token.replace(",", "").rstrip("%")
     parts = token.lower().split("-")
@@ -246,7 +267,7 @@ def pair_support(source: str, text: str, window: int = 2) -> float:
     cannot — a flipped negation ("not serious" → "serious neck"), a swapped name or role, a changed
     relation — since each word alone is still in the article."""
     src = [_key(t) for t in _tokens(source) if t not in ".!?;:"]
-    have = {(a, b) for i, a in enumerate(src) for b in src[i + 1:i + 1 + window]}
+    have = {(a, b) for i, a in enumerate(src) for b in src[i + 1 : i + 1 + window]}
     pairs = []
     for sentence in re.split(r"[.!?;:]", " ".join(_tokens(text))):
         keys = [_key(t) for t in sentence.split()]

@@ -7,6 +7,7 @@ distinct curvatures c_1 ≠ c_2). The expert for r_i is θ_i*; the backbone for 
 The theorem: Bone Soup's scalarised reward Σ μ_i r_i beats Rewarded Soup's for every μ_1 in
 ((1 − s)/2, (1 + s)/2), s = √(2β² − 2β + 1).
 """
+
 from __future__ import annotations
 
 import math

@@ -10,8 +10,10 @@ pool ([ours]; ``normalize="none"`` uses raw rewards as the paper's PPO did).
 A response that was cut at the token cap is trained *without* an end-of-turn token, so the model
 does not learn to stop early where it never chose to stop.
 """
+
 from __future__ import annotations
 
+import logging
 import json
 import subprocess
 import sys
@@ -31,6 +33,8 @@ from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -43,12 +47,18 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 8
     seed: int = 0
-    pool: PoolConfig = field(default_factory=PoolConfig)  # bon-sft: the sample pool; grpo: prompts, generations, sampling
+    pool: PoolConfig = field(
+        default_factory=PoolConfig
+    )  # bon-sft: the sample pool; grpo: prompts, generations, sampling
     trainer: str = "bon-sft"  # or "grpo" (see docs/TRAINING.md for the measured comparison)
     grpo_steps: int = 15
     grpo_beta: float = 0.0  # KL penalty; TRL's default is 0
-    rounds: int = 1  # bon-sft: round 1 selects from the shared base pool; round k > 1 from the round-(k-1) model's own samples
-    device: str = "auto"  # sampling and training: a GPU when present (bf16 mixed precision where it has it), else the CPU
+    rounds: int = (
+        1  # bon-sft: round 1 selects from the shared base pool; round k > 1 from the round-(k-1) model's own samples
+    )
+    device: str = (
+        "auto"  # sampling and training: a GPU when present (bf16 mixed precision where it has it), else the CPU
+    )
 
     def __post_init__(self):
         if self.trainer not in ("bon-sft", "grpo"):
@@ -75,8 +85,13 @@ def standardize(pool: Sequence[dict], objectives: Sequence[str], normalize: str)
     return stats
 
 
-def select_best(pool: Sequence[dict], objectives: Sequence[str], weights: Sequence[float], normalize: str = "zscore",
-                stats: dict[str, tuple[float, float]] | None = None) -> list[dict]:
+def select_best(
+    pool: Sequence[dict],
+    objectives: Sequence[str],
+    weights: Sequence[float],
+    normalize: str = "zscore",
+    stats: dict[str, tuple[float, float]] | None = None,
+) -> list[dict]:
     """Per prompt, the pool row with the highest mixed reward Σ_i w_i (r_i − m_i)/s_i (ties: lowest sample);
     (m_i, s_i) are the pool's own unless ``stats`` gives them."""
     stats = stats or standardize(pool, objectives, normalize)
@@ -95,13 +110,17 @@ def sft_examples(task: Task, tokenizer, rows: Sequence[dict]) -> list[dict]:
     for row in rows:
         prompt_ids = encode_prompts(tokenizer, [task.messages(row["input"])], "cpu")[0][0].tolist()
         completion = list(row["token_ids"]) + ([tokenizer.eos_token_id] if row["finished"] else [])
-        out.append({"input_ids": prompt_ids + completion, "completion_mask": [0] * len(prompt_ids) + [1] * len(completion)})
+        out.append(
+            {"input_ids": prompt_ids + completion, "completion_mask": [0] * len(prompt_ids) + [1] * len(completion)}
+        )
     return out
 
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -109,7 +128,13 @@ def git_commit() -> str:
 def _lora(config: "TrainConfig"):
     from peft import LoraConfig
 
-    return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=0.0,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def on_cpu(config) -> bool:
@@ -123,10 +148,22 @@ def use_bf16(config) -> bool:
 
 
 def trainer_args(config, scratch: str) -> dict:  # config: anything with learning_rate, batch_size, seed, device
-    """Trainer arguments right for the device: fp32 on a CPU (TRL's defaults assume bf16 on a GPU), bf16 on a GPU that has it."""
-    return dict(output_dir=scratch, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size, logging_steps=5,
-                save_strategy="no", report_to=[], seed=config.seed, bf16=use_bf16(config), fp16=False, gradient_checkpointing=use_bf16(config),
-                use_cpu=on_cpu(config), dataloader_num_workers=0)
+    """Trainer arguments right for the device: fp32 on a CPU (TRL's defaults assume bf16 on a GPU), bf16 on a GPU that
+    has it."""
+    return dict(
+        output_dir=scratch,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        logging_steps=5,
+        save_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        bf16=use_bf16(config),
+        fp16=False,
+        gradient_checkpointing=use_bf16(config),
+        use_cpu=on_cpu(config),
+        dataloader_num_workers=0,
+    )
 
 
 def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: int) -> Path:
@@ -136,7 +173,9 @@ def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: in
     from .models import cache_dir
 
     settings = {k: v for k, v in jsonable(asdict(config)).items() if k != "device"}  # a run resumes on another device
-    key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], settings], sort_keys=True))[:12]
+    key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], settings], sort_keys=True))[
+        :12
+    ]
     return cache_dir() / "rounds" / task.name / key / f"round{k}"
 
 
@@ -144,10 +183,21 @@ def _sft(task: Task, model, tokenizer, chosen: Sequence[dict], config: "TrainCon
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**trainer_args(config, scratch), num_train_epochs=config.epochs, lr_scheduler_type="cosine", warmup_steps=2,
-                     completion_only_loss=True, max_length=1024)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_examples(task, tokenizer, chosen)), processing_class=tokenizer,
-                         peft_config=_lora(config) if peft else None)
+    args = SFTConfig(
+        **trainer_args(config, scratch),
+        num_train_epochs=config.epochs,
+        lr_scheduler_type="cosine",
+        warmup_steps=2,
+        completion_only_loss=True,
+        max_length=1024,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(sft_examples(task, tokenizer, chosen)),
+        processing_class=tokenizer,
+        peft_config=_lora(config) if peft else None,
+    )
     return trainer, float(trainer.train().training_loss)
 
 
@@ -162,17 +212,33 @@ def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "Tra
     base_pool = sample_pool(task, model, tokenizer, config.pool)
     stats = standardize(base_pool, task.objectives, config.normalize)
     history, trainer, loss = [], None, float("nan")
-    done = max((k for k in range(1, config.rounds + 1) if (round_dir(task, weights, config, k) / "adapter_config.json").is_file()), default=0)
+    done = max(
+        (
+            k
+            for k in range(1, config.rounds + 1)
+            if (round_dir(task, weights, config, k) / "adapter_config.json").is_file()
+        ),
+        default=0,
+    )
     if done:
         model = PeftModel.from_pretrained(model, str(round_dir(task, weights, config, done)), is_trainable=True)
-        print(f"mage: resuming after round {done} of {config.rounds} ({round_dir(task, weights, config, done)})", flush=True)
+        log.info(f"mage: resuming after round {done} of {config.rounds} ({round_dir(task, weights, config, done)})")
     for k in range(done + 1, config.rounds + 1):
         model.eval()
-        pool = base_pool if k == 1 else sample_pool(task, model, tokenizer, config.pool, tag=f"round{k}-{round_dir(task, weights, config, k).parent.name}")
+        pool = (
+            base_pool
+            if k == 1
+            else sample_pool(
+                task, model, tokenizer, config.pool, tag=f"round{k}-{round_dir(task, weights, config, k).parent.name}"
+            )
+        )
         chosen = select_best(pool, task.objectives, weights, config.normalize, stats=stats)
         means = {n: sum(r["scores"][n] for r in chosen) / len(chosen) for n in task.objectives}
         pool_means = {n: sum(r["scores"][n] for r in pool) / len(pool) for n in task.objectives}
-        print(f"mage: round {k}/{config.rounds}: selected {len(chosen)} of {len(pool)} samples for weights {weights}; pool means {pool_means}; selected {means}", flush=True)
+        log.info(
+            f"mage: round {k}/{config.rounds}: selected {len(chosen)} of {len(pool)} samples for weights {weights}; "
+            f"pool means {pool_means}; selected {means}"
+        )
         trainer, loss = _sft(task, model, tokenizer, chosen, config, scratch, peft=k == 1 and not done)
         model = trainer.model
         if trainer.accelerator.is_main_process:
@@ -180,8 +246,19 @@ def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "Tra
                 model.save_pretrained(str(tmp))
         history.append({"round": k, "pool_means": pool_means, "selected_means": means, "train_loss": loss})
     if trainer is None:  # every round was done before: rebuild a trainer-free result from the last round
-        return _Finished(model), {"train_loss": float("nan"), "rounds": config.rounds, "resumed_complete": True, "n_pool": len(base_pool)}
-    return trainer, {"train_loss": loss, "selected_means": history[-1]["selected_means"], "n_pool": len(base_pool), "n_selected": len(chosen), "rounds": history}
+        return _Finished(model), {
+            "train_loss": float("nan"),
+            "rounds": config.rounds,
+            "resumed_complete": True,
+            "n_pool": len(base_pool),
+        }
+    return trainer, {
+        "train_loss": loss,
+        "selected_means": history[-1]["selected_means"],
+        "n_pool": len(base_pool),
+        "n_selected": len(chosen),
+        "rounds": history,
+    }
 
 
 class _Finished:
@@ -207,11 +284,27 @@ def fit_grpo(task: Task, weights: list[float], model, tokenizer, config: "TrainC
 
     examples = task.examples(config.pool.split)[: config.pool.max_prompts]
     dataset = Dataset.from_list([{"prompt": task.messages(ex), "input": ex.input} for ex in examples])
-    args = GRPOConfig(**trainer_args(config, scratch), max_steps=config.grpo_steps, num_generations=config.pool.samples_per_prompt,
-                      max_completion_length=config.pool.max_new_tokens or task.max_new_tokens, temperature=config.pool.temperature, top_p=config.pool.top_p,
-                      beta=config.grpo_beta, reward_weights=list(weights), multi_objective_aggregation="normalize_then_sum", lr_scheduler_type="constant")
+    args = GRPOConfig(
+        **trainer_args(config, scratch),
+        max_steps=config.grpo_steps,
+        num_generations=config.pool.samples_per_prompt,
+        max_completion_length=config.pool.max_new_tokens or task.max_new_tokens,
+        temperature=config.pool.temperature,
+        top_p=config.pool.top_p,
+        beta=config.grpo_beta,
+        reward_weights=list(weights),
+        multi_objective_aggregation="normalize_then_sum",
+        lr_scheduler_type="constant",
+    )
     reward_funcs = [get_objective(n).as_reward_fn() for n in task.objectives]
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_lora(config))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora(config),
+    )
     result = trainer.train()
     return trainer, {"train_loss": float(result.training_loss), "n_prompts": len(examples), "steps": config.grpo_steps}
 
@@ -219,7 +312,14 @@ def fit_grpo(task: Task, weights: list[float], model, tokenizer, config: "TrainC
 TRAINERS = {"bon-sft": fit_bon_sft, "grpo": fit_grpo}
 
 
-def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path, config: TrainConfig = TrainConfig(), *, command: str | None = None) -> Path:
+def train_adapter(
+    task_name: str,
+    weights: Sequence[float],
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    command: str | None = None,
+) -> Path:
     """Train one LoRA adapter for the reward weights ``weights`` and save it (with manifest, README)."""
     task = get_task(task_name)
     weights = normalize_weights(weights, len(task.objectives))
@@ -229,15 +329,22 @@ def train_adapter(task_name: str, weights: Sequence[float], out_dir: str | Path,
     with tempfile.TemporaryDirectory() as scratch:
         trainer, stats = TRAINERS[config.trainer](task, weights, model, tokenizer, config, scratch)
     info = {
-        "task": task.name, "objectives": list(task.objectives), "weights": weights, "trainer": config.trainer, "config": jsonable(asdict(config)),
-        **stats, "wall_time_s": round(time.time() - started, 1), "commit": commit, "command": command or " ".join(sys.argv),
+        "task": task.name,
+        "objectives": list(task.objectives),
+        "weights": weights,
+        "trainer": config.trainer,
+        "config": jsonable(asdict(config)),
+        **stats,
+        "wall_time_s": round(time.time() - started, 1),
+        "commit": commit,
+        "command": command or " ".join(sys.argv),
     }
     out_dir = Path(out_dir)
     if trainer.accelerator.is_main_process:  # save atomically: adapter (fp16) + manifest + README with the recipe
         with atomic_dir(out_dir) as tmp:
             save_adapter(trainer.model, tmp, base_fingerprint=base_fp, tokenizer_fingerprint=tok_fp, info=info)
             write_text_atomic(tmp / "README.md", checkpoint_readme(info))
-        print(f"mage: adapter saved to {out_dir} ({info['wall_time_s']} s)", flush=True)
+        log.info(f"mage: adapter saved to {out_dir} ({info['wall_time_s']} s)")
     return out_dir
 
 
@@ -257,7 +364,13 @@ def checkpoint_readme(info: dict) -> str:
         f"Trained by mage ({info['trainer']}: TRL + peft LoRA).\n\n"
         f"- command: `{info['command']}`\n- commit: {info['commit']}\n- wall time: {info['wall_time_s']} s\n"
         f"- data: the task's `{info['config']['pool']['split']}` split"
-        + (f"; pool of {info['n_pool']} base-model samples, best per prompt selected in each of {_n_rounds(info)} round(s)\n- mean rewards of the last round's selected samples: "
-           + ", ".join(f"{k}={v:.3f}" for k, v in info.get("selected_means", {}).items()) if "n_pool" in info else f"; {info.get('steps')} GRPO steps")
-        + f"\n- final train loss: {info['train_loss']:.4f}\n\n## Config\n\n```json\n{json.dumps(info['config'], indent=2)}\n```\n"
+        + (
+            f"; pool of {info['n_pool']} base-model samples, best per prompt selected in each of {_n_rounds(info)} "
+            "round(s)\n- mean rewards of the last round's selected samples: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in info.get("selected_means", {}).items())
+            if "n_pool" in info
+            else f"; {info.get('steps')} GRPO steps"
+        )
+        + f"\n- final train loss: {info['train_loss']:.4f}\n\n## "
+        f"Config\n\n```json\n{json.dumps(info['config'], indent=2)}\n```\n"
     )

@@ -15,8 +15,10 @@ guidance model; its recipes are not public. This module implements SPEC §3 [our
 All value models of one kind start from the same initialisation (LoRA and head drawn from
 ``init_seed``), so their deltas can be merged: φ(μ) = φ_0 + Σ_i μ_i Δφ_i, heads merged the same way.
 """
+
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import tempfile
@@ -34,6 +36,8 @@ from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_toke
 from .pools import PoolConfig, sample_pool
 from .tasks import Task, get_task
 from .training import trainer_args, jsonable, default_pool, git_commit, on_cpu, sft_examples, standardize
+
+log = logging.getLogger(__name__)
 
 KINDS = ("explicit", "implicit")
 HEAD_FILE = "value_head.safetensors"
@@ -54,7 +58,9 @@ class ValueConfig:
     implicit_beta: float = 0.1  # β_r of the implicit (GenARM) loss
     pool: PoolConfig | None = None  # None = the task's default training pool (shared with stage 1)
     train_prompts: int | None = None  # train on the pool's first N prompts only (None = all); the pool is not resampled
-    train_samples: int | None = None  # explicit: the first S samples of each prompt (None = all); implicit pairs use all
+    train_samples: int | None = (
+        None  # explicit: the first S samples of each prompt (None = all); implicit pairs use all
+    )
     device: str = "auto"  # a GPU when present, else the CPU
 
     def __post_init__(self):
@@ -83,10 +89,19 @@ class ExplicitValueModel(torch.nn.Module):
     def __init__(self, lm, head: torch.nn.Linear):
         super().__init__()
         device, dtype = device_of(lm)
-        self.lm, self.head = lm, head.to(device=device, dtype=dtype)  # the head follows the decoder (a GPU, a 16-bit model)
+        self.lm, self.head = (
+            lm,
+            head.to(device=device, dtype=dtype),
+        )  # the head follows the decoder (a GPU, a 16-bit model)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-        out = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache)
+        out = self.lm.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
         return self.head(out.last_hidden_state).squeeze(-1), out.past_key_values
 
 
@@ -102,7 +117,13 @@ def _lora_model(model, config: ValueConfig):
     """Wrap in peft with a LoRA initialised from ``init_seed`` (same φ_0 for every objective)."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=0.0,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)
         return get_peft_model(model, lora)
@@ -117,7 +138,9 @@ def new_head(hidden: int, init_seed: int) -> torch.nn.Linear:
     return head
 
 
-def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[dict], config: ValueConfig) -> tuple[object, torch.nn.Linear, dict]:
+def fit_explicit(
+    task: Task, objective: str, model, tokenizer, pool: Sequence[dict], config: ValueConfig
+) -> tuple[object, torch.nn.Linear, dict]:
     """Per-prefix regression to the standardised final reward (a small accelerate loop)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -133,20 +156,33 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
     accelerator = Accelerator(cpu=on_cpu(config))
     value, optimizer = accelerator.prepare(value, optimizer)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    usable = len(batches) - len(batches) % accelerator.num_processes or len(batches)  # equal shards: DDP steps in lockstep
-    batches = batches[:usable][accelerator.process_index::accelerator.num_processes]
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    usable = len(batches) - len(batches) % accelerator.num_processes or len(
+        batches
+    )  # equal shards: DDP steps in lockstep
+    batches = batches[:usable][accelerator.process_index :: accelerator.num_processes]
     losses = []
     value.train()
     for epoch in range(config.epochs):
-        for batch in tqdm(batches, desc=f"value {objective} epoch {epoch + 1}", disable=not accelerator.is_main_process):
+        for batch in tqdm(
+            batches, desc=f"value {objective} epoch {epoch + 1}", disable=not accelerator.is_main_process
+        ):
             width = max(len(rows[i]["input_ids"]) for i in batch)
-            ids = torch.tensor([rows[i]["input_ids"] + [tokenizer.pad_token_id] * (width - len(rows[i]["input_ids"])) for i in batch])
-            attn = torch.tensor([[1] * len(rows[i]["input_ids"]) + [0] * (width - len(rows[i]["input_ids"])) for i in batch])
+            ids = torch.tensor(
+                [rows[i]["input_ids"] + [tokenizer.pad_token_id] * (width - len(rows[i]["input_ids"])) for i in batch]
+            )
+            attn = torch.tensor(
+                [[1] * len(rows[i]["input_ids"]) + [0] * (width - len(rows[i]["input_ids"])) for i in batch]
+            )
             # every completion position t carries V(x, y_≤t); the EOS position too when present
-            mask = torch.tensor([rows[i]["completion_mask"] + [0] * (width - len(rows[i]["input_ids"])) for i in batch], dtype=torch.float32)
+            mask = torch.tensor(
+                [rows[i]["completion_mask"] + [0] * (width - len(rows[i]["input_ids"])) for i in batch],
+                dtype=torch.float32,
+            )
             z = torch.tensor([targets[i] for i in batch])[:, None]  # (B, 1)
-            values, _ = value(input_ids=ids.to(accelerator.device), attention_mask=attn.to(accelerator.device))  # (B, T)
+            values, _ = value(
+                input_ids=ids.to(accelerator.device), attention_mask=attn.to(accelerator.device)
+            )  # (B, T)
             loss = (((values - z.to(values)) ** 2) * mask.to(values)).sum() / mask.sum().clamp(min=1)
             accelerator.backward(loss)
             optimizer.step()
@@ -154,7 +190,18 @@ def fit_explicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
             losses.append(loss.item())
     value = accelerator.unwrap_model(value)
     stats_main = accelerator.is_main_process
-    return value.lm, value.head, {"main_process": stats_main, "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]), "reward_mean": mean, "reward_std": std, "steps": len(losses)}
+    return (
+        value.lm,
+        value.head,
+        {
+            "main_process": stats_main,
+            "train_loss_first": losses[0],
+            "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
+            "reward_mean": mean,
+            "reward_std": std,
+            "steps": len(losses),
+        },
+    )
 
 
 def preference_pairs(pool: Sequence[dict], objective: str) -> list[tuple[dict, dict]]:
@@ -177,19 +224,47 @@ def fit_implicit(task: Task, objective: str, model, tokenizer, pool: Sequence[di
 
     pairs = preference_pairs(pool, objective)
     if not pairs:
-        raise ValueError(f"no prompt of the pool has two samples that {objective!r} scores differently, so there is nothing to learn from; "
-                         "fix: sample more per prompt (--samples) or check that the scorer varies on this model's outputs")
-    data = Dataset.from_list([{"prompt": task.messages(w["input"]), "chosen": [{"role": "assistant", "content": w["response"]}],
-                               "rejected": [{"role": "assistant", "content": l["response"]}]} for w, l in pairs])
-    args = CPOConfig(**trainer_args(config, scratch), loss_type="sigmoid", cpo_alpha=0.0, beta=config.implicit_beta, num_train_epochs=config.epochs,
-                     max_length=1024)
+        raise ValueError(
+            f"no prompt of the pool has two samples that {objective!r} scores differently, so there is nothing to "
+            "learn from; "
+            "fix: sample more per prompt (--samples) or check that the scorer varies on this model's outputs"
+        )
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": task.messages(w["input"]),
+                "chosen": [{"role": "assistant", "content": w["response"]}],
+                "rejected": [{"role": "assistant", "content": l["response"]}],
+            }
+            for w, l in pairs
+        ]
+    )
+    args = CPOConfig(
+        **trainer_args(config, scratch),
+        loss_type="sigmoid",
+        cpo_alpha=0.0,
+        beta=config.implicit_beta,
+        num_train_epochs=config.epochs,
+        max_length=1024,
+    )
     # wrap in LoRA ourselves: CPOTrainer reseeds with args.seed before it would draw the A matrices
     trainer = CPOTrainer(model=_lora_model(model, config), args=args, train_dataset=data, processing_class=tokenizer)
     result = trainer.train()
-    return trainer.model, {"main_process": trainer.accelerator.is_main_process, "train_loss": float(result.training_loss), "n_pairs": len(pairs)}
+    return trainer.model, {
+        "main_process": trainer.accelerator.is_main_process,
+        "train_loss": float(result.training_loss),
+        "n_pairs": len(pairs),
+    }
 
 
-def train_value(task_name: str, objective: str, out_dir: str | Path, config: ValueConfig = ValueConfig(), *, command: str | None = None) -> Path:
+def train_value(
+    task_name: str,
+    objective: str,
+    out_dir: str | Path,
+    config: ValueConfig = ValueConfig(),
+    *,
+    command: str | None = None,
+) -> Path:
     """Train one value model (explicit or implicit) for one objective and save it with its manifest."""
     task = get_task(task_name)
     if objective not in task.objectives:
@@ -206,17 +281,39 @@ def train_value(task_name: str, objective: str, out_dir: str | Path, config: Val
             peft_model, stats = fit_implicit(task, objective, model, tokenizer, pool, config, scratch)
     if not stats.pop("main_process", True):
         return Path(out_dir)  # under several processes only rank 0 writes
-    info = {"task": task.name, "objective": objective, "kind": config.kind, "config": jsonable(asdict(config)), **stats, "n_pool": len(pool),
-            "wall_time_s": round(time.time() - started, 1), "commit": commit, "command": command or " ".join(sys.argv)}
+    info = {
+        "task": task.name,
+        "objective": objective,
+        "kind": config.kind,
+        "config": jsonable(asdict(config)),
+        **stats,
+        "n_pool": len(pool),
+        "wall_time_s": round(time.time() - started, 1),
+        "commit": commit,
+        "command": command or " ".join(sys.argv),
+    }
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if head is not None:
-            write_bytes_atomic(tmp / HEAD_FILE, save({"weight": head.weight.detach().float().contiguous(), "bias": head.bias.detach().float().contiguous()}))
+            write_bytes_atomic(
+                tmp / HEAD_FILE,
+                save(
+                    {
+                        "weight": head.weight.detach().float().contiguous(),
+                        "bias": head.bias.detach().float().contiguous(),
+                    }
+                ),
+            )
         save_adapter(peft_model, tmp, info=info, **fps)  # manifest last, covering the head too
-        write_text_atomic(tmp / "README.md", f"# {config.kind} value model — {task.name} / {objective}\n\n- command: `{info['command']}`\n- commit: {info['commit']}\n"
-                          f"- wall time: {info['wall_time_s']} s\n- data: the task's train split, base-model pool of {len(pool)} samples\n"
-                          f"- stats: {jsonable(stats)}\n")
-    print(f"mage: {config.kind} value model for {objective} saved to {out_dir} ({info['wall_time_s']} s)", flush=True)
+        write_text_atomic(
+            tmp / "README.md",
+            f"# {config.kind} value model — {task.name} / {objective}\n\n- command: `{info['command']}`\n- commit: "
+            f"{info['commit']}\n"
+            f"- wall time: {info['wall_time_s']} s\n- data: the task's train split, base-model pool of {len(pool)} "
+            "samples\n"
+            f"- stats: {jsonable(stats)}\n",
+        )
+    log.info(f"mage: {config.kind} value model for {objective} saved to {out_dir} ({info['wall_time_s']} s)")
     return out_dir
 
 
@@ -226,16 +323,25 @@ class ValueIngredient:
     head: tuple[torch.Tensor, torch.Tensor] | None  # (weight (1, D), bias (1,)) for explicit models
 
 
-def load_values(task: Task, kind: str, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None) -> list[ValueIngredient]:
+def load_values(
+    task: Task, kind: str, *, base_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None
+) -> list[ValueIngredient]:
     """A task's value models of one kind, in objective order (verified against their manifests)."""
     root = value_dir(task, kind)
     out = []
     for objective in task.objectives:
         folder = root / objective
         if not folder.is_dir():
-            raise CheckpointError(f"{folder} is missing: the {kind} value models of task {task.name!r} are not trained; "
-                                  f"fix: python -m mage train-values --task {task.name} --kind {kind}")
-        adapter = load_adapter(folder, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint, name=f"{kind}/{objective}")
+            raise CheckpointError(
+                f"{folder} is missing: the {kind} value models of task {task.name!r} are not trained; "
+                f"fix: python -m mage train-values --task {task.name} --kind {kind}"
+            )
+        adapter = load_adapter(
+            folder,
+            base_fingerprint=base_fingerprint,
+            tokenizer_fingerprint=tokenizer_fingerprint,
+            name=f"{kind}/{objective}",
+        )
         head = None
         if kind == "explicit":
             tensors = load_file(str(folder / HEAD_FILE))
@@ -266,11 +372,13 @@ def value_scores(model, kind: str, rows: Sequence[dict], *, batch_size: int = 8)
     """
     out = []
     for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         width = max(len(r["input_ids"]) for r in batch)
         device = next(model.parameters()).device
         ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch], device=device)
-        attn = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch], device=device)
+        attn = torch.tensor(
+            [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch], device=device
+        )
         if kind == "explicit":
             per_position, _ = model(input_ids=ids, attention_mask=attn)  # (B, T): V after reading token t
         else:

@@ -3,14 +3,23 @@
 
     python -m tests.browser --url http://127.0.0.1:7860 --task assistant --out assets/screenshots
 """
+
 from __future__ import annotations
 
 import argparse
 import shutil
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str:
@@ -20,8 +29,16 @@ def chromium_path() -> str:
     return path
 
 
-def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms hit the coast overnight and thousands lost power.",
-          slider: float = 0.2, first_objective: str = "faithful", timeout_ms: int = 180_000) -> dict:
+def drive(
+    url: str,
+    out: Path,
+    *,
+    task: str = "summary",
+    prompt: str = "Storms hit the coast overnight and thousands lost power.",
+    slider: float = 0.2,
+    first_objective: str = "faithful",
+    timeout_ms: int = 180_000,
+) -> dict:
     """Choose the task, move the first slider, generate, wait for every side-by-side reply to finish;
     let go of a slider at a new position and wait for the replies generated for the new μ;
     screenshots at desktop and narrow widths. Returns what the page showed."""
@@ -38,8 +55,12 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
             box = page.locator("#task input")
             box.click()
             page.get_by_role("option", name=task).click()
-            page.wait_for_function("(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=30_000)
-            page.wait_for_function("(t) => document.querySelector('#pareto').innerText.includes(t + ':')", arg=task, timeout=30_000)  # the new task's plot
+            page.wait_for_function(
+                "(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=30_000
+            )
+            page.wait_for_function(
+                "(t) => document.querySelector('#pareto').innerText.includes(t + ':')", arg=task, timeout=30_000
+            )  # the new task's plot
         grid = page.locator("#grid-point input")
         if grid.count():  # a cached grid point sets the sliders
             grid.click()
@@ -48,32 +69,55 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
                 label = options.first.inner_text()
                 options.first.click()
                 value = float(label.split(",")[0].split()[-1])
-                page.wait_for_function("(v) => Math.abs(parseFloat(document.querySelector('#slider-0 input[type=number]').value) - v) < 1e-6", arg=value,
-                                       timeout=30_000)
-                seen["grid_point"], seen["slider_after_grid"] = label, float(page.locator("#slider-0 input[type=number]").input_value())
+                page.wait_for_function(
+                    "(v) => Math.abs(parseFloat(document.querySelector('#slider-0 input[type=number]').value) - v) < "
+                    "1e-6",
+                    arg=value,
+                    timeout=30_000,
+                )
+                seen["grid_point"], seen["slider_after_grid"] = (
+                    label,
+                    float(page.locator("#slider-0 input[type=number]").input_value()),
+                )
+
         def lam_line() -> str:  # Bone Soup's coefficients λ = B⁻¹μ as shown in its heading
             return next((line for line in page.locator("#head-1").inner_text().splitlines() if "λ" in line), "")
 
-        def let_go_at(fraction: float) -> None:  # a click on the slider's track: the value jumps there and the slider is released
+        def let_go_at(
+            fraction: float,
+        ) -> None:  # a click on the slider's track: the value jumps there and the slider is released
             track = page.locator("#slider-0 input[type=range]").bounding_box()
             page.mouse.click(track["x"] + fraction * track["width"], track["y"] + track["height"] / 2)
 
         def preference_line() -> str:  # the normalised μ as shown (without gradio's progress timer)
-            return next((line for line in page.locator("#weights").inner_text().splitlines() if "Preference" in line), "")
+            return next(
+                (line for line in page.locator("#weights").inner_text().splitlines() if "Preference" in line), ""
+            )
 
         if "grid_point" in seen:  # the grid point's μ is shown before the slider moves on
             shown = seen["grid_point"].split(",")[0]  # e.g. "faithful 0.00"
-            page.wait_for_function("(s) => document.querySelector('#weights').innerText.includes(s)", arg=shown, timeout=timeout_ms)
+            page.wait_for_function(
+                "(s) => document.querySelector('#weights').innerText.includes(s)", arg=shown, timeout=timeout_ms
+            )
         before = preference_line()
         let_go_at(slider)
-        page.wait_for_function("(b) => { const t = document.querySelector('#weights').innerText; const l = t.split('\\n').find(x => x.includes('Preference'));"
-                               " return l && l !== b && !t.includes('processing'); }", arg=before, timeout=timeout_ms)
+        page.wait_for_function(
+            "(b) => { const t = document.querySelector('#weights').innerText; const l = t.split('\\n').find(x => "
+            "x.includes('Preference'));"
+            " return l && l !== b && !t.includes('processing'); }",
+            arg=before,
+            timeout=timeout_ms,
+        )
         seen["weights_before"], seen["weights"] = before, preference_line()
         plot_before = page.locator("#pareto").inner_html()
         page.locator("#prompt textarea").fill(prompt)
         page.locator("#generate").click()
-        done = ("(b) => { const h = [...document.querySelectorAll('[id^=head-]')].map(e => e.innerText); const l = (h[1] || '').split('\\n').find(x => x.includes('λ'));"
-                " return h.length >= 3 && l && l !== b && !h.some(t => t.includes('…')) && document.querySelector('#pareto').innerHTML.includes('your sample'); }")
+        done = (
+            "(b) => { const h = [...document.querySelectorAll('[id^=head-]')].map(e => e.innerText); const l = (h[1] "
+            "|| '').split('\\n').find(x => x.includes('λ'));"
+            " return h.length >= 3 && l && l !== b && !h.some(t => t.includes('…')) && "
+            "document.querySelector('#pareto').innerHTML.includes('your sample'); }"
+        )
         page.wait_for_function(done, arg="", timeout=timeout_ms)
         seen["heads"] = [h.inner_text() for h in page.locator("[id^=head-] h3").all()]
         seen["texts"] = [t.input_value() for t in page.locator("[id^=text-] textarea").all() if t.is_visible()]
@@ -86,7 +130,9 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
         page.wait_for_function(done, arg=seen["lambda_before_release"], timeout=timeout_ms)
         seen["lambda_after_release"] = lam_line()
         # the new replies' scores reach the plot as more live points: wait until it changed and then settled
-        page.wait_for_function("(b) => document.querySelector('#pareto').innerHTML !== b", arg=plot_before_release, timeout=60_000)
+        page.wait_for_function(
+            "(b) => document.querySelector('#pareto').innerHTML !== b", arg=plot_before_release, timeout=60_000
+        )
         settled, last = 0, ""
         for _ in range(60):
             page.wait_for_timeout(1000)
@@ -103,18 +149,30 @@ def drive(url: str, out: Path, *, task: str = "summary", prompt: str = "Storms h
     return seen
 
 
-STARS = "() => { const p = document.querySelector('#pareto .js-plotly-plot'); return p && p.data ? p.data.filter(t => (t.name || '').startsWith('your sample'))" \
-        ".reduce((n, t) => n + t.x.length, 0) : -1; }"
-HEADS_DONE = "(n) => { const h = [...document.querySelectorAll('[id^=head-] h3')].map(e => e.innerText); return h.length >= n && !h.some(t => t.includes('…')); }"
+STARS = (
+    "() => { const p = document.querySelector('#pareto .js-plotly-plot'); return p && p.data ? p.data.filter(t => "
+    "(t.name || '').startsWith('your sample'))"
+    ".reduce((n, t) => n + t.x.length, 0) : -1; }"
+)
+HEADS_DONE = (
+    "(n) => { const h = [...document.querySelectorAll('[id^=head-] h3')].map(e => e.innerText); "
+    "return h.length >= n && !h.some(t => t.includes('…')); }"
+)
 
 
 def _choose_task(page, task: str, first_objective: str, timeout_ms: int) -> None:
     page.locator("#task input").click()
     page.get_by_role("option", name=task).click()
-    page.wait_for_function("(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=timeout_ms)
+    page.wait_for_function(
+        "(o) => document.querySelector('#weights').innerText.includes(o)", arg=first_objective, timeout=timeout_ms
+    )
     # the plot is redrawn last in the switch's chain: wait for the new task's plot before reading it
-    page.wait_for_function("(t) => { const p = document.querySelector('#pareto .js-plotly-plot'); "
-                           "return p && p.layout && (p.layout.title.text || '').startsWith(t + ':'); }", arg=task, timeout=timeout_ms)
+    page.wait_for_function(
+        "(t) => { const p = document.querySelector('#pareto .js-plotly-plot'); "
+        "return p && p.layout && (p.layout.title.text || '').startsWith(t + ':'); }",
+        arg=task,
+        timeout=timeout_ms,
+    )
 
 
 def _set_number(page, elem_id: str, value: float) -> None:
@@ -133,7 +191,13 @@ def _shots(page, out: Path, stem: str) -> list[str]:
     return paths
 
 
-def interrupt(url: str, out: Path, *, prompt: str = "Storms hit the coast overnight and thousands lost power.", timeout_ms: int = 180_000) -> dict:
+def interrupt(
+    url: str,
+    out: Path,
+    *,
+    prompt: str = "Storms hit the coast overnight and thousands lost power.",
+    timeout_ms: int = 180_000,
+) -> dict:
     """Interrupt runs as a user would: let go of a slider while a long run streams (the old run must stop and
     add nothing to the plot), then switch task while a run streams (nothing of the old task may stay)."""
     from playwright.sync_api import sync_playwright
@@ -151,9 +215,13 @@ def interrupt(url: str, out: Path, *, prompt: str = "Storms hit the coast overni
         page.locator("#prompt textarea").fill(prompt)
         seen["stars_before"] = page.evaluate(STARS)
         page.locator("#generate").click()
-        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms)
+        page.wait_for_function(
+            "() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms
+        )
         track = page.locator("#slider-0 input[type=range]").bounding_box()
-        page.mouse.click(track["x"] + 0.2 * track["width"], track["y"] + track["height"] / 2)  # let go mid-run at a new μ
+        page.mouse.click(
+            track["x"] + 0.2 * track["width"], track["y"] + track["height"] / 2
+        )  # let go mid-run at a new μ
         seen["status_at_release"] = page.locator("#status").inner_text()
         page.wait_for_function(HEADS_DONE, arg=3, timeout=timeout_ms)
         page.wait_for_function(f"() => ({STARS})() >= 3", timeout=timeout_ms)
@@ -163,16 +231,25 @@ def interrupt(url: str, out: Path, *, prompt: str = "Storms hit the coast overni
         seen["screenshots"] += _shots(page, out, "release-mid-run")
         # switch task while a run streams
         page.locator("#generate").click()
-        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms)
+        page.wait_for_function(
+            "() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms
+        )
         _choose_task(page, "assistant", "helpful", timeout_ms)
         page.wait_for_timeout(3000)  # the cancelled run's outputs, if any were coming, would have arrived
         seen["after_switch"] = {
             "prompt": page.locator("#prompt textarea").input_value(),
             "visible_replies": sum(t.is_visible() for t in page.locator("[id^=text-] textarea").all()),
             "status": page.locator("#status").inner_text(),
-            "plot_title": page.evaluate("() => { const p = document.querySelector('#pareto .js-plotly-plot'); return p ? p.layout.title.text : ''; }"),
+            "plot_title": page.evaluate(
+                "() => { const p = document.querySelector('#pareto .js-plotly-plot'); return p ? p.layout.title.text : "
+                "''; }"
+            ),
             "stars": page.evaluate(STARS),
-            "sliders": [page.locator(f"#slider-{i} label").first.inner_text() for i in range(3) if page.locator(f"#slider-{i}").is_visible()],
+            "sliders": [
+                page.locator(f"#slider-{i} label").first.inner_text()
+                for i in range(3)
+                if page.locator(f"#slider-{i}").is_visible()
+            ],
         }
         seen["screenshots"] += _shots(page, out, "task-switch-mid-run")
         browser.close()

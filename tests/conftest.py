@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models built from a config (no downloads), non-trivial LoRA adapters."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,9 @@ def base(tokenizer):
     return tiny_model(tokenizer, seed=0)
 
 
-def lora_model(model, n_adapters: int, *, rank: int = 4, seed: int = 0, targets=("q_proj", "k_proj", "v_proj", "o_proj")):
+def lora_model(
+    model, n_adapters: int, *, rank: int = 4, seed: int = 0, targets=("q_proj", "k_proj", "v_proj", "o_proj")
+):
     """Wrap ``model`` in peft with ``n_adapters`` random (non-zero B) adapters named a0, a1, ..."""
     from peft import LoraConfig, get_peft_model
 
@@ -72,10 +75,17 @@ def tiny_checkpoints(tmp_path_factory):
     os.environ["MAGE_CACHE_DIR"] = str(root / "cache")
     os.environ["MAGE_CHECKPOINTS"] = str(root / "checkpoints")
     base = save_tiny_base(root / "tiny")
-    # 4 selected samples, 2 per step, 2 epochs: 4 optimiser steps, so the 2 warm-up steps (learning rate 0, then half) are not
-    # all there is — with 1 step every stage-1 adapter stayed exactly zero and merging tests compared the base with itself
-    config = TrainConfig(base=str(base), epochs=2, batch_size=2, learning_rate=1e-2,
-                         pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6))
+    # 4 selected samples, 2 per step, 2 epochs: 4 optimiser steps, so the 2 warm-up steps (learning rate 0, then
+    # half) are not
+    # all there is — with 1 step every stage-1 adapter stayed exactly zero and merging tests compared the base
+    # with itself
+    config = TrainConfig(
+        base=str(base),
+        epochs=2,
+        batch_size=2,
+        learning_rate=1e-2,
+        pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6),
+    )
     from mage.policy import ingredient_dir, ingredient_names
 
     task = get_task("summary")
@@ -83,8 +93,10 @@ def tiny_checkpoints(tmp_path_factory):
     from mage import objectives
 
     real = {n: objectives.OBJECTIVES[n] for n in task.objectives}
-    toy = {"faithful": lambda xs, ys: [len(set(y) & set(x)) / (1 + len(set(y))) for x, y in zip(xs, ys)],
-           "quality": lambda xs, ys: [1.0 / (1 + len(y.split())) + 0.01 * len(set(y)) for y in ys]}
+    toy = {
+        "faithful": lambda xs, ys: [len(set(y) & set(x)) / (1 + len(set(y))) for x, y in zip(xs, ys)],
+        "quality": lambda xs, ys: [1.0 / (1 + len(y.split())) + 0.01 * len(set(y)) for y in ys],
+    }
     for n in task.objectives:
         objectives.OBJECTIVES[n] = objectives.Objective(n, toy[n], "toy scorer for tiny-model tests", version="toy")
     for kind in ("experts", "backbones"):
@@ -94,7 +106,13 @@ def tiny_checkpoints(tmp_path_factory):
 
     for kind in ("explicit", "implicit"):
         for objective in task.objectives:
-            train_value("summary", objective, value_dir(task, kind) / objective, ValueConfig(kind=kind, base=str(base), pool=config.pool, batch_size=4), command="test")
+            train_value(
+                "summary",
+                objective,
+                value_dir(task, kind) / objective,
+                ValueConfig(kind=kind, base=str(base), pool=config.pool, batch_size=4),
+                command="test",
+            )
     from mage.methods import Engine
     from mage.react import calibrate, react_path
 
@@ -102,7 +120,11 @@ def tiny_checkpoints(tmp_path_factory):
 
     engine = Engine("summary", base=str(base))
     calibrate(engine, prompts_per_objective=3, max_new_tokens=5, progress=False).save_checkpoint(
-        react_path(task).parent, base_fingerprint=fingerprint_model(engine.policy.model), tokenizer_fingerprint=fingerprint_tokenizer(engine.policy.tokenizer), readme="test")
+        react_path(task).parent,
+        base_fingerprint=fingerprint_model(engine.policy.model),
+        tokenizer_fingerprint=fingerprint_tokenizer(engine.policy.tokenizer),
+        readme="test",
+    )
     objectives.OBJECTIVES.update(real)
     yield root, base
     os.environ.pop("MAGE_CACHE_DIR")
@@ -119,8 +141,18 @@ def tiny_reward_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rm")
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                       num_key_value_heads=1, num_labels=2, pad_token_id=tok.pad_token_id))
+    model = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            num_labels=2,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder, model.eval(), tok

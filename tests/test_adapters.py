@@ -1,10 +1,9 @@
 """Adapter checkpoints: peft format, fp16 storage, a manifest that refuses damage and mismatches."""
+
 from __future__ import annotations
 
-import json
 
 import pytest
-import torch
 
 from mage.adapters import CheckpointError, adapter_from_peft, load_adapter, save_adapter
 from mage.models import fingerprint_model, fingerprint_tokenizer, tiny_model
@@ -15,14 +14,21 @@ from .conftest import lora_model
 @pytest.fixture
 def saved(tokenizer, tmp_path):
     peft_model = lora_model(tiny_model(tokenizer, seed=0), 1, seed=2)
-    fps = dict(base_fingerprint=fingerprint_model(tiny_model(tokenizer, seed=0)), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+    fps = dict(
+        base_fingerprint=fingerprint_model(tiny_model(tokenizer, seed=0)),
+        tokenizer_fingerprint=fingerprint_tokenizer(tokenizer),
+    )
     folder = save_adapter(peft_model, tmp_path / "ad", adapter_name="a0", **fps)
     return folder, adapter_from_peft(peft_model, "a0"), fps
 
 
 def test_round_trip_in_peft_format(saved):
     folder, live, fps = saved
-    assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "mage_manifest.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "mage_manifest.json",
+    }
     loaded = load_adapter(folder, **fps)
     assert loaded.scaling == live.scaling and sorted(loaded.factors) == sorted(live.factors)
     for name in live.factors:
@@ -81,6 +87,13 @@ def test_no_pickle_loading_and_no_remote_code_anywhere():
 
     root = Path(__file__).resolve().parent.parent
     sources = [*root.joinpath("mage").rglob("*.py"), root / "app.py"]
-    pattern = re.compile(r"torch\.load\(|import pickle|pickle\.load|joblib\.load|trust_remote_code\s*=\s*True|weights_only\s*=\s*False")
-    offenders = [f"{p.relative_to(root)}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    pattern = re.compile(
+        r"torch\.load\(|import pickle|pickle\.load|joblib\.load|trust_remote_code\s*=\s*True|weights_only\s*=\s*False"
+    )
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for p in sources
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []

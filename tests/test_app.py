@@ -1,4 +1,5 @@
 """The app end to end on tiny checkpoints: handlers, the gradio_client API, concurrency, a real browser."""
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,19 @@ def results_dir(tiny_checkpoints, tmp_path_factory):
 
     _, base = tiny_checkpoints
     out = tmp_path_factory.mktemp("results")
-    run_sweep(SweepConfig(task="summary", methods=("rs", "bone"), prompts=2, base=str(base), max_new_tokens=3), out / "summary.json")
+    run_sweep(
+        SweepConfig(task="summary", methods=("rs", "bone"), prompts=2, base=str(base), max_new_tokens=3),
+        out / "summary.json",
+    )
     return out
 
 
 def _start_app(args: list[str], env: dict, port: int, log_path: Path) -> subprocess.Popen:
     """Start ``app.py`` and wait until it serves on ``port`` (raising with the log's tail if it does not)."""
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
     deadline = time.time() + 180
     while True:
         try:
@@ -54,7 +60,7 @@ def _listening_hosts(port: int) -> set[str]:
         local, state = line.split()[1], line.split()[3]
         address, hex_port = local.split(":")
         if state == "0A" and int(hex_port, 16) == port:
-            hosts.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))  # little-endian hex
+            hosts.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))  # little-endian hex
     return hosts
 
 
@@ -62,7 +68,12 @@ def _listening_hosts(port: int) -> set[str]:
 def app_process(tiny_checkpoints, results_dir):
     _, base = tiny_checkpoints
     port = _free_port()
-    env = {**os.environ, "MAGE_BASE": str(base), "MAGE_RESULTS": str(results_dir), "MAGE_CONCURRENCY": "4"}  # sessions really overlap
+    env = {
+        **os.environ,
+        "MAGE_BASE": str(base),
+        "MAGE_RESULTS": str(results_dir),
+        "MAGE_CONCURRENCY": "4",
+    }  # sessions really overlap
     for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         env.pop(name, None)
     proc = _start_app(["--port", str(port)], env, port, results_dir / "app.log")
@@ -80,7 +91,13 @@ def test_the_app_serves_where_gradio_server_variables_say(app_process, tiny_chec
     assert _listening_hosts(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
     _, base = tiny_checkpoints
     port = _free_port()
-    env = {**os.environ, "MAGE_BASE": str(base), "MAGE_RESULTS": str(results_dir), "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port)}
+    env = {
+        **os.environ,
+        "MAGE_BASE": str(base),
+        "MAGE_RESULTS": str(results_dir),
+        "GRADIO_SERVER_NAME": "0.0.0.0",
+        "GRADIO_SERVER_PORT": str(port),
+    }
     proc = _start_app([], env, port, results_dir / "app-space.log")
     try:
         assert _listening_hosts(port) == {"0.0.0.0"}
@@ -105,22 +122,50 @@ def _peak_rss_mb(pid: int) -> float:
 
 def _request(client, sliders, *, methods=("bone", "rs"), prompt="Storms hit the coast overnight.", tokens=6):
     """One /generate call on the summary task (greedy): the plain replies."""
-    return client.predict("summary", prompt, list(sliders), list(methods), 1.0, tokens, 1.0, 0.9, 0, True, api_name="/generate")["replies"]
+    return client.predict(
+        "summary", prompt, list(sliders), list(methods), 1.0, tokens, 1.0, 0.9, 0, True, api_name="/generate"
+    )["replies"]
 
 
 def _submit(client, sliders, methods, tokens, seed=0, greedy=True):
-    return client.submit("summary", "Storms hit the coast overnight.", list(sliders), list(methods), 1.0, tokens, 1.0, 0.9, seed, greedy, api_name="/generate")
+    return client.submit(
+        "summary",
+        "Storms hit the coast overnight.",
+        list(sliders),
+        list(methods),
+        1.0,
+        tokens,
+        1.0,
+        0.9,
+        seed,
+        greedy,
+        api_name="/generate",
+    )
 
 
 def test_api_generates_side_by_side_in_plain_values(server):
     from gradio_client import Client
 
     client = Client(server, verbose=False)
-    out = client.predict("summary", "Storms hit the coast overnight.", [0.3, 0.7], ["bone", "rs"], 1.0, 6, 1.0, 0.9, 0, True, api_name="/generate")
+    out = client.predict(
+        "summary",
+        "Storms hit the coast overnight.",
+        [0.3, 0.7],
+        ["bone", "rs"],
+        1.0,
+        6,
+        1.0,
+        0.9,
+        0,
+        True,
+        api_name="/generate",
+    )
     assert out["preference"] == pytest.approx([0.3, 0.7])
     bone, rs = out["replies"]
     assert (bone["label"], rs["label"]) == ("Bone Soup", "Rewarded Soup") and bone["done"] and not bone["error"]
-    assert set(bone["scores"]) == {"faithful", "quality"} and rs["coefficients"] == pytest.approx([0.3, 0.7])  # plain values, not update dicts
+    assert set(bone["scores"]) == {"faithful", "quality"} and rs["coefficients"] == pytest.approx(
+        [0.3, 0.7]
+    )  # plain values, not update dicts
     with pytest.raises(Exception, match="prompt is empty"):
         client.predict("summary", "  ", [1.0, 1.0], ["bone"], 1.0, 4, 1.0, 0.9, 0, True, api_name="/generate")
     with pytest.raises(Exception, match="all zero"):
@@ -170,7 +215,9 @@ def test_a_burst_beyond_the_queue_is_refused_clearly(app_process):
 
     url, _ = app_process
     client = Client(url, verbose=False)
-    jobs = [_submit(client, [0.5, 0.5], ["bone", "rs", "aba", "base"], 80, seed=i, greedy=False) for i in range(28)]  # long sampled replies: the queue fills up
+    jobs = [
+        _submit(client, [0.5, 0.5], ["bone", "rs", "aba", "base"], 80, seed=i, greedy=False) for i in range(28)
+    ]  # long sampled replies: the queue fills up
     served, refused = 0, []
     for job in jobs:
         try:
@@ -191,8 +238,12 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
 
     out = Path(os.environ.get("MAGE_SCREENSHOTS", tmp_path))
     seen = drive(server, out, task="summary", slider=0.2)
-    assert "faithful 0.17, quality 0.83" in seen["weights"] and seen["weights"] != seen["weights_before"]  # slider 0.2 and 1.0, normalised
-    assert seen["grid_point"].startswith("faithful") and seen["slider_after_grid"] == float(seen["grid_point"].split(",")[0].split()[-1])
+    assert (
+        "faithful 0.17, quality 0.83" in seen["weights"] and seen["weights"] != seen["weights_before"]
+    )  # slider 0.2 and 1.0, normalised
+    assert seen["grid_point"].startswith("faithful") and seen["slider_after_grid"] == float(
+        seen["grid_point"].split(",")[0].split()[-1]
+    )
     assert seen["heads"][:3] == ["MAGE (implicit guidance)", "Bone Soup", "Rewarded Soup"]
     assert len(seen["texts"]) == 3 and seen["plot_changed"] and seen["live_in_plot"]
     # letting go of the slider regenerated: Bone Soup's λ = B⁻¹μ changed with μ
@@ -208,11 +259,17 @@ def test_browser_interrupting_a_run_never_mixes_runs_or_tasks(server, tmp_path):
     out = Path(os.environ.get("MAGE_SCREENSHOTS", tmp_path))
     seen = interrupt(server, out)
     assert "Generating" in seen["status_at_release"]  # the slider was let go while the first run streamed
-    assert seen["stars_after_release"] == seen["stars_before"] + 3, seen  # the new run's 3 replies; the stopped run added none
+    assert seen["stars_after_release"] == seen["stars_before"] + 3, (
+        seen
+    )  # the new run's 3 replies; the stopped run added none
     assert "faithful 0.17, quality 0.83" in seen["weights_after_release"]
     after = seen["after_switch"]
     assert after["prompt"] == "" and after["visible_replies"] == 0 and after["stars"] == 0, after
-    assert after["plot_title"].startswith("assistant") and "Generating" not in after["status"] and "Error" not in after["status"], after
+    assert (
+        after["plot_title"].startswith("assistant")
+        and "Generating" not in after["status"]
+        and "Error" not in after["status"]
+    ), after
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
 
 
@@ -239,10 +296,14 @@ def test_a_huge_request_body_is_refused_at_the_door(server):
     import urllib.error
 
     body = json.dumps({"data": ["summary", "x" * (2 << 20)], "fn_index": 0, "session_hash": "huge"}).encode()
-    request = urllib.request.Request(f"{server}/gradio_api/queue/join", data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{server}/gradio_api/queue/join", data=body, headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.URLError) as err:  # 413, or the connection closed while the client still sends
         urllib.request.urlopen(request, timeout=30)
-    assert getattr(err.value, "code", None) == 413 or isinstance(err.value.reason, (BrokenPipeError, ConnectionResetError))
+    assert getattr(err.value, "code", None) == 413 or isinstance(
+        err.value.reason, (BrokenPipeError, ConnectionResetError)
+    )
 
 
 def test_handlers_keep_order_caps_and_the_plot(tiny_checkpoints, monkeypatch):
@@ -255,9 +316,13 @@ def test_handlers_keep_order_caps_and_the_plot(tiny_checkpoints, monkeypatch):
     sys.path.insert(0, str(ROOT))
     app = importlib.import_module("app")
     bars = app.score_bars(["helpful", "harmless", "humorous"], {"humorous": 0.9, "helpful": 0.1, "harmless": 0.5})
-    assert [bars.index(n) for n in ("helpful", "harmless", "humorous")] == sorted(bars.index(n) for n in ("helpful", "harmless", "humorous"))
+    assert [bars.index(n) for n in ("helpful", "harmless", "humorous")] == sorted(
+        bars.index(n) for n in ("helpful", "harmless", "humorous")
+    )
     updates = app.switch_task("summary")
-    assert updates[app.MAX_OBJECTIVES + 4]["value"] == 96  # max new tokens: the summary task's own cap, not the assistant's 48
+    assert (
+        updates[app.MAX_OBJECTIVES + 4]["value"] == 96
+    )  # max new tokens: the summary task's own cap, not the assistant's 48
     out = list(app.run("summary", "   ", ["bone"], 1.0, 8, 1.0, 0.9, 0, True, [], [0, 1], 1.0, 1.0, 1.0))
     assert len(out) == 1 and "Not started" in out[0][1] and "prompt is empty" in out[0][1]
     assert isinstance(out[0][0], type(app.gr.skip()))  # the plot is not replaced
@@ -274,7 +339,22 @@ def test_a_run_draws_nothing_once_the_page_switched_task(tiny_checkpoints, monke
     monkeypatch.setenv("MAGE_BASE", str(base))
     sys.path.insert(0, str(ROOT))
     app = importlib.import_module("app")
-    args = ("summary", "Storms hit the coast overnight.", ["base", "rs"], 1.0, 64, 1.0, 0.9, 0, True, [], [0, 1], 1.0, 1.0, 1.0)
+    args = (
+        "summary",
+        "Storms hit the coast overnight.",
+        ["base", "rs"],
+        1.0,
+        64,
+        1.0,
+        0.9,
+        0,
+        True,
+        [],
+        [0, 1],
+        1.0,
+        1.0,
+        1.0,
+    )
     request = SimpleNamespace(session_hash="race-1")
     app.switch_task("assistant", request)
     late = list(app.run(*args, request=request))  # clicked on the summary page, started after the switch
@@ -285,5 +365,7 @@ def test_a_run_draws_nothing_once_the_page_switched_task(tiny_checkpoints, monke
     assert "Generating" in first[1] or first[1].startswith("Loading")
     app.switch_task("assistant", request)
     assert list(run) == []  # nothing more is drawn: no replies, no status, no summary plot
-    own = list(app.run(*args, request=SimpleNamespace(session_hash="race-3")))  # an undisturbed run still ends with its plot and replies
+    own = list(
+        app.run(*args, request=SimpleNamespace(session_hash="race-3"))
+    )  # an undisturbed run still ends with its plot and replies
     assert own[-1][0].layout.title.text.startswith("summary") and own[-1][1] == ""

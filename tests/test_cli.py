@@ -1,4 +1,6 @@
-"""The CLI hands ``--out`` and the command line it was given to the library, for every command that writes a results file."""
+"""The CLI hands ``--out`` and the command line it was given to the library, for every command that writes a results
+file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,14 +8,18 @@ from pathlib import Path
 import pytest
 
 import mage.reports
-import mage.sweep
+import mage.strength
 from mage.cli import main
 
 CASES = [
     (["value-check", "--task", "summary", "--kind", "implicit"], mage.reports, "value_check"),
     (["lmc", "--task", "summary", "--kind", "explicit"], mage.reports, "lmc_curve"),
     (["table", "--task", "summary"], mage.reports, "ingredient_table"),
-    (["choose-strength", "--task", "summary", "--method", "mage-i", "--prompts", "16"], mage.sweep, "choose_strength"),
+    (
+        ["choose-strength", "--task", "summary", "--method", "mage-i", "--prompts", "16"],
+        mage.strength,
+        "choose_strength",
+    ),
 ]
 
 
@@ -23,7 +29,7 @@ def test_out_reaches_the_library_as_a_path(monkeypatch, tmp_path, argv, module, 
 
     def fake(*args, **kwargs):
         seen.update(kwargs)
-        return {"rows": [], "chosen": 1.0}
+        return {"rows": {}, "chosen": 1.0}  # the shape the CLI prints from: no rows
 
     monkeypatch.setattr(module, name, fake)
     main([*argv, "--out", str(tmp_path / "x.json")])
@@ -33,23 +39,34 @@ def test_out_reaches_the_library_as_a_path(monkeypatch, tmp_path, argv, module, 
 
 
 def test_choose_strength_records_a_command_that_repeats_it():
-    from mage.sweep import _choose_command
+    from mage.strength import _choose_command
 
-    line = _choose_command("summary", "mage-e", [1.0, 2.0], prompts=16, base="smollm2-135m-instruct", seed=0, max_new_tokens=None)
+    line = _choose_command(
+        "summary", "mage-e", [1.0, 2.0], prompts=16, base="smollm2-135m-instruct", seed=0, max_new_tokens=None
+    )
     assert line == "python -m mage choose-strength --task summary --method mage-e --strengths 1,2 --prompts 16"
-    assert "--base /tmp/b --max-new-tokens 3" in _choose_command("summary", "mage-e", [1.0], prompts=2, base="/tmp/b", seed=0, max_new_tokens=3)
+    assert "--base /tmp/b --max-new-tokens 3" in _choose_command(
+        "summary", "mage-e", [1.0], prompts=2, base="/tmp/b", seed=0, max_new_tokens=3
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--max-new-tokens", "0"], "0 must be at least 1"),
-    (["--weights", "1,2,3"], "3 weights .* 2 objectives|2 objectives"),
-    (["--prompt", "😀" * 4000], r"tokens .* the limit is"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-new-tokens", "0"], "0 must be at least 1"),
+        (["--weights", "1,2,3"], "3 weights .* 2 objectives|2 objectives"),
+        (["--prompt", "😀" * 4000], r"tokens .* the limit is"),
+    ],
+)
 def test_generate_refuses_bad_arguments_before_any_model_loads(tiny_checkpoints, monkeypatch, capsys, argv, message):
     import mage.methods
 
     _, base = tiny_checkpoints
-    monkeypatch.setattr(mage.methods.Engine, "__init__", lambda *a, **k: pytest.fail("a model was loaded before the arguments were checked"))
+    monkeypatch.setattr(
+        mage.methods.Engine,
+        "__init__",
+        lambda *a, **k: pytest.fail("a model was loaded before the arguments were checked"),
+    )
     args = {"--task": "summary", "--weights": "1,1", "--prompt": "An article.", "--base": str(base)}
     for flag, value in zip(argv[::2], argv[1::2]):
         args[flag] = value
@@ -72,7 +89,25 @@ def test_strength_is_reported_only_for_guided_methods(tiny_checkpoints, capsys):
     import json
 
     _, base = tiny_checkpoints
-    main(["generate", "--task", "summary", "--method", "bone", "--weights", "1,1", "--prompt", "An article.", "--base", str(base),
-          "--strength", "2", "--max-new-tokens", "2", "--json"])
+    main(
+        [
+            "generate",
+            "--task",
+            "summary",
+            "--method",
+            "bone",
+            "--weights",
+            "1,1",
+            "--prompt",
+            "An article.",
+            "--base",
+            str(base),
+            "--strength",
+            "2",
+            "--max-new-tokens",
+            "2",
+            "--json",
+        ]
+    )
     out = capsys.readouterr()
     assert json.loads(out.out)["strength"] is None and "--strength is ignored" in out.err

@@ -1,4 +1,5 @@
 """Paired comparisons with bootstrap intervals on hand-made results files with known answers."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,10 +28,16 @@ def test_a_constant_gain_is_found_with_certainty():
     summary = compare(_result(shift_b=0.1), resamples=200)
     (pair,) = summary["comparisons"]
     assert (pair["a"], pair["b"]) == ("bone", "rs")
-    assert pair["mean_scalarised_diff"] == pytest.approx(0.1) and pair["mean_scalarised_diff_se"] == pytest.approx(0.0, abs=1e-12)
-    assert pair["hypervolume_diff"] > 0 and pair["hypervolume_diff_ci"][0] > 0 and pair["p_hypervolume_a_greater"] == 1.0
+    assert pair["mean_scalarised_diff"] == pytest.approx(0.1) and pair["mean_scalarised_diff_se"] == pytest.approx(
+        0.0, abs=1e-12
+    )
+    assert (
+        pair["hypervolume_diff"] > 0 and pair["hypervolume_diff_ci"][0] > 0 and pair["p_hypervolume_a_greater"] == 1.0
+    )
     # both methods follow μ perfectly: controllability 1, no difference
-    assert summary["methods"]["rs"]["controllability"] == pytest.approx(1.0) and pair["controllability_diff_ci"] == pytest.approx([0.0, 0.0])
+    assert summary["methods"]["rs"]["controllability"] == pytest.approx(1.0) and pair[
+        "controllability_diff_ci"
+    ] == pytest.approx([0.0, 0.0])
     assert summary["methods"]["rs"]["spread"]["x"] == pytest.approx(1.0)
     lo, hi = summary["methods"]["rs"]["hypervolume_ci"]
     assert lo <= summary["methods"]["rs"]["hypervolume"] <= hi
@@ -39,7 +46,11 @@ def test_a_constant_gain_is_found_with_certainty():
 
 def test_identical_methods_differ_by_nothing():
     pair = compare(_result(shift_b=0.0), resamples=100)["comparisons"][0]
-    assert pair["hypervolume_diff"] == 0.0 and pair["hypervolume_diff_ci"] == [0.0, 0.0] and pair["mean_scalarised_diff"] == 0.0
+    assert (
+        pair["hypervolume_diff"] == 0.0
+        and pair["hypervolume_diff_ci"] == [0.0, 0.0]
+        and pair["mean_scalarised_diff"] == 0.0
+    )
 
 
 def test_unequal_prompt_counts_are_refused():
@@ -52,18 +63,32 @@ def test_unequal_prompt_counts_are_refused():
 def test_a_beta_ablation_is_compared_against_one_shared_reference_point():
     from mage.compare import ablation
 
-    settings = {"prompts": None, "samples": 1, "seed": 0, "split": "test", "grid": [[i / 4, 1 - i / 4] for i in range(5)]}
+    settings = {
+        "prompts": None,
+        "samples": 1,
+        "seed": 0,
+        "split": "test",
+        "grid": [[i / 4, 1 - i / 4] for i in range(5)],
+    }
     main = {**_result(), "settings": settings}
-    worse = {**_result(shift_b=-0.1), "settings": {**settings, "beta": 0.6}}  # its bone lies 0.1 below the main file's on both objectives
+    worse = {
+        **_result(shift_b=-0.1),
+        "settings": {**settings, "beta": 0.6},
+    }  # its bone lies 0.1 below the main file's on both objectives
     merged, pairs = ablation(main, {"b0.6": worse}, keep=("rs",))
     assert sorted({r["method"] for r in merged["records"]}) == ["bone", "bone-b0.6", "rs"]
     assert pairs == [("bone", "rs"), ("bone", "bone-b0.6"), ("bone-b0.6", "rs")]
     # the corner moves down to the worse variant's points: 0.1 below the main file's minimum, minus 1 % of the range
-    assert merged["reference_point"] == pytest.approx(reference_point([[r["means"]["x"], r["means"]["y"]] for r in merged["records"]]))
+    assert merged["reference_point"] == pytest.approx(
+        reference_point([[r["means"]["x"], r["means"]["y"]] for r in merged["records"]])
+    )
     assert merged["reference_point"][0] < main["reference_point"][0] - 0.09
     summary = compare(merged, resamples=100, pairs=pairs)
     by = {(c["a"], c["b"]): c for c in summary["comparisons"]}
-    assert by[("bone", "bone-b0.6")]["mean_scalarised_diff"] == pytest.approx(0.1) and by[("bone", "bone-b0.6")]["p_hypervolume_a_greater"] == 1.0
+    assert (
+        by[("bone", "bone-b0.6")]["mean_scalarised_diff"] == pytest.approx(0.1)
+        and by[("bone", "bone-b0.6")]["p_hypervolume_a_greater"] == 1.0
+    )
     assert by[("bone", "rs")]["mean_scalarised_diff"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match=r"settings \['seed'\] differ"):
         ablation(main, {"b0.8": {**worse, "settings": {**settings, "seed": 1}}})
@@ -94,8 +119,15 @@ def test_hypervolume_intervals_cover_a_known_front_at_about_their_level():
     true_hv = hypervolume(truth, ref)
     covered, percentile_covered, runs = 0, 0, 30
     for _ in range(runs):
-        records = [_record("bone", w, {o: list(t[k] + rng.normal(0, 0.15, 60)) for k, o in enumerate("xy")}) for w, t in zip(grid, truth)]
-        summary = compare({"task": "t", "objectives": ["x", "y"], "reference_point": ref, "records": records}, resamples=200, seed=int(rng.integers(1 << 30)))
+        records = [
+            _record("bone", w, {o: list(t[k] + rng.normal(0, 0.15, 60)) for k, o in enumerate("xy")})
+            for w, t in zip(grid, truth)
+        ]
+        summary = compare(
+            {"task": "t", "objectives": ["x", "y"], "reference_point": ref, "records": records},
+            resamples=200,
+            seed=int(rng.integers(1 << 30)),
+        )
         s = summary["methods"]["bone"]
         covered += s["hypervolume_ci"][0] <= true_hv <= s["hypervolume_ci"][1]
         # the plain percentile interval is the basic one reflected about the estimate
@@ -109,12 +141,18 @@ def test_the_mip_splits_exactly_into_level_and_steering():
     """A method that follows μ steers; one shifted up by a constant gains level only; one that ignores μ
     has no steering at all."""
     base = _result(shift_b=0.1)
-    flat = [_record("flat", r["weights"], {"x": [0.6] * 6, "y": [0.3 + 0.01 * p for p in range(6)]}) for r in base["records"] if r["method"] == "rs"]
+    flat = [
+        _record("flat", r["weights"], {"x": [0.6] * 6, "y": [0.3 + 0.01 * p for p in range(6)]})
+        for r in base["records"]
+        if r["method"] == "rs"
+    ]
     summary = compare({**base, "records": base["records"] + flat}, resamples=50)
     for m in ("rs", "bone", "flat"):
         s = summary["methods"][m]
         assert s["mip"] == pytest.approx(s["mean_scalarised"]) and s["level"] + s["steering"] == pytest.approx(s["mip"])
-    assert summary["methods"]["flat"]["steering"] == pytest.approx(0.0, abs=1e-12) and summary["methods"]["flat"]["level"] == pytest.approx((0.6 + 0.325) / 2)
+    assert summary["methods"]["flat"]["steering"] == pytest.approx(0.0, abs=1e-12) and summary["methods"]["flat"][
+        "level"
+    ] == pytest.approx((0.6 + 0.325) / 2)
     # rs: r_i = μ_i + prompt offsets on the 5-point grid μ_x ∈ {0, ¼, ½, ¾, 1}: Cov(μ_x, r_x) = Var(μ_x) = 0.125, twice
     assert summary["methods"]["rs"]["steering"] == pytest.approx(0.25)
     (pair,) = [c for c in summary["comparisons"] if (c["a"], c["b"]) == ("bone", "rs")]
@@ -152,17 +190,31 @@ def test_judges_are_compared_beside_the_scorers_and_a_fixed_model_never_steers()
 
     result = _result(shift_b=0.05)
     for r in result["records"]:  # a judge that sees bone's gain only half as large
-        r["per_prompt"] |= {f"judge:{o}": [v - (0.025 if r["method"] == "bone" else 0.0) for v in r["per_prompt"][o]] for o in ("x", "y")}
-    table = {"rows": {"base": {}, "expert:x": {"per_prompt": {"x": [0.9] * 6, "y": [0.1] * 6, "judge:x": [0.9] * 6, "judge:y": [0.1] * 6},
-                                              "means": {"x": 0.9, "y": 0.1}},
-                      "backbone:0": {"per_prompt": {"x": [0.55] * 6, "y": [0.55] * 6, "judge:x": [0.5] * 6, "judge:y": [0.5] * 6},
-                                     "means": {"x": 0.55, "y": 0.55}}}}
+        r["per_prompt"] |= {
+            f"judge:{o}": [v - (0.025 if r["method"] == "bone" else 0.0) for v in r["per_prompt"][o]]
+            for o in ("x", "y")
+        }
+    table = {
+        "rows": {
+            "base": {},
+            "expert:x": {
+                "per_prompt": {"x": [0.9] * 6, "y": [0.1] * 6, "judge:x": [0.9] * 6, "judge:y": [0.1] * 6},
+                "means": {"x": 0.9, "y": 0.1},
+            },
+            "backbone:0": {
+                "per_prompt": {"x": [0.55] * 6, "y": [0.55] * 6, "judge:x": [0.5] * 6, "judge:y": [0.5] * 6},
+                "means": {"x": 0.55, "y": 0.55},
+            },
+        }
+    }
     summary = compare(fixed_baselines(result, table), resamples=50)
     assert summary["judges"] == ["judge:x", "judge:y"]
     (pair,) = [c for c in summary["comparisons"] if (c["a"], c["b"]) == ("bone", "rs")]
     assert pair["level_diff"] == pytest.approx(0.05) and pair["judge_level_diff"] == pytest.approx(0.025)
     fixed = summary["methods"]["fixed-best"]
-    assert fixed["mip"] == pytest.approx(0.55) and fixed["steering"] == pytest.approx(0.0, abs=1e-12)  # the backbone beats the expert's 0.5
+    assert fixed["mip"] == pytest.approx(0.55) and fixed["steering"] == pytest.approx(
+        0.0, abs=1e-12
+    )  # the backbone beats the expert's 0.5
     assert summary["methods"]["fixed:expert:x"]["mip"] == pytest.approx(0.5)
     (vs_fixed,) = [c for c in summary["comparisons"] if (c["a"], c["b"]) == ("bone", "fixed-best")]
     assert vs_fixed["steering_diff"] == pytest.approx(summary["methods"]["bone"]["steering"])

@@ -1,10 +1,18 @@
 """The sampling loop: seeds, caps, stopping, greedy equal to transformers' greedy search."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mage.decoding import SamplingConfig, apply_repetition_penalty, filter_top_k_top_p, generate, sample_rows, stop_token_ids
+from mage.decoding import (
+    SamplingConfig,
+    apply_repetition_penalty,
+    filter_top_k_top_p,
+    generate,
+    sample_rows,
+    stop_token_ids,
+)
 from mage.models import tiny_model
 
 from .conftest import biased
@@ -35,7 +43,7 @@ def test_greedy_matches_transformers_generate(base, tokenizer):
     text = tokenizer.apply_chat_template(PROMPTS[0], tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     out = base.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=-1, pad_token_id=tokenizer.pad_token_id)
-    assert gens[0].token_ids == out[0, ids.shape[1]:].tolist()[: len(gens[0].token_ids)]
+    assert gens[0].token_ids == out[0, ids.shape[1] :].tolist()[: len(gens[0].token_ids)]
 
 
 def test_stops_at_end_of_turn(tokenizer):
@@ -54,7 +62,17 @@ def test_filters_and_penalty_on_hand_built_scores():
     assert out.tolist() == [[1.0, -4.0, 1.0]] and logits.tolist() == [[2.0, -2.0, 1.0]]  # input untouched
 
 
-@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=0), dict(temperature=0), dict(top_p=1.5), dict(top_k=-1), dict(repetition_penalty=0.5), dict(temperature=float("nan"))])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(max_new_tokens=0),
+        dict(temperature=0),
+        dict(top_p=1.5),
+        dict(top_k=-1),
+        dict(repetition_penalty=0.5),
+        dict(temperature=float("nan")),
+    ],
+)
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="bad sampling setting"):
         SamplingConfig(**kwargs)

@@ -5,6 +5,7 @@ in bfloat16 or float64 exactly as it would on a GPU, so the CPU run catches it; 
 same test runs there too. Greedy tokens are compared with the float32 CPU run: float32 and float64 must
 agree token for token; bfloat16 must run, and its agreement is reported (16-bit rounds the merge).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CASES = [(d, t) for d in DEVICES for t in ("float32", "bfloat16", "float64") if (d, t) != ("cpu", "float32")]
 
 
-def _floating_dtypes(*modules) -> set:  # parameters: transformers keeps the rotary inv_freq buffer in float32 on purpose
+def _floating_dtypes(
+    *modules,
+) -> set:  # parameters: transformers keeps the rotary inv_freq buffer in float32 on purpose
     return {p.dtype for m in modules if isinstance(m, torch.nn.Module) for p in m.parameters() if p.is_floating_point()}
 
 
@@ -48,10 +51,14 @@ def test_every_method_runs_on_any_device_and_dtype(tiny_checkpoints, reference, 
         gens = engine.generate(method, [0.3, 0.7], PROMPTS, GREEDY)
         assert all(len(g.token_ids) <= GREEDY.max_new_tokens for g in gens)
         same[method] = [g.token_ids for g in gens] == reference[method]
-    print(f"\n{device} {dtype}: same greedy tokens as float32 CPU for {sum(same.values())}/{len(same)} methods "
-          f"({', '.join(m for m, ok in same.items() if not ok) or 'all'}{' differ' if not all(same.values()) else ''})")
+    print(
+        f"\n{device} {dtype}: same greedy tokens as float32 CPU for {sum(same.values())}/{len(same)} methods "
+        f"({', '.join(m for m, ok in same.items() if not ok) or 'all'}{' differ' if not all(same.values()) else ''})"
+    )
     if dtype != "bfloat16":
-        assert all(same.values()), f"{device} {dtype} changed the greedy tokens of {[m for m, ok in same.items() if not ok]}"
+        assert all(same.values()), (
+            f"{device} {dtype} changed the greedy tokens of {[m for m, ok in same.items() if not ok]}"
+        )
 
 
 def test_a_device_this_machine_lacks_is_refused_clearly(tiny_checkpoints):
@@ -79,7 +86,17 @@ def test_the_gpu_benchmark_runs_every_variant_on_the_devices_present():
         finally:
             bench.TARGET.update(device="cpu", dtype="float32")
         by = {r["variant"]: r for r in rows}
-        assert set(by) == {"plain", "plain-fast", "mage-i", "mage-i-fast", "mage-e", "ensemble-i", "mod", "re-merge",
-                           "slider → first token, bone", "slider → first token, mage-i"}
+        assert set(by) == {
+            "plain",
+            "plain-fast",
+            "mage-i",
+            "mage-i-fast",
+            "mage-e",
+            "ensemble-i",
+            "mod",
+            "re-merge",
+            "slider → first token, bone",
+            "slider → first token, mage-i",
+        }
         assert by["plain"]["ratio_vs_plain"] == 1.0
         assert all(r.get("ms_per_step", r.get("ms")) > 0 for r in rows)

@@ -1,4 +1,5 @@
 """Kill -9 at a random moment: every file is old or new, never broken, and the run resumes to the same result."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _start(code: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _kill_when(proc: subprocess.Popen, ready, delay: float, timeout: float = 240) -> bool:
@@ -48,26 +51,33 @@ def test_killed_sweep_leaves_no_broken_file_and_resumes_to_the_same_result(tiny_
     _, base = tiny_checkpoints
     env = {**os.environ, "MAGE_CACHE_DIR": str(tmp_path / "cache")}
     reference = tmp_path / "reference.json"
-    ref = _start(SWEEP.format(base=str(base), out=str(reference)), {**env, "MAGE_CACHE_DIR": str(tmp_path / "cache-ref")})
+    ref = _start(
+        SWEEP.format(base=str(base), out=str(reference)), {**env, "MAGE_CACHE_DIR": str(tmp_path / "cache-ref")}
+    )
     assert ref.wait(timeout=600) == 0, ref.stderr.read()[-2000:]
     out = tmp_path / "results.json"
     out.write_text('{"old": true}')  # a previous results file must survive or be replaced whole
     journals = tmp_path / "cache" / "sweeps" / "summary"
     proc = _start(SWEEP.format(base=str(base), out=str(out)), env)
-    killed = _kill_when(proc, lambda: any(p.stat().st_size > 0 for p in journals.glob("*.jsonl")), random.Random(seed).uniform(0, 1.5))
+    killed = _kill_when(
+        proc, lambda: any(p.stat().st_size > 0 for p in journals.glob("*.jsonl")), random.Random(seed).uniform(0, 1.5)
+    )
     json.loads(out.read_text())  # old or new, never torn
     again = _start(SWEEP.format(base=str(base), out=str(out)), env)
     assert again.wait(timeout=600) == 0, again.stderr.read()[-2000:]
     got, want = json.loads(out.read_text()), json.loads(reference.read_text())
-    assert [(r["method"], r["weights"], r["means"]) for r in got["records"]] == [(r["method"], r["weights"], r["means"]) for r in want["records"]]
+    assert [(r["method"], r["weights"], r["means"]) for r in got["records"]] == [
+        (r["method"], r["weights"], r["means"]) for r in want["records"]
+    ]
     assert killed or proc.returncode == 0
 
 
 TRAIN = """
 from mage.pools import PoolConfig
 from mage.training import TrainConfig, train_adapter
-train_adapter("summary", [0.5, 0.5], {out!r}, TrainConfig(base={base!r}, epochs=3, pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8,
-              max_new_tokens=6)), command="kill test")
+train_adapter("summary", [0.5, 0.5], {out!r}, TrainConfig(base={base!r}, epochs=3,
+              pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6)),
+              command="kill test")
 """
 
 

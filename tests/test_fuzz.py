@@ -3,6 +3,7 @@
 Models are stubbed where generation would start, so thousands of inputs run in seconds; the real
 generation path is covered by the other tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from mage.merging import coefficients, normalize_weights
 from mage.limits import PROMPT_CHARS
 from mage.service import Service
 
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.just(0.0))
-MANY = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)  # CI-stable: the same 1,000 examples every run
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**6), 10**6), st.just(0.0))
+MANY = settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)  # CI-stable: the same 1,000 examples every run
 
 
 @MANY
@@ -36,7 +39,11 @@ def test_normalize_weights_accepts_a_simplex_point_or_names_the_problem(weights,
 
 
 @MANY
-@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=2, max_size=4), st.sampled_from(["rs", "bone", "aba"]), st.floats(0.51, 0.99))
+@given(
+    st.lists(st.floats(0, 10, allow_nan=False), min_size=2, max_size=4),
+    st.sampled_from(["rs", "bone", "aba"]),
+    st.floats(0.51, 0.99),
+)
 def test_coefficients_are_finite_and_sum_to_one(weights, method, beta):
     try:
         lam = coefficients(method, weights, beta=beta)
@@ -58,7 +65,14 @@ def test_cli_weights_parse_or_explain(text):
 
 
 @MANY
-@given(max_new_tokens=st.integers(-5, 5000), temperature=FLOATS, top_p=FLOATS, top_k=st.integers(-3, 100), repetition_penalty=FLOATS, greedy=st.booleans())
+@given(
+    max_new_tokens=st.integers(-5, 5000),
+    temperature=FLOATS,
+    top_p=FLOATS,
+    top_k=st.integers(-3, 100),
+    repetition_penalty=FLOATS,
+    greedy=st.booleans(),
+)
 def test_sampling_settings_are_validated(**kwargs):
     try:
         config = SamplingConfig(**kwargs)
@@ -90,29 +104,53 @@ class StubService(Service):
 @pytest.fixture(scope="module")
 def service():
     with pytest.MonkeyPatch.context() as patch:  # no scorer models either; undone after this module
-        patch.setattr("mage.service.score_all", lambda names, inputs, responses: {n: [0.5] * len(responses) for n in names})
+        patch.setattr(
+            "mage.service.score_all", lambda names, inputs, responses: {n: [0.5] * len(responses) for n in names}
+        )
         yield StubService()
 
 
-TEXT = st.one_of(st.text(max_size=200), st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=3000, max_size=5000),
-                 st.sampled_from(["", "   ", "\x00\x01\x1b[31m", "مرحبا 你好 👋", "\n\t"]))
+TEXT = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=3000, max_size=5000),
+    st.sampled_from(["", "   ", "\x00\x01\x1b[31m", "مرحبا 你好 👋", "\n\t"]),
+)
 
 
-VALID = dict(sliders=st.lists(st.floats(0.01, 1), min_size=3, max_size=3), max_new_tokens=st.integers(1, 256), temperature=st.floats(0.1, 2),
-             top_p=st.floats(0.05, 1), seed=st.integers(0, 100), strength=st.floats(0, 5))
+VALID = dict(
+    sliders=st.lists(st.floats(0.01, 1), min_size=3, max_size=3),
+    max_new_tokens=st.integers(1, 256),
+    temperature=st.floats(0.1, 2),
+    top_p=st.floats(0.05, 1),
+    seed=st.integers(0, 100),
+    strength=st.floats(0, 5),
+)
 WRONG = st.one_of(st.none(), st.text(max_size=3), st.booleans())  # wrong types
-ANY = dict(sliders=st.lists(st.one_of(FLOATS, WRONG), max_size=4), max_new_tokens=st.one_of(st.integers(-10, 10_000), WRONG), temperature=st.one_of(FLOATS, WRONG),
-           top_p=st.one_of(FLOATS, WRONG), seed=st.one_of(st.integers(-5, 2**40), st.floats(), WRONG), strength=st.one_of(FLOATS, WRONG))
-SETTINGS = st.fixed_dictionaries({k: st.one_of(VALID[k], ANY[k]) for k in VALID})  # each setting valid or not, independently
+ANY = dict(
+    sliders=st.lists(st.one_of(FLOATS, WRONG), max_size=4),
+    max_new_tokens=st.one_of(st.integers(-10, 10_000), WRONG),
+    temperature=st.one_of(FLOATS, WRONG),
+    top_p=st.one_of(FLOATS, WRONG),
+    seed=st.one_of(st.integers(-5, 2**40), st.floats(), WRONG),
+    strength=st.one_of(FLOATS, WRONG),
+)
+SETTINGS = st.fixed_dictionaries(
+    {k: st.one_of(VALID[k], ANY[k]) for k in VALID}
+)  # each setting valid or not, independently
 
 
 def test_service_generate_works_or_refuses_clearly(service):
     worked = []
 
     @MANY
-    @given(prompt=st.one_of(TEXT, st.text(alphabet="abc xyz?", min_size=1, max_size=50).filter(str.strip)),
-           methods=st.one_of(st.lists(st.sampled_from(["bone", "rs", "mage-i", "nope"]), max_size=6), st.lists(st.sampled_from(["bone", "rs", "mage-i"]), min_size=1, max_size=6)),
-           settings=SETTINGS)
+    @given(
+        prompt=st.one_of(TEXT, st.text(alphabet="abc xyz?", min_size=1, max_size=50).filter(str.strip)),
+        methods=st.one_of(
+            st.lists(st.sampled_from(["bone", "rs", "mage-i", "nope"]), max_size=6),
+            st.lists(st.sampled_from(["bone", "rs", "mage-i"]), min_size=1, max_size=6),
+        ),
+        settings=SETTINGS,
+    )
     def run(prompt, methods, settings):
         settings = dict(settings)
         sliders, max_new_tokens = settings.pop("sliders"), settings["max_new_tokens"]
@@ -129,12 +167,35 @@ def test_service_generate_works_or_refuses_clearly(service):
     assert len(worked) > 25  # the success path was exercised, not only the refusals (~5 % of examples)
 
 
-SUBCOMMANDS = ["train", "train-set", "train-values", "value-check", "lmc", "react-calibrate", "generate", "objectives", "table", "evaluate",
-               "choose-strength", "figures", "pool-stats", "bench", "build-base", "compare", "compatibility"]
+SUBCOMMANDS = [
+    "train",
+    "train-set",
+    "train-values",
+    "value-check",
+    "lmc",
+    "react-calibrate",
+    "generate",
+    "objectives",
+    "table",
+    "evaluate",
+    "choose-strength",
+    "figures",
+    "pool-stats",
+    "bench",
+    "build-base",
+    "compare",
+    "compatibility",
+]
 
 
 @MANY
-@given(st.sampled_from(SUBCOMMANDS), st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["--task", "--weights", "--kind", "--method", "-h"])), max_size=6))
+@given(
+    st.sampled_from(SUBCOMMANDS),
+    st.lists(
+        st.one_of(st.text(max_size=12), st.sampled_from(["--task", "--weights", "--kind", "--method", "-h"])),
+        max_size=6,
+    ),
+)
 def test_cli_parser_never_crashes_on_odd_arguments(command, argv):
     try:
         build_parser().parse_args([command, *argv])
@@ -148,9 +209,25 @@ def test_invalid_utf8_on_the_command_line_is_replaced_or_refused(tiny_checkpoint
     import sys
 
     _, base = tiny_checkpoints
-    run = lambda *args: subprocess.run([os.fsencode(sys.executable), b"-m", b"mage", *args], capture_output=True, env=dict(os.environ), timeout=300)  # noqa: E731
-    out = run(b"generate", b"--task", b"summary", b"--method", b"base", b"--weights", b"1,1", b"--prompt", b"caf\xe9 \xff\xfe news",
-              b"--base", os.fsencode(str(base)), b"--max-new-tokens", b"3", b"--json")
+    run = lambda *args: subprocess.run(
+        [os.fsencode(sys.executable), b"-m", b"mage", *args], capture_output=True, env=dict(os.environ), timeout=300
+    )  # noqa: E731
+    out = run(
+        b"generate",
+        b"--task",
+        b"summary",
+        b"--method",
+        b"base",
+        b"--weights",
+        b"1,1",
+        b"--prompt",
+        b"caf\xe9 \xff\xfe news",
+        b"--base",
+        os.fsencode(str(base)),
+        b"--max-new-tokens",
+        b"3",
+        b"--json",
+    )
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-1500:]
     assert json.loads(out.stdout.decode("utf-8").strip().splitlines()[-1])["task"] == "summary"
     bad = run(b"generate", b"--task", b"summary", b"--weights", b"1,\xff", b"--prompt", b"x")
@@ -158,12 +235,26 @@ def test_invalid_utf8_on_the_command_line_is_replaced_or_refused(tiny_checkpoint
 
 
 @MANY
-@given(task=st.sampled_from(["assistant", "summary"]), sliders=st.one_of(st.none(), st.lists(FLOATS, max_size=4)),
-       live=st.lists(st.fixed_dictionaries({"task": st.sampled_from(["assistant", "summary", ""]), "method": st.sampled_from(["bone", "x"]),
-                                            "scores": st.dictionaries(st.sampled_from(["helpful", "harmless", "humorous", "faithful", "quality"]), st.floats(-1, 1))}),
-                     max_size=4))
+@given(
+    task=st.sampled_from(["assistant", "summary"]),
+    sliders=st.one_of(st.none(), st.lists(FLOATS, max_size=4)),
+    live=st.lists(
+        st.fixed_dictionaries(
+            {
+                "task": st.sampled_from(["assistant", "summary", ""]),
+                "method": st.sampled_from(["bone", "x"]),
+                "scores": st.dictionaries(
+                    st.sampled_from(["helpful", "harmless", "humorous", "faithful", "quality"]), st.floats(-1, 1)
+                ),
+            }
+        ),
+        max_size=4,
+    ),
+)
 def test_pareto_figure_and_preference_never_crash(service, task, sliders, live):
-    live = [p for p in live if set(p["scores"]) >= set(service.objectives(p["task"] or task))]  # complete points, as the app stores them
+    live = [
+        p for p in live if set(p["scores"]) >= set(service.objectives(p["task"] or task))
+    ]  # complete points, as the app stores them
     service.pareto_figure(task, sliders, live)
     try:
         mu = service.preference(task, sliders or [])

@@ -1,4 +1,5 @@
 """Guided decoding: strength 0 is plain decoding, the tree-masked candidate scoring is exact, MOD."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,10 @@ def value_model(tokenizer, seed):
 def test_strength_zero_reproduces_plain_decoding_token_for_token(base, tokenizer, greedy):
     config = SamplingConfig(max_new_tokens=12, greedy=greedy)
     plain = generate(base, tokenizer, PROMPTS, config, seed=3, batch_size=3)
-    guides = [ImplicitGuide([Member(tiny_model(tokenizer, seed=4))], 0.0), ExplicitGuide([Member(value_model(tokenizer, 5))], 0.0, top_k=3)]
+    guides = [
+        ImplicitGuide([Member(tiny_model(tokenizer, seed=4))], 0.0),
+        ExplicitGuide([Member(value_model(tokenizer, 5))], 0.0, top_k=3),
+    ]
     for guide in guides:
         guided = generate(base, tokenizer, PROMPTS, config, seed=3, batch_size=3, guide=guide)
         assert [g.token_ids for g in guided] == [g.token_ids for g in plain]
@@ -32,7 +36,13 @@ def test_guidance_changes_the_text(base, tokenizer):
     config = SamplingConfig(max_new_tokens=12, greedy=True)
     plain = generate(base, tokenizer, PROMPTS, config)
     token = tokenizer.convert_tokens_to_ids("z")
-    guided = generate(base, tokenizer, PROMPTS, config, guide=ImplicitGuide([Member(biased(tiny_model(tokenizer, seed=4), token, 3.0))], 1.0))
+    guided = generate(
+        base,
+        tokenizer,
+        PROMPTS,
+        config,
+        guide=ImplicitGuide([Member(biased(tiny_model(tokenizer, seed=4), token, 3.0))], 1.0),
+    )
     assert all(g.token_ids[0] == token for g in guided) and all(g.token_ids[0] != token for g in plain)
 
 
@@ -44,11 +54,13 @@ def test_tree_masked_candidates_equal_separate_forwards_and_the_kept_cache_is_ex
     cands = torch.tensor([[5, 6, 7], [9, 10, 11]])
     with torch.no_grad():
         _, cache = value(ids, mask, positions, use_cache=True)
-        tree, _ = value(cands, tree_mask(mask, 3), mask.sum(-1, keepdim=True).expand(-1, 3), cache, use_cache=True)  # (B, 3)
+        tree, _ = value(
+            cands, tree_mask(mask, 3), mask.sum(-1, keepdim=True).expand(-1, 3), cache, use_cache=True
+        )  # (B, 3)
         grown = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
         for j in range(3):
             _, fresh = value(ids, mask, positions, use_cache=True)
-            single, _ = value(cands[:, j:j + 1], grown, mask.sum(-1, keepdim=True), fresh, use_cache=True)
+            single, _ = value(cands[:, j : j + 1], grown, mask.sum(-1, keepdim=True), fresh, use_cache=True)
             assert torch.allclose(single[:, 0], tree[:, j], atol=1e-5)
         # keep candidate (2, 0) of each row, then one more token: same value as the plain path
         keep_candidates(cache, ids.shape[1], torch.tensor([2, 0]))
@@ -81,7 +93,10 @@ def test_implicit_guide_step_is_the_product_distribution(base, tokenizer):
     guide.start(ids, mask)
     with torch.no_grad():
         p = torch.log_softmax(base(input_ids=ids).logits[:, -1], -1)
-        r = sum(0.5 * torch.log_softmax(m(input_ids=ids).logits[:, -1], -1) for m in (reward_lm, tiny_model(tokenizer, seed=7)))
+        r = sum(
+            0.5 * torch.log_softmax(m(input_ids=ids).logits[:, -1], -1)
+            for m in (reward_lm, tiny_model(tokenizer, seed=7))
+        )
     q = guide.adjust(p, None)
     assert torch.allclose(q, torch.log_softmax(p + 2.0 * r, -1), atol=1e-5)
     assert torch.allclose(q.exp().sum(-1), torch.ones(1), atol=1e-5)
@@ -93,7 +108,9 @@ def test_mod_with_one_hot_weights_is_that_expert(tokenizer):
     mod = generate(ProductOfExperts(experts, [0.0, 1.0]), tokenizer, PROMPTS, config, seed=1)
     alone = generate(experts[1], tokenizer, PROMPTS, config, seed=1)
     assert [g.token_ids for g in mod] == [g.token_ids for g in alone]
-    mixed = generate(ProductOfExperts(experts, [0.5, 0.5]), tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, greedy=True))
+    mixed = generate(
+        ProductOfExperts(experts, [0.5, 0.5]), tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, greedy=True)
+    )
     assert all(len(g.token_ids) <= 8 for g in mixed)
 
 

@@ -1,4 +1,5 @@
 """Damaged or mismatched checkpoints are refused by name, and a bad ingredient fails only its own methods."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def _rewrite(folder, change) -> None:
     manifest = json.loads((folder / MANIFEST).read_text())
     tensors = {k: change(k, v) for k, v in load_file(str(folder / WEIGHTS)).items()}
     save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
-    write_manifest(folder, base_fingerprint=manifest["base_fingerprint"], tokenizer_fingerprint=manifest["tokenizer_fingerprint"])
+    write_manifest(
+        folder, base_fingerprint=manifest["base_fingerprint"], tokenizer_fingerprint=manifest["tokenizer_fingerprint"]
+    )
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "no manifest"])
@@ -67,7 +70,9 @@ def test_a_wrong_shape_backbone_fails_its_own_methods_only(checkpoints):
     from mage.methods import Engine
 
     task_dir, base = checkpoints
-    _rewrite(task_dir / "backbones-b0.7" / "1", lambda k, v: torch.cat([v, v], dim=1) if "q_proj.lora_A" in k else v)  # A: (r, 2·in)
+    _rewrite(
+        task_dir / "backbones-b0.7" / "1", lambda k, v: torch.cat([v, v], dim=1) if "q_proj.lora_A" in k else v
+    )  # A: (r, 2·in)
     engine = Engine("summary", base=base)
     with pytest.raises(CheckpointError, match=r"backbones-b0.7/1.*q_proj.*fix"):
         engine.generate("bone", [0.5, 0.5], ["An article."], GREEDY)
@@ -78,7 +83,9 @@ def test_a_value_model_that_does_not_fit_is_refused_by_name(checkpoints):
     from mage.methods import Engine
 
     task_dir, base = checkpoints
-    _rewrite(task_dir / "values-implicit" / "quality", lambda k, v: torch.cat([v, v], dim=0) if "v_proj.lora_B" in k else v)  # B: (2·out, r)
+    _rewrite(
+        task_dir / "values-implicit" / "quality", lambda k, v: torch.cat([v, v], dim=0) if "v_proj.lora_B" in k else v
+    )  # B: (2·out, r)
     engine = Engine("summary", base=base)
     with pytest.raises(CheckpointError, match=r"values-implicit/quality.*v_proj"):
         engine.generate("mage-i", [0.5, 0.5], ["An article."], GREEDY)

@@ -1,4 +1,5 @@
 """Atomic writes and journals: nothing half-written is ever read, a torn journal heals."""
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,9 @@ def test_scratch_folders_of_dead_processes_are_cleaned_up(tmp_path):
 
     from mage.io import atomic_dir
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / f".ckpt.tmp-{dead}"
     stale.mkdir()
     (stale / "half.bin").write_bytes(b"x")

@@ -1,15 +1,23 @@
 """Coefficients (RS, Bone Soup, ABA) and exact delta-space LoRA merging, checked with numbers."""
+
 from __future__ import annotations
 
 import dataclasses
 import copy
-import math
 
 import pytest
 import torch
 
 from mage.adapters import adapter_from_peft
-from mage.merging import Soup, bone_matrix, coefficients, concat_adapter, merged_delta, normalize_weights, training_weights
+from mage.merging import (
+    Soup,
+    bone_matrix,
+    coefficients,
+    concat_adapter,
+    merged_delta,
+    normalize_weights,
+    training_weights,
+)
 from mage.models import tiny_model
 
 from .conftest import lora_model
@@ -58,10 +66,17 @@ def test_rs_and_aba_use_the_preference_itself():
     assert coefficients("aba", [0.2, 0.3, 0.5]) == pytest.approx([0.2, 0.3, 0.5])
 
 
-@pytest.mark.parametrize("weights, match", [
-    ([0.5], "2 objectives"), ([0.5, -0.5], "negative"), ([float("nan"), 1.0], "finite"),
-    ([float("inf"), 1.0], "finite"), ([0.0, 0.0], "all zero"), (["a", 1.0], "finite"),
-])
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ([0.5], "2 objectives"),
+        ([0.5, -0.5], "negative"),
+        ([float("nan"), 1.0], "finite"),
+        ([float("inf"), 1.0], "finite"),
+        ([0.0, 0.0], "all zero"),
+        (["a", 1.0], "finite"),
+    ],
+)
 def test_bad_weights_are_refused_with_the_value_and_the_fix(weights, match):
     with pytest.raises(ValueError, match=match) as err:
         normalize_weights(weights, 2)
@@ -80,6 +95,7 @@ def test_bad_beta_and_unknown_method():
 
 
 # --------------------------------------------------------------------------- LoRA merging
+
 
 @pytest.fixture
 def three(tokenizer):
@@ -123,7 +139,10 @@ def test_fold_concat_and_multi_active_forms_give_the_same_logits(three, tokenize
     folded = logits(soup.model, ids)
     # (2) one rank-concatenated adapter (rank 12, scaling 1)
     cat = concat_adapter(adapters, lam)
-    host = get_peft_model(tiny_model(tokenizer, seed=0), LoraConfig(r=12, lora_alpha=12, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    host = get_peft_model(
+        tiny_model(tokenizer, seed=0),
+        LoraConfig(r=12, lora_alpha=12, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+    )
     with torch.no_grad():
         for name, module in host.named_modules():
             clean = name.removeprefix("base_model.model.")
@@ -169,6 +188,7 @@ def test_soup_refuses_an_adapter_for_another_architecture(three, tokenizer):
 
 # --------------------------------------------------------------------------- unfolded and per-row merges
 
+
 def test_unfolded_merge_gives_the_folded_logits_and_never_writes_the_weights(three, tokenizer, ids):
     _, adapters = three
     lam = [0.6, 1.2, -0.8]
@@ -205,7 +225,14 @@ def test_a_16_bit_model_keeps_the_merge_unrounded(three, tokenizer, ids):
     exact = Soup(tiny_model(tokenizer, seed=0).double(), small)
     exact.apply(lam)
     err_merged = (logits(soup.model, ids).double() - logits(exact.model, ids)).abs().max()
-    err_base = (logits(tiny_model(tokenizer, seed=0).bfloat16(), ids).double() - logits(tiny_model(tokenizer, seed=0).double(), ids)).abs().max()
+    err_base = (
+        (
+            logits(tiny_model(tokenizer, seed=0).bfloat16(), ids).double()
+            - logits(tiny_model(tokenizer, seed=0).double(), ids)
+        )
+        .abs()
+        .max()
+    )
     assert err_merged < 1.5 * err_base, (err_merged, err_base)
 
 
@@ -214,18 +241,22 @@ def test_each_batch_row_carries_its_own_preference(three, tokenizer):
     _, adapters = three
     rows = [[1.0, 0.0, 0.0], [0.2, 0.3, 0.5], [-0.5, 1.0, 0.5]]
     ids = torch.tensor([[5, 9, 13, 2, 7]] * len(rows))
-    soup = Soup(tiny_model(tokenizer, seed=0).double(), adapters)  # folded by default: rows switch it to the unfolded form
+    soup = Soup(
+        tiny_model(tokenizer, seed=0).double(), adapters
+    )  # folded by default: rows switch it to the unfolded form
     soup.apply([0.3, 0.3, 0.4])
     soup.apply_rows(rows)
     together = logits(soup.model, ids)
     assert soup.coefficients is None and soup.rows == rows
     for b, lam in enumerate(rows):
         soup.apply(lam)  # back to the folded form for one preference
-        assert (together[b] - logits(soup.model, ids[b:b + 1])[0]).abs().max() < 1e-10
+        assert (together[b] - logits(soup.model, ids[b : b + 1])[0]).abs().max() < 1e-10
     soup.apply_rows(rows[:2])
     with pytest.raises(ValueError, match="a batch of 3 rows for 2 per-row preferences"):
         logits(soup.model, ids)
-    assert (logits(soup.model, ids[:1].repeat(4, 1))[2] - together[0]).abs().max() < 1e-10  # a multiple of the rows is tiled
+    assert (
+        logits(soup.model, ids[:1].repeat(4, 1))[2] - together[0]
+    ).abs().max() < 1e-10  # a multiple of the rows is tiled
 
 
 def test_a_copy_of_an_unfolded_model_keeps_its_own_merge(three, tokenizer, ids):

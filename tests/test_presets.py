@@ -1,4 +1,5 @@
 """The papers' scale, exercised end to end with tiny local stand-ins (no hub): data, reward models, training, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,20 @@ def paper_preset(tiny_checkpoints, tiny_reward_model, tmp_path):
     from mage.presets import install_paper_preset
 
     hh, reddit = tmp_path / "hh.jsonl", tmp_path / "reddit.jsonl"
-    hh.write_text("".join(json.dumps({"chosen": f"\n\nHuman: How do I fix problem {i}?\n\nAssistant: Try this.", "rejected": "..."}) + "\n"
-                          for i in range(10)))
-    reddit.write_text("".join(json.dumps({"info": {"id": str(i), "post": f"My roommate and I argued about chore number {i} today."}}) + "\n"
-                              for i in range(10)))
+    hh.write_text(
+        "".join(
+            json.dumps({"chosen": f"\n\nHuman: How do I fix problem {i}?\n\nAssistant: Try this.", "rejected": "..."})
+            + "\n"
+            for i in range(10)
+        )
+    )
+    reddit.write_text(
+        "".join(
+            json.dumps({"info": {"id": str(i), "post": f"My roommate and I argued about chore number {i} today."}})
+            + "\n"
+            for i in range(10)
+        )
+    )
     folder = str(tiny_reward_model[0])
     saved_tasks, saved_objectives = dict(tasks.TASKS), dict(objectives.OBJECTIVES)
     rms = {o: folder for o in ("rm-helpful", "rm-harmless", "rm-humor", "rm-summary", "rm-faithful")}
@@ -36,7 +47,9 @@ def test_preset_tasks_read_the_datasets_row_format_with_fixed_splits(paper_prese
     assert hh.objectives == ("rm-helpful", "rm-harmless", "rm-humor")
     assert [len(hh.examples(s)) for s in ("train", "validation", "test")] == [4, 2, 2]
     assert hh.examples("train")[0].input == "How do I fix problem 0?"  # the first human turn
-    assert tasks.get_task("reddit").examples("test")[0].input.startswith("My roommate and I argued about chore number 6")
+    assert (
+        tasks.get_task("reddit").examples("test")[0].input.startswith("My roommate and I argued about chore number 6")
+    )
     scores = objectives.score_all(hh.objectives, ["How?"], ["Like this."])
     assert all(len(v) == 1 for v in scores.values())  # the reward models score through the papers' input formats
 
@@ -49,17 +62,62 @@ def test_preset_trains_and_generates_through_the_same_commands(paper_preset, tin
 
     _, data, rms = paper_preset
     _, base = tiny_checkpoints
-    out = train_adapter("hh", [0.7, 0.15, 0.15], tmp_path / "backbone", TrainConfig(base=str(base), epochs=1, pool=PoolConfig(samples_per_prompt=2, max_prompts=4,
-                        batch_size=8, max_new_tokens=4)), command="test")
+    out = train_adapter(
+        "hh",
+        [0.7, 0.15, 0.15],
+        tmp_path / "backbone",
+        TrainConfig(
+            base=str(base),
+            epochs=1,
+            pool=PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=4),
+        ),
+        command="test",
+    )
     assert load_adapter(out).rank == 8
-    argv = ["--preset", "paper", "--preset-data", f"reddit={data['reddit']}", "--preset-data", f"hh={data['hh']}", "--preset-sizes", "4,2,2",
-            *[x for o, f in rms.items() for x in ("--preset-rm", f"{o}={f}")],
-            "generate", "--task", "reddit", "--method", "base", "--weights", "1,1", "--prompt", "A long post.", "--base", str(base), "--max-new-tokens", "3", "--json"]
+    argv = [
+        "--preset",
+        "paper",
+        "--preset-data",
+        f"reddit={data['reddit']}",
+        "--preset-data",
+        f"hh={data['hh']}",
+        "--preset-sizes",
+        "4,2,2",
+        *[x for o, f in rms.items() for x in ("--preset-rm", f"{o}={f}")],
+        "generate",
+        "--task",
+        "reddit",
+        "--method",
+        "base",
+        "--weights",
+        "1,1",
+        "--prompt",
+        "A long post.",
+        "--base",
+        str(base),
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]
     main(argv)
     reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert reply["task"] == "reddit" and set(reply["scores"]) == {"rm-summary", "rm-faithful"}
     with pytest.raises(SystemExit, match="not name=source"):
-        main(["--preset", "paper", "--preset-rm", "rm-helpful", "generate", "--task", "hh", "--weights", "1,1,1", "--prompt", "x"])
+        main(
+            [
+                "--preset",
+                "paper",
+                "--preset-rm",
+                "rm-helpful",
+                "generate",
+                "--task",
+                "hh",
+                "--weights",
+                "1,1,1",
+                "--prompt",
+                "x",
+            ]
+        )
 
 
 def test_accelerate_config_files_parse():
@@ -70,8 +128,12 @@ def test_accelerate_config_files_parse():
     root = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
     kinds = {p.stem: str(load_config_from_file(str(p)).distributed_type) for p in root.glob("*.yaml")}
     # multi_cpu.yaml is MULTI_GPU without CUDA: accelerate's MULTI_CPU type starts a single process (below)
-    assert kinds == {"multi_cpu": "DistributedType.MULTI_GPU", "multi_gpu": "DistributedType.MULTI_GPU", "deepspeed_zero2": "DistributedType.DEEPSPEED",
-                     "fsdp": "DistributedType.FSDP"}
+    assert kinds == {
+        "multi_cpu": "DistributedType.MULTI_GPU",
+        "multi_gpu": "DistributedType.MULTI_GPU",
+        "deepspeed_zero2": "DistributedType.DEEPSPEED",
+        "fsdp": "DistributedType.FSDP",
+    }
 
 
 def test_the_multi_cpu_config_really_starts_two_processes(tmp_path):
@@ -85,14 +147,30 @@ def test_the_multi_cpu_config_really_starts_two_processes(tmp_path):
     config = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "multi_cpu.yaml"
     script = tmp_path / "rank.py"
     # each rank leaves a file (stdout of two children through the launcher's pipe is not a reliable witness)
-    script.write_text("import os, pathlib, sys\n"
-                      "rank, world = os.environ.get('RANK'), os.environ.get('WORLD_SIZE')\n"
-                      "pathlib.Path(sys.argv[1], f'rank-{rank}').write_text(str(world))\n")
+    script.write_text(
+        "import os, pathlib, sys\n"
+        "rank, world = os.environ.get('RANK'), os.environ.get('WORLD_SIZE')\n"
+        "pathlib.Path(sys.argv[1], f'rank-{rank}').write_text(str(world))\n"
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", str(port), str(script), str(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--main_process_port",
+        str(port),
+        str(script),
+        str(tmp_path),
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     proc = subprocess.run(launcher, capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     ranks = {p.name: p.read_text() for p in tmp_path.glob("rank-*")}

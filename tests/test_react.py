@@ -1,4 +1,5 @@
 """ReACT's closed form, checked as a minimiser and at its limits."""
+
 from __future__ import annotations
 
 import pytest
@@ -89,7 +90,9 @@ def test_react_method_with_one_hot_preference_corrects_toward_that_expert(tiny_c
     assert torch.allclose(state.for_preference([1.0, 0.0]).double(), state.ws[0], atol=1e-4)
     gens = engine.generate("react", [0.5, 0.5], ["Some news."], SamplingConfig(max_new_tokens=3, greedy=True))
     assert len(gens[0].token_ids) <= 3
-    plain = engine.generate("rs", [0.5, 0.5], ["Some news."], SamplingConfig(max_new_tokens=3, greedy=True))  # head restored
+    plain = engine.generate(
+        "rs", [0.5, 0.5], ["Some news."], SamplingConfig(max_new_tokens=3, greedy=True)
+    )  # head restored
     assert engine.policy.model.lm_head is engine._head and plain[0].token_ids is not None
 
 

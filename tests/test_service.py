@@ -1,4 +1,5 @@
 """The service layer the app calls: guardrails with clear messages, per-request merges."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,21 +14,26 @@ def service(tiny_checkpoints):
 
 
 def test_generate_side_by_side_with_scores(service):
-    replies, notices = service.generate("summary", "Some news today.", [0.3, 0.7], ["bone", "rs", "base"], max_new_tokens=4, greedy=True)
+    replies, notices = service.generate(
+        "summary", "Some news today.", [0.3, 0.7], ["bone", "rs", "base"], max_new_tokens=4, greedy=True
+    )
     assert [r.method for r in replies] == ["bone", "rs", "base"] and not notices
     assert all(set(r.scores) == {"faithful", "quality"} for r in replies)
     assert replies[0].coefficients == pytest.approx([0.0, 1.0])  # (0.3, 0.7) is backbone 1's own row
     assert replies[1].coefficients == pytest.approx([0.3, 0.7])
 
 
-@pytest.mark.parametrize("prompt, sliders, kwargs, message", [
-    ("   ", [1, 1], {}, "prompt is empty"),
-    ("x", [0, 0], {}, "all zero"),
-    ("x", [1], {}, "2 objectives"),
-    ("x", [1, 1], {"temperature": 0.0}, "temperature"),
-    ("x", [1, 1], {"top_p": 2.0}, "top_p"),
-    ("x", [1, 1], {"seed": -1}, "seed -1 is out of range"),
-])
+@pytest.mark.parametrize(
+    "prompt, sliders, kwargs, message",
+    [
+        ("   ", [1, 1], {}, "prompt is empty"),
+        ("x", [0, 0], {}, "all zero"),
+        ("x", [1], {}, "2 objectives"),
+        ("x", [1, 1], {"temperature": 0.0}, "temperature"),
+        ("x", [1, 1], {"top_p": 2.0}, "top_p"),
+        ("x", [1, 1], {"seed": -1}, "seed -1 is out of range"),
+    ],
+)
 def test_guardrails_name_the_problem(service, prompt, sliders, kwargs, message):
     with pytest.raises(ValueError, match=message):
         service.generate("summary", prompt, sliders, ["bone"], max_new_tokens=2, **kwargs)
@@ -36,12 +42,19 @@ def test_guardrails_name_the_problem(service, prompt, sliders, kwargs, message):
 def test_a_prompt_over_the_token_limit_is_refused_before_any_model_loads(service):
     from mage.limits import PROMPT_CHARS
 
-    for prompt, message in (("😀" * 4000, r"16,0\d\d tokens .* the limit is 4\d\d tokens .*context of 512 minus 40 new tokens.*fix: shorten it"),
-                            ("x" * (PROMPT_CHARS + 1), r"32,001 characters; the limit is 32,000 characters")):
+    for prompt, message in (
+        (
+            "😀" * 4000,
+            r"16,0\d\d tokens .* the limit is 4\d\d tokens .*context of 512 minus 40 new tokens.*fix: shorten it",
+        ),
+        ("x" * (PROMPT_CHARS + 1), r"32,001 characters; the limit is 32,000 characters"),
+    ):
         with pytest.raises(ValueError, match=message):
             service.generate("summary", prompt, [1, 1], ["base"], max_new_tokens=40)
     assert service._engines == {}  # measured with the tokenizer alone
-    replies, _ = service.generate("summary", "word " * 60, [1, 1], ["base"], max_new_tokens=2)  # a long but allowed prompt runs
+    replies, _ = service.generate(
+        "summary", "word " * 60, [1, 1], ["base"], max_new_tokens=2
+    )  # a long but allowed prompt runs
     assert replies[0].error == ""
 
 
@@ -53,7 +66,10 @@ def test_missing_checkpoints_are_reported_per_method(service):
 
 def test_stream_grows_token_by_token_and_ends_with_the_generate_result(service):
     kwargs = dict(max_new_tokens=6, greedy=True)
-    snapshots = [([(r.text, r.done) for r in replies]) for replies, _ in service.stream("summary", "Some news today.", [0.5, 0.5], ["bone", "base"], **kwargs)]
+    snapshots = [
+        ([(r.text, r.done) for r in replies])
+        for replies, _ in service.stream("summary", "Some news today.", [0.5, 0.5], ["bone", "base"], **kwargs)
+    ]
     final, _ = service.generate("summary", "Some news today.", [0.5, 0.5], ["bone", "base"], **kwargs)
     assert snapshots[-1] == [(r.text, True) for r in final]
     first_done = next(i for i, s in enumerate(snapshots) if s[0][1])
@@ -65,10 +81,19 @@ def test_stream_grows_token_by_token_and_ends_with_the_generate_result(service):
 def test_concurrent_requests_with_different_preferences_equal_the_same_requests_alone(service):
     from concurrent.futures import ThreadPoolExecutor
 
-    requests = [([1.0, 0.0], "bone"), ([0.0, 1.0], "bone"), ([0.3, 0.7], "rs"), ([0.9, 0.1], "rs"), ([0.5, 0.5], "bone"), ([0.2, 0.8], "base")]
+    requests = [
+        ([1.0, 0.0], "bone"),
+        ([0.0, 1.0], "bone"),
+        ([0.3, 0.7], "rs"),
+        ([0.9, 0.1], "rs"),
+        ([0.5, 0.5], "bone"),
+        ([0.2, 0.8], "base"),
+    ]
 
     def one(req):
-        replies, _ = service.generate("summary", "Storms hit the coast overnight.", req[0], [req[1]], max_new_tokens=8, greedy=True)
+        replies, _ = service.generate(
+            "summary", "Storms hit the coast overnight.", req[0], [req[1]], max_new_tokens=8, greedy=True
+        )
         return replies[0].text, replies[0].coefficients
 
     alone = [one(r) for r in requests]
@@ -83,7 +108,9 @@ def test_settings_out_of_range_and_caps_are_explained(service):
         service.generate("summary", "x", [1, 1], ["bone"], max_new_tokens=2, strength=9.0)
     with pytest.raises(ValueError, match="max new tokens 0 is out of range"):
         service.generate("summary", "x", [1, 1], ["bone"], max_new_tokens=0)
-    replies, notices = service.generate("summary", "x", [1, 1], ["base", "rs", "bone", "aba", "base"], max_new_tokens=2, greedy=True)
+    replies, notices = service.generate(
+        "summary", "x", [1, 1], ["base", "rs", "bone", "aba", "base"], max_new_tokens=2, greedy=True
+    )
     assert len(replies) == 4 and any("first 4 of the 5" in n for n in notices)
     req = service.validate("summary", "x", [1, 1], ["base"], max_new_tokens=10_000)
     assert req.sampling.max_new_tokens == 256 and any("capped at 256" in n for n in req.notices)
@@ -101,6 +128,7 @@ def test_a_consumer_that_leaves_frees_the_compute_thread(service, monkeypatch):
         def count(ids):
             steps.append(ids)
             on_token(ids)
+
         return original(*args, on_token=count, **kwargs)
 
     monkeypatch.setattr(engine, "generate", counting)
@@ -108,7 +136,9 @@ def test_a_consumer_that_leaves_frees_the_compute_thread(service, monkeypatch):
     next(stream)  # decoding has started on the compute thread
     stream.close()  # the user went away
     start = time.time()
-    assert service.run(threading.current_thread).name.startswith("mage-compute")  # queued behind the decode: runs once it stopped
+    assert service.run(threading.current_thread).name.startswith(
+        "mage-compute"
+    )  # queued behind the decode: runs once it stopped
     assert time.time() - start < 30
     assert len(steps) < 50  # the decode stopped at the next token, not at the 256-token cap
 
@@ -134,16 +164,24 @@ def test_all_torch_work_runs_on_one_thread(service, monkeypatch):
     monkeypatch.setattr(engine, "generate", generate)
     monkeypatch.setattr(service_module, "score_all", score_all)
     for method in ("base", "bone"):
-        replies, _ = service.generate("summary", "Storms hit the coast overnight.", [1, 2], [method], max_new_tokens=3, greedy=True)
+        replies, _ = service.generate(
+            "summary", "Storms hit the coast overnight.", [1, 2], [method], max_new_tokens=3, greedy=True
+        )
         assert replies[0].scores and not replies[0].error
     names = {name for _, name in seen}
-    assert {kind for kind, _ in seen} == {"generate", "score"} and len(names) == 1 and names.pop().startswith("mage-compute")
+    assert (
+        {kind for kind, _ in seen} == {"generate", "score"}
+        and len(names) == 1
+        and names.pop().startswith("mage-compute")
+    )
 
 
 def test_plot_without_cached_results_still_shows_live_points(service, monkeypatch, tmp_path):
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))  # nothing cached
-    live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}},
-            {"task": "assistant", "method": "rs", "scores": {"helpful": 0.5, "harmless": 0.9, "humorous": 0.1}}]  # another task's point is skipped
+    live = [
+        {"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}},
+        {"task": "assistant", "method": "rs", "scores": {"helpful": 0.5, "harmless": 0.9, "humorous": 0.1}},
+    ]  # another task's point is skipped
     fig = service.pareto_figure("summary", [1, 1], live)
     assert "mage evaluate --task summary" in fig.layout.title.text
     assert [t.name for t in fig.data] == ["your sample: Bone Soup"]
@@ -152,14 +190,15 @@ def test_plot_without_cached_results_still_shows_live_points(service, monkeypatc
 def test_default_strength_is_the_validation_choice(service, monkeypatch, tmp_path):
     import json
 
-
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     assert service.default_strength("summary") == 1.0  # nothing chosen yet
     (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
     assert service.default_strength("summary") == 2.0 and service.default_strength("assistant") == 1.0
 
 
-def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_live_points(service, monkeypatch, tmp_path):
+def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_live_points(
+    service, monkeypatch, tmp_path
+):
     """Issue 19: a results file from earlier objectives (no signatures, other objectives, or an older
     version of a scorer) is named as such, and today's samples are not drawn beside it."""
     import json
@@ -170,15 +209,31 @@ def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_li
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     record = {"method": "bone", "weights": [0.5, 0.5], "means": {"faithful": 0.6, "quality": 0.4}}
     live = [{"task": "summary", "method": "bone", "scores": {"faithful": 0.5, "quality": 0.7}}]
-    current = {"task": "summary", "objectives": ["faithful", "quality"], "scorers": scorer_signatures(get_task("summary")), "records": [record]}
-    for stale, why in [({**current, "scorers": None}, "earlier versions of faithful, quality"),
-                       ({**current, "scorers": {**current["scorers"], "quality": "quality|old|1|0"}}, "earlier versions of quality"),
-                       ({**current, "objectives": ["faithful", "concise"], "records": [{**record, "means": {"faithful": 0.6, "concise": 0.4}}]}, "other objectives (faithful, concise)")]:
+    current = {
+        "task": "summary",
+        "objectives": ["faithful", "quality"],
+        "scorers": scorer_signatures(get_task("summary")),
+        "records": [record],
+    }
+    for stale, why in [
+        ({**current, "scorers": None}, "earlier versions of faithful, quality"),
+        ({**current, "scorers": {**current["scorers"], "quality": "quality|old|1|0"}}, "earlier versions of quality"),
+        (
+            {
+                **current,
+                "objectives": ["faithful", "concise"],
+                "records": [{**record, "means": {"faithful": 0.6, "concise": 0.4}}],
+            },
+            "other objectives (faithful, concise)",
+        ),
+    ]:
         (tmp_path / "summary.json").write_text(json.dumps(stale))
         assert why in service.stale_fronts("summary")
         fig = service.pareto_figure("summary", [1, 1], live)
         assert why in fig.layout.title.text and "python -m mage evaluate --task summary" in fig.layout.title.text
-        assert not [t for t in fig.data if t.name == "your sample: Bone Soup"] or "other objectives" in why  # never beside old fronts
+        assert (
+            not [t for t in fig.data if t.name == "your sample: Bone Soup"] or "other objectives" in why
+        )  # never beside old fronts
     (tmp_path / "summary.json").write_text(json.dumps(current))
     assert service.stale_fronts("summary") is None
     assert "your sample: Bone Soup" in [t.name for t in service.pareto_figure("summary", [1, 1], live).data]
@@ -186,20 +241,26 @@ def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_li
 
 def test_a_newer_run_of_the_same_session_stops_the_older_one_at_its_next_token(service):
     """A slider let go mid-run: the new run must not wait behind the old one on the compute thread."""
-    older = service.stream("summary", "Some news today.", [1, 1], ["base"], session="s1", max_new_tokens=256, greedy=True)
+    older = service.stream(
+        "summary", "Some news today.", [1, 1], ["base"], session="s1", max_new_tokens=256, greedy=True
+    )
     next(older)  # the older run is decoding on the compute thread
     newer, _ = service.generate("summary", "Other news.", [1, 3], ["base"], session="s1", max_new_tokens=3, greedy=True)
     assert newer[0].done and not newer[0].error
     *_, (replies, _) = older
     assert replies[0].error == "cancelled"  # stopped, not run to its 256 tokens
     other = service.stream("summary", "Some news today.", [1, 1], ["base"], session="s2", max_new_tokens=4, greedy=True)
-    service.generate("summary", "Other news.", [1, 1], ["base"], session="s3", max_new_tokens=2, greedy=True)  # another session: no effect
+    service.generate(
+        "summary", "Other news.", [1, 1], ["base"], session="s3", max_new_tokens=2, greedy=True
+    )  # another session: no effect
     *_, (replies, _) = other
     assert not replies[0].error
 
 
 def test_stop_cancels_only_the_sessions_run(service):
-    run = service.stream("summary", "Some news today.", [1, 1], ["base", "rs"], session="s4", max_new_tokens=256, greedy=True)
+    run = service.stream(
+        "summary", "Some news today.", [1, 1], ["base", "rs"], session="s4", max_new_tokens=256, greedy=True
+    )
     next(run)
     assert service.cancel("s4") and not service.cancel("nobody")
     assert service.settle("s4", 10.0) and service.settle("nobody", 0.0)  # its decode stops at the next token
@@ -216,7 +277,9 @@ def test_the_page_belongs_to_the_newest_run_of_the_task_it_shows(service):
     first = service.claim("p1", "summary")
     assert service.owns("p1", first)
     second = service.claim("p1", "summary")
-    assert service.owns("p1", second) and not service.owns("p1", first)  # a newer run supersedes the older one's drawing
+    assert service.owns("p1", second) and not service.owns(
+        "p1", first
+    )  # a newer run supersedes the older one's drawing
     run = service.stream("summary", "Some news today.", [1, 1], ["base"], session="p1", max_new_tokens=256, greedy=True)
     next(run)
     service.show("p1", "assistant")  # the task switch: the run in flight stops and loses the page

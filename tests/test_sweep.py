@@ -1,4 +1,5 @@
 """Grid sweeps: schema, resume from the journal, and one process = two processes."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import sys
 
 import pytest
 
-from mage.sweep import SweepConfig, preference_grid, run_sweep
+from mage.grid import preference_grid
+from mage.sweep import SweepConfig, run_sweep
 
 
 def test_grids_match_the_spec():
@@ -22,7 +24,15 @@ def test_grids_match_the_spec():
 
 
 def _config(**kw):
-    return SweepConfig(task="summary", methods=("rs", "bone"), prompts=2, samples=1, max_new_tokens=3, grid=((1.0, 0.0), (0.5, 0.5), (0.0, 1.0)), **kw)
+    return SweepConfig(
+        task="summary",
+        methods=("rs", "bone"),
+        prompts=2,
+        samples=1,
+        max_new_tokens=3,
+        grid=((1.0, 0.0), (0.5, 0.5), (0.0, 1.0)),
+        **kw,
+    )
 
 
 def test_sweep_writes_the_documented_schema_and_resumes(tiny_checkpoints, tmp_path):
@@ -67,8 +77,30 @@ def test_two_processes_give_the_same_results_as_one(tiny_checkpoints, tmp_path):
     _, base = tiny_checkpoints
     env = {**os.environ, "MAGE_CACHE_DIR": str(tmp_path / "cache2"), "OMP_NUM_THREADS": "1"}
     one = run_sweep(_config(base=str(base), seed=3), tmp_path / "one.json")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mage", "evaluate", "--task", "summary",
-                "--methods", "rs,bone", "--prompts", "2", "--max-new-tokens", "3", "--seed", "3", "--base", str(base), "--out", str(tmp_path / "two.json")]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mage",
+        "evaluate",
+        "--task",
+        "summary",
+        "--methods",
+        "rs,bone",
+        "--prompts",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--seed",
+        "3",
+        "--base",
+        str(base),
+        "--out",
+        str(tmp_path / "two.json"),
+    ]
     # the CLI sweeps the full 11-point grid; compare the three shared points
     proc = subprocess.run(torchrun, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -80,10 +112,12 @@ def test_two_processes_give_the_same_results_as_one(tiny_checkpoints, tmp_path):
 
 
 def test_choose_strength_scores_each_strength_on_validation(tiny_checkpoints, tmp_path):
-    from mage.sweep import choose_strength
+    from mage.strength import choose_strength
 
     _, base = tiny_checkpoints
-    choice = choose_strength("summary", "mage-i", [2.0, 0.5], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
+    choice = choose_strength(
+        "summary", "mage-i", [2.0, 0.5], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json"
+    )
     # strength 0 (the unguided policy) is always measured as the reference, never chosen
     assert [r["strength"] for r in choice["rows"]] == [0.0, 0.5, 2.0]
     best = max(choice["rows"][1:], key=lambda r: (r["mean_scalarised"], -r["strength"]))
@@ -94,12 +128,12 @@ def test_choose_strength_scores_each_strength_on_validation(tiny_checkpoints, tm
 
 
 def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
-    from mage import sweep
+    from mage import strength, sweep
 
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     (tmp_path / "summary-strength-mage-i.json").write_text(json.dumps({"chosen": 2.0}))
     (tmp_path / "summary-strength-sft+i.json").write_text(json.dumps({"chosen": 0.5}))
-    got = sweep.chosen_strengths("summary", ["rs", "mage-i", "ensemble-i", "sft+i", "mage-e"])
+    got = strength.chosen_strengths("summary", ["rs", "mage-i", "ensemble-i", "sft+i", "mage-e"])
     assert got == {"mage-i": 2.0, "ensemble-i": 2.0, "sft+i": 0.5}  # ensemble at MAGE's strength; mage-e has no choice
     config = SweepConfig(task="summary", method_strengths=tuple(sorted(got.items())))
     assert config.strength_for("ensemble-i") == 2.0 and config.strength_for("mage-e") == 1.0
@@ -110,14 +144,20 @@ def test_chosen_strengths_follow_the_validation_choice(tmp_path, monkeypatch):
 
 
 def test_compatibility_sweeps_sft_at_each_strength_and_mage(tiny_checkpoints, tmp_path, monkeypatch):
-    from mage.sweep import compatibility, corner_grid
+    from mage.compatibility import compatibility
+    from mage.grid import corner_grid
 
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))  # no chosen strength: MAGE runs at 1.0
     _, base = tiny_checkpoints
     assert corner_grid(2) == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
-    result = compatibility("summary", "implicit", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json")
+    result = compatibility(
+        "summary", "implicit", [0.0, 2.0], prompts=2, base=str(base), max_new_tokens=3, out=tmp_path / "c.json"
+    )
     assert [(r["method"], r["strength"]) for r in result["runs"]] == [("sft+i", 0.0), ("sft+i", 2.0), ("mage-i", 1.0)]
-    assert all(len(r["points"]) == 3 and set(r["spread"]) == {"faithful", "quality"} and min(r["spread"].values()) >= 0 for r in result["runs"])
+    assert all(
+        len(r["points"]) == 3 and set(r["spread"]) == {"faithful", "quality"} and min(r["spread"].values()) >= 0
+        for r in result["runs"]
+    )
     # strength 0 on a fixed policy: μ changes nothing, so the rewards do not move at all
     assert result["runs"][0]["mean_spread"] == 0.0
     assert json.loads((tmp_path / "c.json").read_text())["kind"] == "implicit"
@@ -150,7 +190,9 @@ def test_a_sweep_resumed_with_another_number_of_processes_regenerates_nothing(ti
     assert [r["means"] for r in result["records"]] == [r["means"] for r in first["records"]]
 
 
-@pytest.mark.parametrize("argv, expected", [([], None), (["--beta", "0.6"], None), (["--beta", "0.6", "--out", "x.json"], "x.json")])
+@pytest.mark.parametrize(
+    "argv, expected", [([], None), (["--beta", "0.6"], None), (["--beta", "0.6", "--out", "x.json"], "x.json")]
+)
 def test_evaluate_passes_beta_and_out_through_to_the_sweep(monkeypatch, argv, expected):
     import mage.sweep
     from mage.cli import main
@@ -172,7 +214,11 @@ def test_the_beta_ablation_writes_beside_the_main_results_not_over_them(tiny_che
     assert results_file("summary", 0.8) == tmp_path / "summary-beta0.8.json"
     main = tmp_path / "summary.json"
     main.write_text("{}")
-    run_sweep(SweepConfig(task="summary", methods=("rs",), prompts=1, max_new_tokens=2, grid=((1.0, 0.0),), base=str(base), beta=0.6))
+    run_sweep(
+        SweepConfig(
+            task="summary", methods=("rs",), prompts=1, max_new_tokens=2, grid=((1.0, 0.0),), base=str(base), beta=0.6
+        )
+    )
     assert main.read_text() == "{}"  # untouched
     assert beta_files("summary", tmp_path) == {0.6: tmp_path / "summary-beta0.6.json"}
     assert json.loads((tmp_path / "summary-beta0.6.json").read_text())["settings"]["beta"] == 0.6
@@ -210,7 +256,11 @@ def test_a_fresh_clone_reuses_the_committed_results_file(tiny_checkpoints, tmp_p
     shutil.rmtree(cache_dir() / "sweeps")  # the journals are gone; the committed results file stays
     generated = []
     real = mage.sweep.evaluate_point
-    monkeypatch.setattr(mage.sweep, "evaluate_point", lambda engine, method, weights, **kw: generated.append(method) or real(engine, method, weights, **kw))
+    monkeypatch.setattr(
+        mage.sweep,
+        "evaluate_point",
+        lambda engine, method, weights, **kw: generated.append(method) or real(engine, method, weights, **kw),
+    )
     again = run_sweep(_config(base=str(base)), out)
     assert generated == [] and [r["key"] for r in again["records"]] == [r["key"] for r in first["records"]]
     assert [r["means"] for r in again["records"]] == [r["means"] for r in first["records"]]
@@ -251,20 +301,38 @@ def test_a_four_objective_task_runs_through_grid_sweep_service_and_plots(tiny_ch
     _, base = tiny_checkpoints
     names = ("alpha", "beta", "gamma", "delta")
     for i, name in enumerate(names):  # toy scorers: each counts something else in the reply
-        monkeypatch.setitem(objectives.OBJECTIVES, name, objectives.Objective(name, lambda xs, ys, i=i: [(len(y) % (i + 3)) / (i + 3) for y in ys], "toy", version="toy"))
+        monkeypatch.setitem(
+            objectives.OBJECTIVES,
+            name,
+            objectives.Objective(
+                name, lambda xs, ys, i=i: [(len(y) % (i + 3)) / (i + 3) for y in ys], "toy", version="toy"
+            ),
+        )
     summary = tasks.get_task("summary")
     toy = tasks.Task("toy4", names, "Say something about: {input}", 3, summary.load_examples, "four toy objectives")
     monkeypatch.setitem(tasks.TASKS, "toy4", toy)
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path / "results"))
-    assert toy.demo_prompts() == [e.input for e in summary.examples("test")[:3]]  # examples of its own, no table to extend
-    result = run_sweep(SweepConfig(task="toy4", methods=("base",), prompts=2, max_new_tokens=3, base=str(base)), tmp_path / "results" / "toy4.json")
-    assert len(result["records"]) == len(preference_grid(4)) == 9 and all(set(r["means"]) == set(names) for r in result["records"])
+    assert toy.demo_prompts() == [
+        e.input for e in summary.examples("test")[:3]
+    ]  # examples of its own, no table to extend
+    result = run_sweep(
+        SweepConfig(task="toy4", methods=("base",), prompts=2, max_new_tokens=3, base=str(base)),
+        tmp_path / "results" / "toy4.json",
+    )
+    assert len(result["records"]) == len(preference_grid(4)) == 9 and all(
+        set(r["means"]) == set(names) for r in result["records"]
+    )
     assert len(result["reference_point"]) == 4 and result["summary"]["base"]["hypervolume"] >= 0
     service = Service(base=str(base), device="cpu")
     replies, _ = service.generate("toy4", "A short text.", [1, 2, 3, 4], ["base"], max_new_tokens=3, greedy=True)
     assert set(replies[0].scores) == set(names)
     assert len(service.axis_pairs("toy4")) == 6  # every pair of the four objectives can be plotted
-    figure = service.pareto_figure("toy4", [1, 2, 3, 4], [replies[0].point("toy4", service.preference("toy4", [1, 2, 3, 4]), "A short text.")], axes=(2, 3))
+    figure = service.pareto_figure(
+        "toy4",
+        [1, 2, 3, 4],
+        [replies[0].point("toy4", service.preference("toy4", [1, 2, 3, 4]), "A short text.")],
+        axes=(2, 3),
+    )
     assert figure.layout.xaxis.title.text == "gamma" and figure.layout.yaxis.title.text == "delta"
     written = all_figures(tmp_path / "results", tmp_path / "figures", png=False, bench_dir=tmp_path / "no-bench")
     assert len([p for p in written if "toy4-front-" in str(p)]) == 6
@@ -274,16 +342,30 @@ def test_corner_separation_is_the_own_corner_minus_the_others_paired_by_prompt()
     from mage.reports import corner_separation
 
     def record(method, weights, faithful, quality):
-        return {"method": method, "weights": weights, "per_prompt": {"faithful": faithful, "quality": quality, "judge:faithful": faithful}}
+        return {
+            "method": method,
+            "weights": weights,
+            "per_prompt": {"faithful": faithful, "quality": quality, "judge:faithful": faithful},
+        }
 
-    records = [record("still", [1.0, 0.0], [0.5, 0.7], [0.2, 0.4]), record("still", [0.0, 1.0], [0.5, 0.7], [0.2, 0.4]),
-               record("moves", [1.0, 0.0], [0.9, 0.8], [0.1, 0.3]), record("moves", [0.0, 1.0], [0.4, 0.5], [0.6, 0.5]),
-               record("half", [1.0, 0.0], [0.9, 0.8], [0.1, 0.3])]  # one corner only: not reported
+    records = [
+        record("still", [1.0, 0.0], [0.5, 0.7], [0.2, 0.4]),
+        record("still", [0.0, 1.0], [0.5, 0.7], [0.2, 0.4]),
+        record("moves", [1.0, 0.0], [0.9, 0.8], [0.1, 0.3]),
+        record("moves", [0.0, 1.0], [0.4, 0.5], [0.6, 0.5]),
+        record("half", [1.0, 0.0], [0.9, 0.8], [0.1, 0.3]),
+    ]  # one corner only: not reported
     sep = corner_separation(records, ["faithful", "quality"])
     assert set(sep) == {"still", "moves"}
-    assert sep["still"]["faithful"] == {"mean": 0.0, "stderr": 0.0} and sep["still"]["quality"]["mean"] == 0.0  # ignores μ: no separation
-    assert sep["moves"]["faithful"]["mean"] == pytest.approx(0.4) and sep["moves"]["faithful"]["stderr"] == pytest.approx(0.1)  # diffs 0.5, 0.3
-    assert sep["moves"]["quality"]["mean"] == pytest.approx(0.35) and sep["moves"]["judge:faithful"]["mean"] == pytest.approx(0.4)
+    assert (
+        sep["still"]["faithful"] == {"mean": 0.0, "stderr": 0.0} and sep["still"]["quality"]["mean"] == 0.0
+    )  # ignores μ: no separation
+    assert sep["moves"]["faithful"]["mean"] == pytest.approx(0.4) and sep["moves"]["faithful"][
+        "stderr"
+    ] == pytest.approx(0.1)  # diffs 0.5, 0.3
+    assert sep["moves"]["quality"]["mean"] == pytest.approx(0.35) and sep["moves"]["judge:faithful"][
+        "mean"
+    ] == pytest.approx(0.4)
     assert "judge:quality" not in sep["moves"]  # no judge measured, none reported
 
 
@@ -292,9 +374,30 @@ def test_the_corner_report_sweeps_every_corner_and_quotes_replies(tiny_checkpoin
 
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path))
     _, base = tiny_checkpoints
-    main(["corners", "--task", "summary", "--methods", "rs,bone", "--prompts", "2", "--samples", "1", "--base", str(base), "--device", "cpu"])
+    main(
+        [
+            "corners",
+            "--task",
+            "summary",
+            "--methods",
+            "rs,bone",
+            "--prompts",
+            "2",
+            "--samples",
+            "1",
+            "--base",
+            str(base),
+            "--device",
+            "cpu",
+        ]
+    )
     report = json.loads((tmp_path / "summary-corners.json").read_text())
-    assert [(c["method"], c["weights"]) for c in report["corners"]] == [(m, w) for m in ("rs", "bone") for w in ([1.0, 0.0], [0.0, 1.0])]
+    assert [(c["method"], c["weights"]) for c in report["corners"]] == [
+        (m, w) for m in ("rs", "bone") for w in ([1.0, 0.0], [0.0, 1.0])
+    ]
     assert set(report["separation"]) == {"rs", "bone"} and set(report["separation"]["rs"]) >= {"faithful", "quality"}
-    assert all(len(c["quotes"]) == 2 and set(c["fluency"]) == {"repetition", "degenerate", "cut_off"} for c in report["corners"])
+    assert all(
+        len(c["quotes"]) == 2 and set(c["fluency"]) == {"repetition", "degenerate", "cut_off"}
+        for c in report["corners"]
+    )
     assert report["command"].startswith("python -m mage corners --task summary") and report["scorers"]

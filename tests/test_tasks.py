@@ -1,4 +1,5 @@
 """The two default tasks: sizes, fixed disjoint splits, the categories that make objectives pull apart."""
+
 from __future__ import annotations
 
 from collections import Counter

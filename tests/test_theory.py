@@ -1,4 +1,5 @@
 """Bone Soups' Theorem 1 reproduced on its closed-form toy, through mage's merge path."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Best-of-n selection fine-tuning: selection, EOS handling, and a tiny end-to-end run through TRL."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,6 @@ import sys
 
 import pytest
 
-from mage.merging import training_weights
-from mage.models import save_tiny_base
 from mage.pools import PoolConfig
 from mage.tasks import get_task
 from mage.training import TrainConfig, select_best, sft_examples, standardize, train_adapter
@@ -33,7 +32,10 @@ def test_select_best_maximises_the_mixed_standardised_reward():
 
 def test_cut_responses_are_trained_without_an_end_of_turn_token(tokenizer):
     task = get_task("assistant")
-    rows = [{"input": "Hi", "token_ids": [10, 11], "finished": False}, {"input": "Hi", "token_ids": [10, 11], "finished": True}]
+    rows = [
+        {"input": "Hi", "token_ids": [10, 11], "finished": False},
+        {"input": "Hi", "token_ids": [10, 11], "finished": True},
+    ]
     cut, ended = sft_examples(task, tokenizer, rows)
     assert cut["input_ids"][-2:] == [10, 11]
     assert ended["input_ids"][-3:] == [10, 11, tokenizer.eos_token_id]
@@ -69,26 +71,76 @@ def test_policy_bank_merges_every_stage1_method(tiny_checkpoints):
 
 def test_cli_generate_json_and_errors(tiny_checkpoints):
     root, base = tiny_checkpoints
-    env = {**__import__("os").environ, "MAGE_CACHE_DIR": str(root / "cache"), "MAGE_CHECKPOINTS": str(root / "checkpoints")}
+    env = {
+        **__import__("os").environ,
+        "MAGE_CACHE_DIR": str(root / "cache"),
+        "MAGE_CHECKPOINTS": str(root / "checkpoints"),
+    }
     run = lambda *a: subprocess.run([sys.executable, "-m", "mage", *a], capture_output=True, text=True, env=env)
-    ok = run("generate", "--task", "summary", "--method", "bone", "--weights", "0.2,0.8", "--prompt", "Some news.", "--base", str(base),
-             "--max-new-tokens", "4", "--json")
+    ok = run(
+        "generate",
+        "--task",
+        "summary",
+        "--method",
+        "bone",
+        "--weights",
+        "0.2,0.8",
+        "--prompt",
+        "Some news.",
+        "--base",
+        str(base),
+        "--max-new-tokens",
+        "4",
+        "--json",
+    )
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout)
     assert out["coefficients"] == pytest.approx([-0.25, 1.25])  # B⁻¹(0.2, 0.8) with beta 0.7
     assert set(out["scores"]) == {"faithful", "quality"}
     cases = {
-        ("--weights", "0.2"): "2 objectives", ("--weights", "a,b"): "comma-separated", ("--weights", "-1,2"): "negative",
-        ("--weights", "0,0"): "all zero", ("--weights", "nan,1"): "finite", ("--method", "soup"): "unknown method",
+        ("--weights", "0.2"): "2 objectives",
+        ("--weights", "a,b"): "comma-separated",
+        ("--weights", "-1,2"): "negative",
+        ("--weights", "0,0"): "all zero",
+        ("--weights", "nan,1"): "finite",
+        ("--method", "soup"): "unknown method",
     }
     for (flag, value), message in cases.items():
         args = {"--weights": "0.5,0.5", "--method": "bone"} | {flag: value}
-        bad = run("generate", "--task", "summary", "--prompt", "x", "--base", str(base), "--max-new-tokens", "2", *[f"{k}={v}" for k, v in args.items()])
+        bad = run(
+            "generate",
+            "--task",
+            "summary",
+            "--prompt",
+            "x",
+            "--base",
+            str(base),
+            "--max-new-tokens",
+            "2",
+            *[f"{k}={v}" for k, v in args.items()],
+        )
         assert bad.returncode != 0 and message in bad.stderr, (flag, value, bad.stderr[-300:])
     unknown = run("generate", "--task", "poetry", "--weights", "1", "--prompt", "x")
     assert "unknown task 'poetry'" in unknown.stderr
-    missing = subprocess.run([sys.executable, "-m", "mage", "generate", "--task", "assistant", "--weights", "1,1,1", "--prompt", "x", "--base", str(base)],
-                             capture_output=True, text=True, env=env)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mage",
+            "generate",
+            "--task",
+            "assistant",
+            "--weights",
+            "1,1,1",
+            "--prompt",
+            "x",
+            "--base",
+            str(base),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert "are not trained" in missing.stderr and "python -m mage train-set" in missing.stderr
 
 
@@ -96,7 +148,13 @@ def test_grpo_trainer_runs_through_trl_and_saves_the_same_format(tiny_checkpoint
     from mage.adapters import load_adapter
 
     _, base = tiny_checkpoints
-    config = TrainConfig(base=str(base), trainer="grpo", grpo_steps=1, batch_size=4, pool=PoolConfig(samples_per_prompt=4, max_prompts=2, max_new_tokens=6))
+    config = TrainConfig(
+        base=str(base),
+        trainer="grpo",
+        grpo_steps=1,
+        batch_size=4,
+        pool=PoolConfig(samples_per_prompt=4, max_prompts=2, max_new_tokens=6),
+    )
     folder = train_adapter("summary", [0.5, 0.5], tmp_path / "grpo", config, command="test")
     adapter = load_adapter(folder)
     assert adapter.meta["info"]["trainer"] == "grpo" and adapter.meta["info"]["steps"] == 1
@@ -109,7 +167,14 @@ def test_ingredient_table_pairs_every_ingredient_with_the_base(tiny_checkpoints,
     from mage.reports import ingredient_table, markdown_table
 
     _, base = tiny_checkpoints
-    result = ingredient_table("summary", base=str(base), max_prompts=3, samples=1, out=tmp_path / "t.json", sampling=SamplingConfig(max_new_tokens=3))
+    result = ingredient_table(
+        "summary",
+        base=str(base),
+        max_prompts=3,
+        samples=1,
+        out=tmp_path / "t.json",
+        sampling=SamplingConfig(max_new_tokens=3),
+    )
     assert list(result["rows"]) == ["base", "expert:faithful", "expert:quality", "backbone:0", "backbone:1"]
     base_row = result["rows"]["base"]
     assert base_row["gain_over_base"]["quality"] == {"mean": 0.0, "stderr": 0.0}
@@ -129,17 +194,28 @@ def test_a_changed_scorer_rescores_the_cached_pool_without_resampling(tiny_check
     _, base = tiny_checkpoints
     task = get_task("summary")
     model, tokenizer = load_base(str(base))
-    config = PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6)  # the fixture's pool: cached
+    config = PoolConfig(
+        samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6
+    )  # the fixture's pool: cached
     before = sample_pool(task, model, tokenizer, config, progress=False)
     stamp = pool_path(task, model, config).stat().st_mtime_ns
-    assert sample_pool(task, model, tokenizer, config, progress=False) == before and pool_path(task, model, config).stat().st_mtime_ns == stamp
-    changed = dataclasses.replace(objectives.OBJECTIVES["quality"], score_fn=lambda xs, ys: [7.0] * len(ys), version="test")
+    assert (
+        sample_pool(task, model, tokenizer, config, progress=False) == before
+        and pool_path(task, model, config).stat().st_mtime_ns == stamp
+    )
+    changed = dataclasses.replace(
+        objectives.OBJECTIVES["quality"], score_fn=lambda xs, ys: [7.0] * len(ys), version="test"
+    )
     monkeypatch.setitem(objectives.OBJECTIVES, "quality", changed)
     after = sample_pool(task, model, tokenizer, config, progress=False)
     assert [r["response"] for r in after] == [r["response"] for r in before]  # same samples
-    assert all(r["scores"]["quality"] == 7.0 for r in after) and [r["scores"]["faithful"] for r in after] == [r["scores"]["faithful"] for r in before]
+    assert all(r["scores"]["quality"] == 7.0 for r in after) and [r["scores"]["faithful"] for r in after] == [
+        r["scores"]["faithful"] for r in before
+    ]
     monkeypatch.undo()
-    assert all(r["scores"]["quality"] < 7.0 for r in sample_pool(task, model, tokenizer, config, progress=False))  # and back
+    assert all(
+        r["scores"]["quality"] < 7.0 for r in sample_pool(task, model, tokenizer, config, progress=False)
+    )  # and back
 
 
 def test_a_shipped_pool_is_restored_on_a_fresh_machine_instead_of_resampled(tiny_checkpoints, monkeypatch, tmp_path):
@@ -149,30 +225,41 @@ def test_a_shipped_pool_is_restored_on_a_fresh_machine_instead_of_resampled(tiny
     _, base = tiny_checkpoints
     task = get_task("summary")
     model, tokenizer = load_base(str(base))
-    config = PoolConfig(samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6)  # the fixture's pool: cached
+    config = PoolConfig(
+        samples_per_prompt=2, max_prompts=4, batch_size=8, max_new_tokens=6
+    )  # the fixture's pool: cached
     before = pools.sample_pool(task, model, tokenizer, config, progress=False)
     monkeypatch.setenv("MAGE_CHECKPOINTS", str(tmp_path / "ckpt"))
     shipped = pools.ship_pool(task, pools.pool_path(task, model, config))
-    assert shipped.parent == tmp_path / "ckpt" / "summary" / "pools" and shipped.stat().st_size < pools.pool_path(task, model, config).stat().st_size
+    assert (
+        shipped.parent == tmp_path / "ckpt" / "summary" / "pools"
+        and shipped.stat().st_size < pools.pool_path(task, model, config).stat().st_size
+    )
     monkeypatch.setenv("MAGE_CACHE_DIR", str(tmp_path / "fresh-cache"))  # a fresh machine: nothing cached
     monkeypatch.setattr(pools, "decode_batch", lambda *a, **k: pytest.fail("a shipped pool must not be re-sampled"))
     assert pools.sample_pool(task, model, tokenizer, config, progress=False) == before
     assert pools.pool_path(task, model, config).is_file()
 
 
-def test_iterated_best_of_n_journals_each_round_and_resumes(tiny_checkpoints, tmp_path, capsys):
+def test_iterated_best_of_n_journals_each_round_and_resumes(tiny_checkpoints, tmp_path, caplog):
     """rounds = 2: round 2 samples its own pool from the round-1 model; a rerun with rounds = 3 resumes
     after round 2 (only round 3 is trained), and each round's adapter is kept in the cache."""
     from mage.training import round_dir
 
     _, base = tiny_checkpoints
     task = get_task("summary")
-    config = TrainConfig(base=str(base), epochs=1, rounds=2, pool=PoolConfig(samples_per_prompt=2, max_prompts=3, batch_size=8, max_new_tokens=5))
+    config = TrainConfig(
+        base=str(base),
+        epochs=1,
+        rounds=2,
+        pool=PoolConfig(samples_per_prompt=2, max_prompts=3, batch_size=8, max_new_tokens=5),
+    )
     out = train_adapter("summary", [1, 0], tmp_path / "two", config, command="test")
     info = json.loads((out / "mage_manifest.json").read_text())["info"]
     assert [r["round"] for r in info["rounds"]] == [1, 2] and "2 round(s)" in (out / "README.md").read_text()
     assert all((round_dir(task, [1.0, 0.0], config, k) / "adapter_config.json").is_file() for k in (1, 2))
-    capsys.readouterr()
+    caplog.clear()
+    caplog.set_level("INFO", logger="mage")
     three = TrainConfig(**{**config.__dict__, "rounds": 3})
     # a run with another round count is another run (its key differs): copy the journal of rounds 1-2 over to resume it
     import shutil
@@ -180,5 +267,5 @@ def test_iterated_best_of_n_journals_each_round_and_resumes(tiny_checkpoints, tm
     for k in (1, 2):
         shutil.copytree(round_dir(task, [1.0, 0.0], config, k), round_dir(task, [1.0, 0.0], three, k))
     out3 = train_adapter("summary", [1, 0], tmp_path / "three", three, command="test")
-    assert "resuming after round 2 of 3" in capsys.readouterr().out
+    assert "resuming after round 2 of 3" in caplog.text
     assert [r["round"] for r in json.loads((out3 / "mage_manifest.json").read_text())["info"]["rounds"]] == [3]

@@ -1,4 +1,5 @@
 """Value models judged teacher-forced: padding-free reference values, and the held-out check report."""
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,9 @@ def test_lmc_curve_interpolates_between_two_value_models(tiny_checkpoints, tmp_p
     from mage.reports import lmc_curve
 
     _, base = tiny_checkpoints
-    result = lmc_curve("summary", "implicit", steps=3, strength=2.0, prompts=2, base=str(base), out=tmp_path / "lmc.json")
+    result = lmc_curve(
+        "summary", "implicit", steps=3, strength=2.0, prompts=2, base=str(base), out=tmp_path / "lmc.json"
+    )
     assert [r["t"] for r in result["rows"]] == [0.0, 0.5, 1.0] and result["pair"] == ["faithful", "quality"]
     for o in ("faithful", "quality"):
         first, mid, last = (r["means"][o] for r in result["rows"])
@@ -89,16 +92,22 @@ def test_an_lmc_run_resumes_from_its_journal(tiny_checkpoints, tmp_path, monkeyp
     import mage.reports as reports
 
     _, base = tiny_checkpoints
-    first = reports.lmc_curve("summary", "explicit", steps=3, strength=1.5, prompts=2, base=str(base), out=tmp_path / "a.json")
+    first = reports.lmc_curve(
+        "summary", "explicit", steps=3, strength=1.5, prompts=2, base=str(base), out=tmp_path / "a.json"
+    )
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a journaled LMC point was generated again")
 
     monkeypatch.setattr(reports, "evaluate_model", must_not_run)
-    again = reports.lmc_curve("summary", "explicit", steps=3, strength=1.5, prompts=2, base=str(base), out=tmp_path / "b.json")
+    again = reports.lmc_curve(
+        "summary", "explicit", steps=3, strength=1.5, prompts=2, base=str(base), out=tmp_path / "b.json"
+    )
     assert again["rows"] == first["rows"] and again["strength"] == 1.5
     with pytest.raises(AssertionError, match="generated again"):  # other settings are other points
-        reports.lmc_curve("summary", "explicit", steps=3, strength=0.5, prompts=2, base=str(base), out=tmp_path / "c.json")
+        reports.lmc_curve(
+            "summary", "explicit", steps=3, strength=0.5, prompts=2, base=str(base), out=tmp_path / "c.json"
+        )
 
 
 def test_training_rows_take_a_prefix_of_the_shared_pool_without_resampling():
