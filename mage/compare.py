@@ -59,6 +59,7 @@ COMPARISONS = [
     ("bone", "fixed-best"),
     ("mage-i", "fixed-best"),
     ("mage-e", "fixed-best"),
+    ("mage-e", "bon-e"),  # step-wise guidance vs the same value-model budget spent on whole replies
 ]
 
 

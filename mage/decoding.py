@@ -289,6 +289,10 @@ def generate(
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(prompts))]
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts; fix: pass one seed per prompt")
+    if getattr(guide, "reranks", False):  # best-of-n (mage.rerank.BestOfN) samples and chooses whole replies itself
+        return guide.generate(
+            model, tokenizer, prompts, config, seeds=seeds, batch_size=batch_size, progress=progress, on_token=on_token
+        )
     results: list[Generation] = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):

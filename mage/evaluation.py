@@ -120,7 +120,7 @@ def evaluate_point(engine: Engine, method: str, weights: Sequence[float], *, str
     return {
         "method": method,
         "weights": engine.current.weights,
-        "strength": strength if guide else None,
+        "strength": strength if guide is not None and not getattr(guide, "reranks", False) else None,
         "coefficients": engine.current.coefficients or None,
         **evaluate_model(model, engine.policy.tokenizer, engine.task, guide=guide, **kwargs),
     }

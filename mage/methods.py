@@ -7,6 +7,7 @@
 | mage-e/-i     | Bone Soup for μ               | merged explicit / implicit value model φ(μ)|
 | ensemble-e/-i | Bone Soup for μ               | prediction ensemble Σ μ_i of n value models|
 | sft+e/-i      | the base (fixed) model        | merged value model φ(μ) (compatibility baseline) |
+| bon-e         | Bone Soup for μ               | the best of k replies by the merged explicit value model |
 | mod           | MOD: Σ μ_i log π_i over the n experts | —                                  |
 | react         | uniform expert soup, final hidden state h ← W_μ h | —                      |
 
@@ -29,6 +30,7 @@ from .decoding import Generation, SamplingConfig, generate
 from .fused import FusedImplicit, row_corrections
 from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
 from .merging import DEFAULT_BETA, Soup, get_merge_method, normalize_weights
+from .rerank import BestOfN
 from .models import DEFAULT_BASE, device_of, fingerprint_model, fingerprint_tokenizer, load_base
 from .policy import MergedPolicy, PolicyBank, check_ingredients
 from .tasks import Task, get_task
@@ -102,10 +104,15 @@ class React:
 @dataclass(frozen=True)
 class Guidance:
     """MAGE stage 2: value models of one kind ("explicit" or "implicit") merged by μ into one guide, or their
-    prediction ensemble weighted by μ ("ensemble")."""
+    prediction ensemble weighted by μ ("ensemble"), or the merged model reranking whole replies ("rerank")."""
 
     kind: str
     mode: str = "merged"
+
+    @property
+    def uses_strength(self) -> bool:
+        """A reranker has no strength: it only picks among replies."""
+        return self.mode != "rerank"
 
     def build(self, engine: "Engine", mu: list[float], strength: float):
         return engine.guided(self.kind, mu, strength, mode=self.mode)
@@ -193,6 +200,15 @@ METHODS: dict[str, Method] = {
             "#7f7f7f",
             "fixed base + merged implicit guidance",
         ),
+        Method(
+            "bon-e",
+            Merge("bone"),
+            Guidance("explicit", "rerank"),
+            "Bone Soup, best of k (explicit values)",
+            "#aec7e8",
+            "Bone Soup, k replies sampled and the one the merged explicit value model scores highest kept: MAGE "
+            "(explicit)'s value-model budget spent on whole replies (compute-matched baseline)",
+        ),
         Method("mod", Mod(), None, "MOD", "#8c564b", "MOD: next-token Σ μ_i log π_i over the experts"),
         Method(
             "react",
@@ -226,7 +242,7 @@ def strength_source(name: str) -> str | None:
     """The method whose chosen guidance strength a guided method uses when it has none of its own: MAGE
     with the same kind of guide (ensembles and fixed-base guidance are compared at MAGE's strength)."""
     spec = get_method(name)
-    if spec.guide is None:
+    if spec.guide is None or not spec.guide.uses_strength:
         return None
     return find_method(Merge("bone"), Guidance(spec.guide.kind)) or name
 
@@ -422,6 +438,12 @@ class Engine:
     def guide(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):
         """A guide from the value models of ``kind``: merged by ``weights`` into one model, or their ensemble."""
         bank = self.guidance(kind)
+        if mode == "rerank":  # k whole replies, kept by V_μ: k value-model calls per token, as MAGE (explicit) spends
+            if kind != "explicit":
+                raise ValueError(
+                    f"reranking needs an explicit value model, not {kind!r}; fix: use Guidance('explicit', 'rerank')"
+                )
+            return BestOfN(bank.merged(weights)[0].model, self.top_k)
         members = bank.merged(weights) if mode == "merged" else bank.ensemble(weights)
         return ExplicitGuide(members, strength, self.top_k) if kind == "explicit" else ImplicitGuide(members, strength)
 

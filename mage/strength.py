@@ -31,7 +31,7 @@ def chosen_strengths(task: str, methods: Sequence[str], results_dir: Path | None
     out = {}
     for method in methods:
         spec = get_method(method)
-        if spec.guide is None:
+        if spec.guide is None or not spec.guide.uses_strength:
             continue
         for candidate in (method, strength_source(method)):
             path = strength_file(task, candidate, results_dir)

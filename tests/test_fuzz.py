@@ -134,9 +134,11 @@ ANY = dict(
     seed=st.one_of(st.integers(-5, 2**40), st.floats(), WRONG),
     strength=st.one_of(FLOATS, WRONG),
 )
-SETTINGS = st.fixed_dictionaries(
-    {k: st.one_of(VALID[k], ANY[k]) for k in VALID}
-)  # each setting valid or not, independently
+# each setting valid or not, independently — or all valid together, so the success path is well exercised
+# (independent draws alone reached it in 22–50 of 1,000 examples depending on the draw, too close to the bar)
+SETTINGS = st.one_of(
+    st.fixed_dictionaries(VALID), st.fixed_dictionaries({k: st.one_of(VALID[k], ANY[k]) for k in VALID})
+)
 
 
 def test_service_generate_works_or_refuses_clearly(service):

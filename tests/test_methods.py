@@ -278,3 +278,31 @@ def test_a_new_guided_method_needs_one_row_of_the_method_table(tiny_checkpoints,
     )
     assert [r["method"] for r in result["records"]] == ["aba+i", "aba+i"]
     assert method_color("aba+i") == "#123456"
+
+
+def test_best_of_k_keeps_the_reply_the_merged_value_model_scores_highest(engine):
+    """bon-e (the compute-matched baseline): k Bone Soup replies per prompt, seeded by position, and the one the
+    merged explicit value model V_μ scores highest at its last token is kept; padding never moves a value."""
+    from mage.decoding import generate
+    from mage.rerank import BestOfN, candidate_seed
+
+    sampling = SamplingConfig(max_new_tokens=5)
+    inputs, seeds, mu = ["Storms hit the coast overnight.", "A bridge opened."], [3, 1003], [0.3, 0.7]
+    chosen = engine.generate("bon-e", mu, inputs, sampling, seeds=seeds)
+    model, guide = engine.prepare("bon-e", mu)
+    assert isinstance(guide, BestOfN) and guide.n == engine.top_k == 3 and model is engine.policy.model
+    tok, k = engine.policy.tokenizer, guide.n
+    rows = [engine.task.messages(x) for x in inputs for _ in range(k)]
+    candidates = generate(model, tok, rows, sampling, seeds=[candidate_seed(s, j) for s in seeds for j in range(k)])
+    assert candidate_seed(3, 0) == 3 and len({candidate_seed(3, j) for j in range(k)}) == k
+    values = guide.values(tok, rows, candidates)
+    alone = [guide.values(tok, [r], [c])[0] for r, c in zip(rows, candidates)]
+    assert values == pytest.approx(alone, abs=1e-4)  # left-padded prompts, right-padded replies: same values
+    for i in range(len(inputs)):
+        block = values[i * k : (i + 1) * k]
+        assert chosen[i].token_ids == candidates[i * k + block.index(max(block))].token_ids
+    assert len({tuple(c.token_ids) for c in candidates}) > 2  # the candidates differ: the choice is a real one
+    assert METHODS["bon-e"].guide.uses_strength is False
+    from mage.strength import chosen_strengths
+
+    assert "bon-e" not in chosen_strengths("summary", ["bon-e"])  # no strength to choose or record
