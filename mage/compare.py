@@ -181,13 +181,7 @@ def compare(
         )
     n = sizes.pop()
     judges = _judged(result)
-    judge_ref = (
-        reference_point(
-            [[r["means"].get(j, float(np.mean(r["per_prompt"][j]))) for j in judges] for r in result["records"]]
-        )
-        if judges
-        else None
-    )
+    judge_ref = reference_point(_judge_points(result["records"], judges)) if judges else None
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, n, n) for _ in range(resamples)]
     boot = {m: [_stats(rs, objectives, ref, idx) for idx in draws] for m, rs in rows.items()}
@@ -282,9 +276,14 @@ def _adjust(comparisons: list[dict], prefixes: Sequence[str], alpha: float = 0.0
         c[f"{key}_verdict"] = ("A > B" if c[f"{key}_diff"] > 0 else "A < B") if p < alpha else "no difference shown"
 
 
+def _judge_points(rows: Sequence[dict], judges: Sequence[str]) -> list[list[float]]:
+    """Each record's point on the judges, from its per-prompt scores (every record carries them)."""
+    return [[float(np.mean(r["per_prompt"][j])) for j in judges] for r in rows]
+
+
 def _judge_stats(rows: Sequence[dict], judges: Sequence[str], ref: Sequence[float]) -> dict:
     """A method's statistics on the independent judges (point estimates with standard errors)."""
-    points = [[float(np.mean(r["per_prompt"][j])) for j in judges] for r in rows]
+    points = _judge_points(rows, judges)
     split = {k: mean_stderr(v.tolist()) for k, v in _split_per_prompt(rows, judges).items()}
     return {
         "hypervolume": hypervolume(points, ref),
@@ -315,7 +314,7 @@ def fixed_baselines(result: dict, table: dict) -> dict:
                 "method": f"fixed:{label}",
                 "weights": w,
                 "per_prompt": row["per_prompt"],
-                "means": {**row["means"], **row.get("judge_means", {})},
+                "means": row["means"],
                 "strength": None,
             }
             for w in grid

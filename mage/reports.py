@@ -431,13 +431,14 @@ def corner_report(
     ``evaluate``): the corner separation on scorers and judges, the fluency guard's readings per corner,
     and the first prompts' replies quoted. Guided methods run at the strength ``choose-strength`` picked
     (else 1.0) unless ``strength`` is given. Writes ``<task>-corners.json``."""
+    from .grid import corner_grid
     from .strength import chosen_strengths
     from .sweep import SweepConfig, run_sweep
     from .tasks import get_task
 
     t = get_task(task)
     objectives = list(t.objectives)
-    grid = tuple(tuple(1.0 if j == i else 0.0 for j in range(len(objectives))) for i in range(len(objectives)))
+    grid = tuple(tuple(p) for p in corner_grid(len(objectives))[: len(objectives)])  # the one-hot corners only
     strengths = {m: strength for m in methods} if strength is not None else chosen_strengths(task, methods)
     config = SweepConfig(
         task=task,
