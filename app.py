@@ -22,7 +22,8 @@ import gradio as gr
 
 from mage.limits import BODY_BYTES
 from mage.models import DTYPES
-from mage.service import MAX_METHODS, MAX_NEW_TOKENS, MAX_STRENGTH, METHOD_LABELS, Service
+from mage.methods import method_labels
+from mage.service import MAX_METHODS, MAX_NEW_TOKENS, MAX_STRENGTH, Service
 from mage.tasks import TASKS
 
 
@@ -58,7 +59,8 @@ SETTINGS = settings(None if __name__ == "__main__" else [])  # imported (tests, 
 SERVICE = Service(
     base=os.environ.get("MAGE_BASE", "smollm2-135m-instruct"), device=SETTINGS.device, dtype=SETTINGS.dtype
 )
-MAX_OBJECTIVES = max(len(t.objectives) for t in TASKS.values())
+# slider slots on the page, hidden beyond the shown task's objectives: room for tasks registered after import
+MAX_OBJECTIVES = max(6, *(len(t.objectives) for t in TASKS.values()))
 SLOTS = MAX_METHODS  # methods shown side by side
 SETTLE_S = 0.5  # after a stopped run's decode ends, how long its event's last message may take to reach the page
 LIVE_POINTS = 24  # live samples a session keeps on its plot
@@ -83,6 +85,11 @@ def switch_task(task: str, request: gr.Request = None):
             request.session_hash, task
         )  # its run stops, and a run of the old task starting later draws nothing
     names = _names(task)
+    if len(names) > MAX_OBJECTIVES:
+        raise gr.Error(
+            f"task {task!r} has {len(names)} objectives but the page has {MAX_OBJECTIVES} sliders; fix: register it "
+            "before app.py is imported (the page makes room for every registered task)"
+        )
     sliders = [
         gr.update(visible=i < len(names), label=names[i] if i < len(names) else "", value=1.0)
         for i in range(MAX_OBJECTIVES)
@@ -108,6 +115,15 @@ def clear_page(request: gr.Request = None):
         SERVICE.settle(request.session_hash)
         time.sleep(SETTLE_S)
     return ["", "", *[gr.update(visible=False, value=None)] * (3 * SLOTS)]
+
+
+def registered_choices():
+    """The task and method menus, read from the tables at page load: a task or method registered after import
+    (a preset, a plugin) is offered without rebuilding the app."""
+    return (
+        gr.update(choices=list(TASKS)),
+        gr.update(choices=[(label, name) for name, label in method_labels().items()]),
+    )
 
 
 def show_weights(task: str, *sliders: float) -> str:
@@ -377,7 +393,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
                 elem_id="grid-point",
             )
             methods = gr.CheckboxGroup(
-                [(v, k) for k, v in METHOD_LABELS.items()],
+                [(label, name) for name, label in method_labels().items()],
                 value=["mage-i", "bone", "rs"],
                 label="Methods (up to 4 side by side)",
                 elem_id="methods",
@@ -448,6 +464,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
         text = SERVICE.load_status(task_name)
         return text, gr.Timer(active=not SERVICE.loaded(task_name) and "failed" not in text)
 
+    demo.load(registered_choices, None, [task, methods], api_name=False, queue=False)
     load_timer.tick(tick, task, [load_md, load_timer], api_name=False, queue=False)
     examples.click(lambda sample: sample[0], examples, prompt, api_name=False)
     redraw = [task, live, axes, methods, *sliders]

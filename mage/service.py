@@ -230,7 +230,9 @@ class Service:
         )
         what = f"{len(shown)} method(s)" if shown else "no method ticked"
         split = settings.get("split", "test") + " split" + (", " + size if size else "")
-        return f"{result['task']}: average score per preference ({split}), {what}"
+        versions = ", ".join(f"{n} v{sig.rsplit('|', 1)[-1]}" for n, sig in (result.get("scorers") or {}).items())
+        scored = f"<br><sup>scored by {versions}</sup>" if versions else ""  # which objectives' version it stands on
+        return f"{result['task']}: average score per preference ({split}), {what}{scored}"
 
     def default_strength(self, task: str) -> float:
         """The guidance strength ``choose-strength`` picked for MAGE (implicit) on the validation split, else 1.0."""

@@ -156,3 +156,24 @@ def tiny_reward_model(tmp_path_factory):
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder, model.eval(), tok
+
+
+@pytest.fixture
+def toy4(monkeypatch):
+    """A four-objective toy task, registered through the task and objective tables alone (each toy scorer counts
+    something else in the reply); summary's articles are its examples. Unregistered after the test."""
+    from mage import objectives, tasks
+
+    names = ("alpha", "beta", "gamma", "delta")
+    for i, name in enumerate(names):
+        monkeypatch.setitem(
+            objectives.OBJECTIVES,
+            name,
+            objectives.Objective(
+                name, lambda xs, ys, i=i: [(len(y) % (i + 3)) / (i + 3) for y in ys], "toy", version="toy"
+            ),
+        )
+    summary = tasks.get_task("summary")
+    toy = tasks.Task("toy4", names, "Say something about: {input}", 3, summary.load_examples, "four toy objectives")
+    monkeypatch.setitem(tasks.TASKS, "toy4", toy)
+    return toy

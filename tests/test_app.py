@@ -376,3 +376,39 @@ def test_a_run_draws_nothing_once_the_page_switched_task(tiny_checkpoints, monke
         app.run(*args, request=SimpleNamespace(session_hash="race-3"))
     )  # an undisturbed run still ends with its plot and replies
     assert own[-1][0].layout.title.text.startswith("summary") and own[-1][1] == ""
+
+
+def test_tasks_and_methods_registered_after_import_run_through_the_handlers(tiny_checkpoints, monkeypatch, request):
+    """The app is built before a four-objective task and a new guided method exist; registered through the
+    tables alone, they reach the page's menus at load, get their sliders, weights and replies from the
+    handlers, and a run ends with the plot and a score bar per objective."""
+    import importlib
+
+    from mage import methods
+
+    _, base = tiny_checkpoints
+    monkeypatch.setenv("MAGE_BASE", str(base))
+    sys.path.insert(0, str(ROOT))
+    app = importlib.import_module("app")
+    names = request.getfixturevalue("toy4").objectives  # registered after the app was built
+    row = methods.Method("aba+i", methods.Merge("aba"), methods.Guidance("implicit"), "ABA + implicit guidance")
+    monkeypatch.setitem(methods.METHODS, "aba+i", row)
+    task_menu, method_menu = app.registered_choices()
+    assert "toy4" in task_menu["choices"] and ("ABA + implicit guidance", "aba+i") in method_menu["choices"]
+    updates = app.switch_task("toy4")
+    sliders = updates[: app.MAX_OBJECTIVES]
+    assert [s["label"] for s in sliders if s["visible"]] == list(names)  # four sliders, in the task's order
+    weights = [1.0, 1.0, 2.0, 0.0] + [1.0] * (app.MAX_OBJECTIVES - 4)  # hidden sliders are ignored
+    assert app.show_weights("toy4", *weights) == (
+        "Preference μ (normalised): **alpha** 0.25, **beta** 0.25, **gamma** 0.50, **delta** 0.00"
+    )
+    settings = (8, 1.0, 0.9, 0, True, [], [2, 3])
+    out = list(app.run("toy4", "A short text.", ["base"], 1.0, *settings, *weights))
+    plot, status, live = out[-1][:3]
+    assert status == "" and len(live) == 1 and live[0]["scores"].keys() == set(names)
+    assert (plot.layout.xaxis.title.text, plot.layout.yaxis.title.text) == ("gamma", "delta")
+    assert all(f'score-name">{n}<' in out[-1][5]["value"] for n in names)  # one bar per objective
+    out = list(app.run("summary", "Storms hit the coast.", ["aba+i"], 1.0, *settings[:-1], [0, 1], 0.3, 0.7))
+    head = out[-1][3]["value"]  # its label, its merge coefficients λ and its scores: a reply, not an error
+    assert head.startswith("### ABA + implicit guidance\nλ = (+0.30, +0.70)") and "quality **" in head
+    assert out[-1][1] == ""  # no notice

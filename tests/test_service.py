@@ -203,6 +203,7 @@ def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_li
     version of a scorer) is named as such, and today's samples are not drawn beside it."""
     import json
 
+    from mage.objectives import get_objective
     from mage.pools import scorer_signatures
     from mage.tasks import get_task
 
@@ -236,7 +237,13 @@ def test_fronts_measured_with_other_scorers_are_labelled_and_never_mixed_with_li
         )  # never beside old fronts
     (tmp_path / "summary.json").write_text(json.dumps(current))
     assert service.stale_fronts("summary") is None
-    assert "your sample: Bone Soup" in [t.name for t in service.pareto_figure("summary", [1, 1], live).data]
+    fig = service.pareto_figure("summary", [1, 1], live)
+    assert "your sample: Bone Soup" in [t.name for t in fig.data]
+    versions = [get_objective(n).version for n in ("faithful", "quality")]
+    assert f"scored by faithful v{versions[0]}, quality v{versions[1]}" in fig.layout.title.text  # the version shown
+    sized = {**current, "records": [{**record, "n_prompts": 60, "samples_per_prompt": 2}]}
+    (tmp_path / "summary.json").write_text(json.dumps(sized))
+    assert "60 prompts × 2 sample(s)" in service.pareto_figure("summary", [1, 1], live).layout.title.text
 
 
 def test_a_newer_run_of_the_same_session_stops_the_older_one_at_its_next_token(service):

@@ -291,26 +291,15 @@ def test_every_location_is_package_relative_or_set_by_the_environment(monkeypatc
     assert results_file("summary") == tmp_path / "r" / "summary.json"  # read at call time
 
 
-def test_a_four_objective_task_runs_through_grid_sweep_service_and_plots(tiny_checkpoints, tmp_path, monkeypatch):
+def test_a_four_objective_task_runs_through_grid_sweep_service_and_plots(tiny_checkpoints, toy4, tmp_path, monkeypatch):
     """Any number of objectives works end to end: a toy task with four objectives, registered through the
     task and objective tables alone, gets a grid, a sweep, the service's replies and plot, and the figures."""
-    from mage import objectives, tasks
+    from mage import tasks
     from mage.plots import all_figures
     from mage.service import Service
 
     _, base = tiny_checkpoints
-    names = ("alpha", "beta", "gamma", "delta")
-    for i, name in enumerate(names):  # toy scorers: each counts something else in the reply
-        monkeypatch.setitem(
-            objectives.OBJECTIVES,
-            name,
-            objectives.Objective(
-                name, lambda xs, ys, i=i: [(len(y) % (i + 3)) / (i + 3) for y in ys], "toy", version="toy"
-            ),
-        )
-    summary = tasks.get_task("summary")
-    toy = tasks.Task("toy4", names, "Say something about: {input}", 3, summary.load_examples, "four toy objectives")
-    monkeypatch.setitem(tasks.TASKS, "toy4", toy)
+    toy, names, summary = toy4, toy4.objectives, tasks.get_task("summary")
     monkeypatch.setenv("MAGE_RESULTS", str(tmp_path / "results"))
     assert toy.demo_prompts() == [
         e.input for e in summary.examples("test")[:3]
