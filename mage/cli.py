@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Callable
 
 from .decoding import SamplingConfig
 from .merging import DEFAULT_BETA, training_weights
 from .models import DEFAULT_BASE, DTYPES
+from .pools import PoolConfig
+from .sweep import SweepConfig
+from .tasks import TASKS
+from .training import TrainConfig
+from .values import KINDS, ValueConfig
 
 
 def parse_weights(text: str) -> list[float]:
@@ -36,32 +44,63 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _train_config(args):
-    from .tasks import get_task
-    from .training import TrainConfig, default_pool
+def comma_list(text: str) -> tuple[str, ...]:
+    """``"rs,bone"`` → ("rs", "bone")."""
+    return tuple(text.split(","))
 
-    pool = default_pool(
-        get_task(args.task),
-        samples_per_prompt=args.samples,
-        max_prompts=args.max_prompts,
-        batch_size=args.pool_batch_size,
-        seed=args.seed,
-    )
-    return TrainConfig(
-        base=args.base,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        rank=args.rank,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        normalize=args.normalize,
-        pool=pool,
-        trainer=args.trainer,
-        grpo_steps=args.grpo_steps,
-        grpo_beta=args.grpo_beta,
-        rounds=args.rounds,
-        device=args.device,
-    )
+
+CONFIG_FIELDS = "config_fields"  # the parsed arguments' {config dataclass: {field name: dest}}, for config_args
+
+
+def _field_type(config: type, name: str):
+    """A field's annotated type, ``X | None`` read as X."""
+    hint = typing.get_type_hints(config)[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = (a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag: str | None = None, **overrides):
+    """Add ``flag`` (default ``--<name>``) for the field ``name`` of the dataclass ``config``: its default, type (a
+    bool is a switch, a tuple comma-separated) and choices (``metadata["choices"]``, where the dataclass validates
+    a fixed set) come from the field, so a default lives in one place. ``overrides`` go to ``add_argument``: help, a
+    stricter type, or ``default=None`` where the default is resolved at run time (the task's, a chosen value), which
+    the help then states. The help ends with the default unless it already says it. Read back with config_args."""
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
+    kind = _field_type(config, name)
+    options: dict = {} if field.default is dataclasses.MISSING else {"default": field.default}
+    if kind is bool:
+        options["action"] = "store_true"
+    else:
+        options["type"] = comma_list if typing.get_origin(kind) is tuple else kind
+    if "choices" in field.metadata:
+        options["choices"] = list(field.metadata["choices"])
+    options.update(overrides)
+    if options.get("required"):
+        options.pop("default", None)
+    default, text = options.get("default"), options.get("help") or ""
+    if default is not None and not isinstance(default, bool) and "default" not in text:
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        options["help"] = f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+    action = parser.add_argument(flag or "--" + name.replace("_", "-"), **options)
+    action.config_field = (config, name)
+    fields = {cls: dict(names) for cls, names in (parser.get_default(CONFIG_FIELDS) or {}).items()}
+    fields.setdefault(config, {})[name] = action.dest
+    parser.set_defaults(**{CONFIG_FIELDS: fields})
+    return action
+
+
+def config_args(args: argparse.Namespace, config: type) -> dict:
+    """{field name: parsed value} of every option config_option added for ``config``'s fields."""
+    return {name: getattr(args, dest) for name, dest in getattr(args, CONFIG_FIELDS, {}).get(config, {}).items()}
+
+
+def _train_config(args) -> TrainConfig:
+    from .tasks import get_task
+    from .training import default_pool
+
+    pool = default_pool(get_task(args.task), **config_args(args, PoolConfig), seed=args.seed)  # None: the task's
+    return TrainConfig(**config_args(args, TrainConfig), pool=pool)
 
 
 def cmd_train(args) -> None:
@@ -93,14 +132,10 @@ def _precision_warning(dtype: str) -> None:
 
 
 def _sampling(args, task) -> SamplingConfig:
-    return SamplingConfig(
-        max_new_tokens=task.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        greedy=args.greedy,
-    )
+    settings = config_args(args, SamplingConfig)
+    if settings["max_new_tokens"] is None:
+        settings["max_new_tokens"] = task.max_new_tokens
+    return SamplingConfig(**settings)
 
 
 def cmd_generate(args) -> None:
@@ -163,21 +198,10 @@ def cmd_generate(args) -> None:
 def cmd_train_values(args) -> None:
     from .tasks import get_task
     from .training import default_pool
-    from .values import ValueConfig, train_value, value_dir
+    from .values import train_value, value_dir
 
     task = get_task(args.task)
-    config = ValueConfig(
-        kind=args.kind,
-        base=args.base,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        rank=args.rank,
-        seed=args.seed,
-        pool=default_pool(task),
-        train_prompts=args.max_prompts,
-        train_samples=args.samples_per_prompt,
-        device=args.device,
-    )
+    config = ValueConfig(**config_args(args, ValueConfig), pool=default_pool(task))
     for objective in args.objective or task.objectives:
         folder = value_dir(task, args.kind) / objective
         if (folder / "mage_manifest.json").is_file() and not args.force:
@@ -249,31 +273,19 @@ def cmd_table(args) -> None:
 def cmd_evaluate(args) -> None:
     from .objectives import use_device
     from .strength import chosen_strengths
-    from .sweep import SweepConfig, run_sweep
+    from .sweep import run_sweep
 
     _precision_warning(args.dtype)
     use_device(args.device)
-    methods = tuple(args.methods.split(","))
+    methods = args.methods
     # --strength sets every guided method's strength; without it each uses the one choose-strength picked (else 1.0)
     chosen = {} if args.strength is not None else chosen_strengths(args.task, methods)
     for method, strength in chosen.items():
         print(f"mage: {method} at guidance strength {strength:g} (chosen on the validation split)")
-    config = SweepConfig(
-        task=args.task,
-        methods=methods,
-        prompts=args.prompts,
-        samples=args.samples,
-        seed=args.seed,
-        split=args.split,
-        strength=1.0 if args.strength is None else args.strength,
-        base=args.base,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        beta=args.beta,
-        method_strengths=tuple(sorted(chosen.items())),
-        device=args.device,
-        dtype=args.dtype,
-    )
+    settings = config_args(args, SweepConfig)
+    if settings["strength"] is None:
+        del settings["strength"]  # SweepConfig's, for the methods without a chosen one
+    config = SweepConfig(**settings, method_strengths=tuple(sorted(chosen.items())))
     result = run_sweep(config, Path(args.out) if args.out else None)
     for method, s in result.get("summary", {}).items():
         print(
@@ -492,59 +504,57 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    def device_args(p, dtype: bool = True):
-        p.add_argument("--device", default="auto", help="auto (a GPU when present, else the CPU), cpu, cuda or cuda:N")
-        if dtype:
-            p.add_argument(
-                "--dtype",
-                default="float32",
-                choices=list(DTYPES),
-                help="the base model's weights (16-bit rounds the folded merge; see docs/PERFORMANCE.md)",
-            )
+    task_help = f"a task: {', '.join(TASKS)}, or one a preset registers"
+    base_help = "base model: embedded alias, folder or hub id"
+
+    def device_args(p, config: type | None = None, dtype: bool = True, **overrides):
+        """--device (config's field when given, else "auto") and, unless dtype=False, --dtype."""
+        device_help = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N"
+        if config is None:
+            p.add_argument("--device", default="auto", help=device_help)
+        else:
+            config_option(p, config, "device", help=device_help, **overrides)
+        dtype_help = "the base model's weights (16-bit rounds the folded merge; see docs/PERFORMANCE.md)"
+        if dtype and config is None:
+            p.add_argument("--dtype", default="float32", choices=list(DTYPES), help=dtype_help)
+        elif dtype:
+            config_option(p, config, "dtype", choices=list(DTYPES), help=dtype_help)
 
     def common_train(p):
-        device_args(
-            p, dtype=False
-        )  # training precision follows the device: fp32 on a CPU, bf16 mixed precision on a GPU that has it
-        p.add_argument("--task", required=True, help="a task: assistant, summary, or one a preset registers")
-        p.add_argument("--base", default=DEFAULT_BASE, help="base model: embedded alias, folder or hub id")
-        p.add_argument("--epochs", type=int, default=3)
-        p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
-        p.add_argument("--rank", type=int, default=8)
-        p.add_argument(
-            "--batch-size", type=int, default=8, help="SFT examples per step; for GRPO, completions per step"
-        )
-        p.add_argument(
+        # training precision follows the device: fp32 on a CPU, bf16 mixed precision on a GPU that has it
+        device_args(p, TrainConfig, dtype=False)
+        p.add_argument("--task", required=True, help=task_help)
+        config_option(p, TrainConfig, "base", help=base_help)
+        config_option(p, TrainConfig, "epochs")
+        config_option(p, TrainConfig, "learning_rate", "--lr", help="LoRA learning rate")
+        config_option(p, TrainConfig, "rank")
+        config_option(p, TrainConfig, "batch_size", help="SFT examples per step; for GRPO, completions per step")
+        config_option(
+            p,
+            PoolConfig,
+            "samples_per_prompt",
             "--samples",
-            type=int,
             default=None,
             help="samples per training prompt in the best-of-n pool (default: the task's)",
         )
-        p.add_argument(
-            "--max-prompts", type=int, default=None, help="use only the first N training prompts (default: the task's)"
+        config_option(p, PoolConfig, "max_prompts", help="use only the first N training prompts (default: the task's)")
+        config_option(
+            p,
+            PoolConfig,
+            "batch_size",
+            "--pool-batch-size",
+            default=None,
+            help="sampling batch size of the pool (default: the task's)",
         )
-        p.add_argument(
-            "--pool-batch-size", type=int, default=None, help="sampling batch size of the pool (default: the task's)"
-        )
-        p.add_argument(
-            "--normalize",
-            default="zscore",
-            choices=["zscore", "none"],
-            help="standardise rewards over the pool before mixing",
-        )
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--trainer",
-            default="bon-sft",
-            choices=["bon-sft", "grpo"],
-            help="best-of-n selection SFT (default) or online GRPO",
-        )
-        p.add_argument("--grpo-steps", type=int, default=15)
-        p.add_argument("--grpo-beta", type=float, default=0.0, help="GRPO KL penalty")
-        p.add_argument(
-            "--rounds",
-            type=int,
-            default=1,
+        config_option(p, TrainConfig, "normalize", help="standardise rewards over the pool before mixing")
+        config_option(p, TrainConfig, "seed")
+        config_option(p, TrainConfig, "trainer", help="best-of-n selection SFT (bon-sft) or online GRPO (grpo)")
+        config_option(p, TrainConfig, "grpo_steps")
+        config_option(p, TrainConfig, "grpo_beta", help="GRPO KL penalty")
+        config_option(
+            p,
+            TrainConfig,
+            "rounds",
             help="bon-sft rounds: round k > 1 selects from the previous round's own samples (journaled per round; "
             "resumes)",
         )
@@ -565,36 +575,38 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_train_values,
         "train a task's explicit or implicit value models (one per objective) into checkpoints/",
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--task", required=True, help=task_help)
+    config_option(p, ValueConfig, "kind", required=True)
     p.add_argument("--objective", action="append", default=None, help="only this objective (repeatable)")
-    p.add_argument("--base", default=DEFAULT_BASE)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument(
+    config_option(p, ValueConfig, "base", help=base_help)
+    config_option(p, ValueConfig, "epochs")
+    config_option(p, ValueConfig, "learning_rate", "--lr", help="learning rate of the value models' LoRA and head")
+    config_option(p, ValueConfig, "rank")
+    config_option(
+        p,
+        ValueConfig,
+        "train_prompts",
         "--max-prompts",
-        type=int,
-        default=None,
-        help="train on the shared pool's first N prompts only (the pool is not resampled)",
+        help="train on the shared pool's first N prompts only (the pool is not resampled; default: all)",
     )
-    p.add_argument(
+    config_option(
+        p,
+        ValueConfig,
+        "train_samples",
         "--samples-per-prompt",
-        type=int,
-        default=None,
         help="explicit models: the first S pool samples of each prompt (default: all)",
     )
-    device_args(p, dtype=False)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true")
+    device_args(p, ValueConfig, dtype=False)
+    config_option(p, ValueConfig, "seed")
+    p.add_argument("--force", action="store_true", help="retrain value models that already exist")
 
     p = add(
         "value-check",
         cmd_value_check,
         "are the value models informative? rank correlation of their values with the true rewards on held-out samples",
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--kind", required=True, choices=list(KINDS))
     p.add_argument("--split", default="validation")
     p.add_argument("--samples", type=int, default=2, help="base-model samples per held-out prompt")
     p.add_argument("--max-prompts", type=int, default=None)
@@ -602,8 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results file (default: assets/results/<task>-values-<kind>.json)")
 
     p = add("lmc", cmd_lmc, "linear mode connectivity: guide with value models interpolated between two objectives")
-    p.add_argument("--task", required=True)
-    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--kind", required=True, choices=list(KINDS))
     p.add_argument("--pair", default="0,1", help="the two objectives, by index (e.g. 0,2)")
     p.add_argument("--steps", type=int, default=11, help="interpolation points t = 0 … 1")
     p.add_argument(
@@ -624,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_react_calibrate,
         "compute ReACT's per-objective corrections W_i, C_i for a task (unlabeled calibration)",
     )
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument(
         "--prompts", type=int, default=32, help="training prompts per objective (expert responses, teacher-forced)"
     )
@@ -636,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS  # the method table names the choices
 
     p = add("generate", cmd_generate, "merge for a preference and generate a response")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument("--method", default="bone", help=", ".join(METHODS))
     p.add_argument(
         "--strength",
@@ -650,12 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompt", required=True, help="the request (assistant) or the article (summary)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="default: the task's cap")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--greedy", action="store_true")
+    config_option(p, SamplingConfig, "max_new_tokens", type=positive_int, default=None, help="default: the task's cap")
+    config_option(p, SamplingConfig, "temperature")
+    config_option(p, SamplingConfig, "top_p", help="nucleus sampling")
+    config_option(p, SamplingConfig, "top_k", help="0 = off")
+    config_option(p, SamplingConfig, "repetition_penalty", help="> 1 discourages repeats")
+    config_option(p, SamplingConfig, "greedy", help="greedy decoding instead of sampling")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument(
@@ -677,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("table", cmd_table, "expert x objective table: base model and every ingredient on a split")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument("--split", default="test")
     p.add_argument("--samples", type=int, default=2)
     p.add_argument("--max-prompts", type=int, default=None)
@@ -697,42 +709,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("evaluate", cmd_evaluate, "sweep the preference grid for each method; writes assets/results/<task>.json")
-    p.add_argument("--task", required=True)
-    p.add_argument("--methods", default="rs,bone", help="comma-separated method names")
-    p.add_argument("--prompts", type=int, default=None, help="first N prompts of the split (default: all)")
-    p.add_argument("--samples", type=int, default=1, help="samples per prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="test")
-    p.add_argument(
-        "--strength",
-        type=float,
+    config_option(p, SweepConfig, "task", required=True, help=task_help)
+    config_option(p, SweepConfig, "methods", help="comma-separated method names")
+    config_option(p, SweepConfig, "prompts", help="first N prompts of the split (default: all)")
+    config_option(p, SweepConfig, "samples", help="samples per prompt")
+    config_option(p, SweepConfig, "seed")
+    config_option(p, SweepConfig, "split")
+    config_option(
+        p,
+        SweepConfig,
+        "strength",
         default=None,
-        help="guidance strength of every guided method (default: each method's "
-        "choice in assets/results/<task>-strength-<method>.json, else 1.0)",
+        help=f"guidance strength of every guided method (default: each method's choice in "
+        f"assets/results/<task>-strength-<method>.json, else {SweepConfig.strength})",
     )
-    p.add_argument("--max-new-tokens", type=positive_int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument(
-        "--beta",
-        type=float,
-        default=DEFAULT_BETA,
-        help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)",
+    config_option(p, SweepConfig, "max_new_tokens", type=positive_int, help="default: the task's cap")
+    config_option(p, SweepConfig, "batch_size", help="generation batch size")
+    config_option(
+        p, SweepConfig, "beta", help="Bone-Soup backbones to use (the β ablation: train them with train-set --beta)"
     )
-    p.add_argument("--base", default=DEFAULT_BASE)
+    config_option(p, SweepConfig, "base", help=base_help)
     p.add_argument(
         "--out",
         default=None,
         help="results file (default: assets/results/<task>.json; with a --beta other than the default, "
         "<task>-beta<β>.json)",
     )
-    device_args(p)
+    # SweepConfig defaults to the CPU for library callers; the command, like the others, uses a GPU when present
+    device_args(p, SweepConfig, default="auto")
 
     p = add(
         "choose-strength",
         cmd_choose_strength,
         "pick a guidance strength on the validation split (best mean Σ μ_i r_i over the grid)",
     )
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument("--method", required=True, help="a guided method, e.g. mage-i")
     p.add_argument("--strengths", default="0,0.5,1,2,4")
     p.add_argument("--prompts", type=int, default=30)
@@ -751,8 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_compatibility,
         "the compatibility problem: sft+ guidance at several strengths vs MAGE, how far each moves with μ",
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--kind", required=True, choices=["explicit", "implicit"])
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--kind", required=True, choices=list(KINDS))
     p.add_argument("--strengths", default="0.5,1,2,4")
     p.add_argument("--prompts", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -764,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
         "corner separation: each method at every one-hot μ, how far it moves each objective toward its own corner "
         "(scorers and judges), with fluency readings and quoted replies; writes assets/results/<task>-corners.json",
     )
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument("--methods", default="rs,bone,mage-e,mage-i", help="comma-separated method names")
     p.add_argument("--split", default="test")
     p.add_argument("--samples", type=int, default=2, help="samples per prompt")
@@ -785,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_compare,
         "per-method hypervolume / controllability with bootstrap intervals, and the papers' pairwise comparisons",
     )
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument("--results", default=None, help="results file (default: assets/results/<task>.json)")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -810,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help=task_help)
     p.add_argument("--base", default=DEFAULT_BASE)
     p.add_argument(
         "--ship",

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     base: str = DEFAULT_BASE
-    normalize: str = "zscore"  # [ours]: standardise each objective over the pool before mixing
+    # [ours]: standardise each objective over the pool before mixing
+    normalize: str = field(default="zscore", metadata={"choices": ("zscore", "none")})
     rank: int = 8  # r = 8 on q/k/v/o keeps every committed adapter under 2 MB in fp16
     alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -50,7 +51,8 @@ class TrainConfig:
     pool: PoolConfig = field(
         default_factory=PoolConfig
     )  # bon-sft: the sample pool; grpo: prompts, generations, sampling
-    trainer: str = "bon-sft"  # or "grpo" (see docs/TRAINING.md for the measured comparison)
+    # best-of-n selection SFT, or online GRPO (see docs/TRAINING.md for the measured comparison)
+    trainer: str = field(default="bon-sft", metadata={"choices": ("bon-sft", "grpo")})
     grpo_steps: int = 15
     grpo_beta: float = 0.0  # KL penalty; TRL's default is 0
     rounds: int = (

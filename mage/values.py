@@ -23,7 +23,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -45,7 +45,7 @@ HEAD_FILE = "value_head.safetensors"
 
 @dataclass(frozen=True)
 class ValueConfig:
-    kind: str = "explicit"
+    kind: str = field(default="explicit", metadata={"choices": KINDS})
     base: str = DEFAULT_BASE
     rank: int = 8
     alpha: int = 16
