@@ -64,6 +64,10 @@ MAX_OBJECTIVES = max(6, *(len(t.objectives) for t in TASKS.values()))
 SLOTS = MAX_METHODS  # methods shown side by side
 SETTLE_S = 0.5  # after a stopped run's decode ends, how long its event's last message may take to reach the page
 LIVE_POINTS = 24  # live samples a session keeps on its plot
+# at most one streamed message per this many seconds (and one whenever a reply finishes): a fast model's
+# per-token messages would pile up in the browser faster than it draws them, and a stopped run's backlog would
+# still be drawn after the page moved on
+STREAM_EVERY_S = 0.1
 # requests handled at once: 1 suits a 2-core CPU Space (the service decodes one request at a time on its
 # compute thread anyway); more lets sessions stream side by side, and lets the tests race sessions
 CONCURRENCY = int(os.environ.get("MAGE_CONCURRENCY", "1"))
@@ -129,10 +133,10 @@ def registered_choices():
 def show_weights(task: str, *sliders: float) -> str:
     names = _names(task)
     try:
-        mu = SERVICE.preference(task, sliders[: len(names)])
+        weights = SERVICE.preference(task, sliders[: len(names)])
     except ValueError:
         return "**All sliders are at zero** — raise at least one objective."
-    return "Preference μ (normalised): " + ", ".join(f"**{n}** {w:.2f}" for n, w in zip(names, mu))
+    return "Preference μ (normalised): " + ", ".join(f"**{n}** {w:.2f}" for n, w in zip(names, weights))
 
 
 def pareto(task: str, live: list, axes: list, methods: list | None, *sliders: float):
@@ -236,6 +240,7 @@ def run(
     if not SERVICE.loaded(task):
         yield [gr.skip(), SERVICE.load_status(task), gr.skip(), *[gr.skip()] * (3 * SLOTS)]
     replies, notices = [], []
+    sent, finished = 0.0, 0
     try:
         for replies, notices in SERVICE.stream(
             task, prompt, sliders[: len(names)], methods, session=session, **settings
@@ -244,6 +249,10 @@ def run(
                 # stopped or superseded: whoever did it (Stop, a newer run, a task switch) owns the
                 # page now; nothing more is drawn
                 break
+            done = sum(r.done for r in replies)
+            if done == finished and time.monotonic() - sent < STREAM_EVERY_S:
+                continue  # coalesced into the next message
+            sent, finished = time.monotonic(), done
             running = next((r.label for r in replies if not r.done), None)
             yield [
                 gr.skip(),
@@ -257,8 +266,8 @@ def run(
         gr.Info(notice)
     if any(r.error == "cancelled" for r in replies) or not owns():
         return  # stopped (Stop, a newer run of this session, a task switch): whoever stopped it owns the page now
-    mu = SERVICE.preference(task, sliders[: len(names)])
-    live = ([*(live or []), *[r.point(task, mu, prompt) for r in replies if r.scores]])[-LIVE_POINTS:]
+    weights = SERVICE.preference(task, sliders[: len(names)])
+    live = ([*(live or []), *[r.point(task, weights, prompt) for r in replies if r.scores]])[-LIVE_POINTS:]
     final = [pareto(task, live, axes, methods, *sliders), "  \n".join(notices), live, *_slot_updates(task, replies)]
     if owns():  # checked after the plot is drawn, right before it is sent: a switch meanwhile wins
         yield final
@@ -299,6 +308,20 @@ def on_release(
         *sliders,
         request=request,
     )
+
+
+def with_request(handler):
+    """``handler`` as gradio must see it to pass the caller's ``gr.Request``: gradio injects a request only
+    into a parameter *before* any ``*args`` (it never reaches ``run``'s keyword-only ``request``, and without it
+    the service cannot tell one session's runs apart: a newer run would not supersede an older one, and a task
+    switch would not stop it)."""
+
+    def event(request: gr.Request, *values):
+        yield from handler(*values, request=request)
+
+    event.__name__ = event.__qualname__ = handler.__name__
+    event.__doc__ = handler.__doc__
+    return event
 
 
 def stop(request: gr.Request = None) -> str:
@@ -477,8 +500,12 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
     inputs = [task, prompt, methods, strength, max_new_tokens, temperature, top_p, seed, greedy, live, axes, *sliders]
     outputs = [plot, status, live, *slots]
     running = [
-        button.click(run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate"),
-        prompt.submit(run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate"),
+        button.click(
+            with_request(run), inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate"
+        ),
+        prompt.submit(
+            with_request(run), inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY, concurrency_id="generate"
+        ),
     ]
     released = []
     for i, s in enumerate(sliders):  # one named endpoint per operation; the other sliders' copies stay UI-only
@@ -488,7 +515,7 @@ with gr.Blocks(title="mage — controllable multi-objective generation") as demo
         # (the service supersedes it), gradio cancels its event, and repeated releases of one slider keep only the last
         released.append(
             s.release(
-                on_release,
+                with_request(on_release),
                 inputs,
                 outputs,
                 api_name=False,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -160,6 +161,90 @@ HEADS_DONE = (
 )
 
 
+# The page's view of the server: every message of gradio's event stream (queue/data) and every join and cancel it
+# sends, timed in ms since load — what shows, when a race leaves something on the page, which event drew it last.
+RECORD_MESSAGES = r"""
+(() => {
+  const log = (window.__mage_messages = []);
+  const brief = (data) => {
+    const texts = [];
+    const walk = (x) => {
+      if (typeof x === "string") texts.push(x.slice(0, 40));
+      else if (x && typeof x === "object") Object.values(x).forEach(walk);
+    };
+    walk(data);
+    return texts.filter((t) => t.trim()).slice(0, 6);
+  };
+  const original = window.fetch;
+  window.fetch = async (...args) => {
+    const url = String((args[0] && args[0].url) || args[0]);
+    const body = args[1] && typeof args[1].body === "string" ? args[1].body : "";
+    if (url.includes("/queue/join") || url.includes("/cancel")) {
+      let fn = null;
+      try { fn = JSON.parse(body).fn_index; } catch (e) {}
+      const response = await original(...args);
+      response.clone().json().then((r) => log.push({ t: performance.now(), kind: url.includes("cancel") ? "cancel"
+        : "join", fn_index: fn, event_id: r && r.event_id, body: body.slice(0, 120) })).catch(() => {});
+      return response;
+    }
+    const response = await original(...args);
+    if (!url.includes("/queue/data") || !response.body) return response;
+    const [mine, theirs] = response.body.tee();
+    (async () => {
+      const reader = mine.getReader(), decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const chunk = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          try {
+            const m = JSON.parse(chunk.replace(/^data: ?/, ""));
+            log.push({ t: performance.now(), kind: m.msg, event_id: m.event_id, success: m.success,
+              texts: brief(m.output && m.output.data) });
+          } catch (e) {}
+        }
+      }
+    })();
+    return new Response(theirs, { status: response.status, statusText: response.statusText,
+      headers: response.headers });
+  };
+})();
+"""
+
+
+def _messages(page) -> list[dict]:
+    """What :data:`RECORD_MESSAGES` recorded so far (heartbeats left out)."""
+    return [m for m in page.evaluate("() => window.__mage_messages || []") if m.get("kind") != "heartbeat"]
+
+
+def runs(messages: list[dict]) -> list[dict]:
+    """The generation runs in a message log, in the order they started: each event that streamed a
+    "Generating with …" status, when it started and ended (ms since load), and whether its last message drew
+    the plot (a run that finished) or not (a run that was stopped)."""
+    events: dict[str, list[dict]] = {}
+    for m in messages:
+        if m.get("event_id") and m["kind"] != "join":
+            events.setdefault(m["event_id"], []).append(m)
+    found = []
+    for event_id, ms in events.items():
+        if any(t.startswith("Generating with") for m in ms for t in m.get("texts", [])):
+            last = ms[-1]
+            found.append(
+                {
+                    "event_id": event_id,
+                    "start": round(ms[0]["t"]),
+                    "end": round(last["t"]),
+                    "completed": last["kind"] == "process_completed",
+                    "plotted": any(t == "plotly" for t in last.get("texts", [])),
+                }
+            )
+    return sorted(found, key=lambda r: r["start"])
+
+
 def _choose_task(page, task: str, first_objective: str, timeout_ms: int) -> None:
     page.locator("#task input").click()
     page.get_by_role("option", name=task).click()
@@ -207,6 +292,7 @@ def interrupt(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.add_init_script(RECORD_MESSAGES)
         page.goto(url, wait_until="load", timeout=timeout_ms)
         page.wait_for_selector("#generate", timeout=timeout_ms)
         _choose_task(page, "summary", "faithful", timeout_ms)
@@ -234,6 +320,7 @@ def interrupt(
         page.wait_for_function(
             "() => document.querySelector('#status').innerText.includes('Generating')", timeout=timeout_ms
         )
+        switched_at = page.evaluate("() => performance.now()")
         _choose_task(page, "assistant", "helpful", timeout_ms)
         page.wait_for_timeout(3000)  # the cancelled run's outputs, if any were coming, would have arrived
         seen["after_switch"] = {
@@ -252,6 +339,9 @@ def interrupt(
             ],
         }
         seen["screenshots"] += _shots(page, out, "task-switch-mid-run")
+        seen["messages_since_switch"] = [{**m, "t": round(m["t"] - switched_at)} for m in _messages(page)][-40:]
+        seen["runs"], seen["switched_at"] = runs(_messages(page)), round(switched_at)
+        (out / "messages.json").write_text(json.dumps(_messages(page), indent=1))
         browser.close()
     return seen
 

@@ -271,13 +271,46 @@ def test_browser_interrupting_a_run_never_mixes_runs_or_tasks(server, tmp_path):
     )  # the new run's 3 replies; the stopped run added none
     assert "faithful 0.17, quality 0.83" in seen["weights_after_release"]
     after = seen["after_switch"]
-    assert after["prompt"] == "" and after["visible_replies"] == 0 and after["stars"] == 0, after
+    # the page's event stream: the clicked run was stopped by the release (no plot), the released run drew its
+    # plot, and the run clicked before the switch was stopped too, by the switch
+    clicked, released, switched = seen["runs"]
+    assert [r["plotted"] for r in (clicked, released, switched)] == [False, True, False], seen["runs"]
+    assert clicked["end"] < released["end"] and switched["end"] < seen["switched_at"] + 3000, seen["runs"]
+    trace = {"after": after, "messages": seen["messages_since_switch"]}  # the page's event stream, ms from the switch
+    assert after["prompt"] == "" and after["visible_replies"] == 0 and after["stars"] == 0, trace
     assert (
         after["plot_title"].startswith("assistant")
         and "Generating" not in after["status"]
         and "Error" not in after["status"]
-    ), after
+    ), trace
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
+
+
+def test_every_handler_that_needs_the_session_gets_the_request(tiny_checkpoints, monkeypatch):
+    """Gradio passes the caller's request only to a parameter before any ``*args``: every event whose handler
+    needs the session (to supersede a run, stop it, switch task, clear the page) must get it as gradio calls it,
+    or the service cannot tell one session's runs apart and a release or a task switch never stops a run."""
+    import importlib
+
+    from gradio.helpers import special_args
+
+    _, base = tiny_checkpoints
+    monkeypatch.setenv("MAGE_BASE", str(base))
+    sys.path.insert(0, str(ROOT))
+    app = importlib.import_module("app")
+    marker, reached = object(), {}
+    for block_fn in app.demo.fns.values():
+        name = getattr(block_fn.fn, "__name__", None)
+        if name in ("run", "on_release", "stop", "switch_task", "clear_page"):
+            inputs, *_ = special_args(block_fn.fn, [None] * len(block_fn.inputs), request=marker)
+            reached.setdefault(name, []).append(any(x is marker for x in inputs))
+    assert reached == {
+        "run": [True, True],  # the Generate button and Enter in the prompt box
+        "on_release": [True] * app.MAX_OBJECTIVES,
+        "stop": [True],
+        "switch_task": [True],
+        "clear_page": [True],
+    }
 
 
 def test_plot_axes_handlers_choose_the_projection(tiny_checkpoints, monkeypatch):
