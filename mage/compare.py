@@ -84,13 +84,13 @@ def _scalarised_per_prompt(rows: Sequence[dict], objectives: Sequence[str]) -> n
 def _split_per_prompt(rows: Sequence[dict], objectives: Sequence[str]) -> dict[str, np.ndarray]:
     """Per prompt, the mean scalarised reward (MIP) over the method's grid and its exact split into level
     Σ_i mean_g(μ_i) mean_g(r_i) and steering Σ_i Cov_g(μ_i, r_i) (population covariance over the grid)."""
-    mu = np.asarray([r["weights"] for r in rows], dtype=float)  # (G, n)
+    weights = np.asarray([r["weights"] for r in rows], dtype=float)  # (G, n)
     r = np.stack(
         [np.stack([np.asarray(row["per_prompt"][o], dtype=float) for o in objectives], axis=1) for row in rows]
     )  # (G, P, n)
-    mu_mean, r_mean = mu.mean(axis=0), r.mean(axis=0)  # (n,), (P, n)
-    level = r_mean @ mu_mean
-    steering = np.einsum("gn,gpn->p", mu - mu_mean, r - r_mean) / len(rows)
+    weights_mean, r_mean = weights.mean(axis=0), r.mean(axis=0)  # (n,), (P, n)
+    level = r_mean @ weights_mean
+    steering = np.einsum("gn,gpn->p", weights - weights_mean, r - r_mean) / len(rows)
     return {"mip": level + steering, "level": level, "steering": steering}
 
 

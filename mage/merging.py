@@ -75,13 +75,15 @@ class MergeMethod:
     paper: str
 
 
-def _rs(mu, beta, k):
-    return list(mu)
+def _rs(weights, beta, k):
+    return list(weights)
 
 
-def _bone(mu, beta, k):
-    scaled = torch.tensor(mu, dtype=torch.float64) * (torch.tensor(k, dtype=torch.float64) if k is not None else 1.0)
-    return torch.linalg.solve(bone_matrix(len(mu), beta), scaled).tolist()
+def _bone(weights, beta, k):
+    scaled = torch.tensor(weights, dtype=torch.float64) * (
+        torch.tensor(k, dtype=torch.float64) if k is not None else 1.0
+    )
+    return torch.linalg.solve(bone_matrix(len(weights), beta), scaled).tolist()
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {
@@ -101,10 +103,10 @@ def coefficients(
     method: str, weights: Sequence[float], *, beta: float = DEFAULT_BETA, extrapolation: Sequence[float] | None = None
 ) -> list[float]:
     """λ for a preference μ (normalised onto the simplex first)."""
-    mu = normalize_weights(weights, len(weights))
-    if extrapolation is not None and len(extrapolation) != len(mu):
-        raise ValueError(f"extrapolation factors {list(extrapolation)} need one entry per objective ({len(mu)})")
-    return get_merge_method(method).coefficients(mu, beta, extrapolation)
+    weights = normalize_weights(weights, len(weights))
+    if extrapolation is not None and len(extrapolation) != len(weights):
+        raise ValueError(f"extrapolation factors {list(extrapolation)} need one entry per objective ({len(weights)})")
+    return get_merge_method(method).coefficients(weights, beta, extrapolation)
 
 
 # --------------------------------------------------------------------------- delta-space merging
@@ -125,18 +127,18 @@ def check_compatible(adapters: Sequence[LoraAdapter]) -> list[str]:
     return modules
 
 
-def merged_delta(adapters: Sequence[LoraAdapter], coefs: Sequence[float], module: str) -> torch.Tensor:
+def merged_delta(adapters: Sequence[LoraAdapter], coefficients: Sequence[float], module: str) -> torch.Tensor:
     """Σ_j λ_j ΔW_j for one module, (out, in) — the reference the fast paths are tested against."""
-    return sum(c * a.delta(module) for c, a in zip(coefs, adapters))
+    return sum(c * a.delta(module) for c, a in zip(coefficients, adapters))
 
 
-def concat_adapter(adapters: Sequence[LoraAdapter], coefs: Sequence[float], name: str = "soup") -> LoraAdapter:
+def concat_adapter(adapters: Sequence[LoraAdapter], coefficients: Sequence[float], name: str = "soup") -> LoraAdapter:
     """One rank-Σr adapter equal to Σ_j λ_j ΔW_j: A stacked, B blocks scaled by λ_j s_j; scaling 1."""
     modules = check_compatible(adapters)
     factors = {}
     for m in modules:
         a_cat = torch.cat([a.factors[m][0] for a in adapters], dim=0)  # (Σr, in)
-        b_cat = torch.cat([c * a.scaling * a.factors[m][1] for c, a in zip(coefs, adapters)], dim=1)  # (out, Σr)
+        b_cat = torch.cat([c * a.scaling * a.factors[m][1] for c, a in zip(coefficients, adapters)], dim=1)  # (out, Σr)
         factors[m] = (a_cat, b_cat)
     return LoraAdapter(name, 1.0, factors)
 
@@ -254,11 +256,11 @@ class Soup:
         self.coefficients: list[float] | None = [0.0] * len(self.adapters)
         self.rows: list[list[float]] | None = None  # per-row coefficients after apply_rows
 
-    def _scale(self, coefs: Sequence[float]) -> torch.Tensor:
-        if len(coefs) != len(self.adapters):
-            raise ValueError(f"{len(coefs)} coefficients for {len(self.adapters)} adapters")
+    def _scale(self, coefficients: Sequence[float]) -> torch.Tensor:
+        if len(coefficients) != len(self.adapters):
+            raise ValueError(f"{len(coefficients)} coefficients for {len(self.adapters)} adapters")
         return torch.repeat_interleave(
-            torch.tensor([float(c) for c in coefs], dtype=torch.float64), self._ranks
+            torch.tensor([float(c) for c in coefficients], dtype=torch.float64), self._ranks
         )  # (Σr,)
 
     def _wrap(self) -> list[LowRankLinear]:
@@ -297,14 +299,14 @@ class Soup:
                 weight.data.copy_(torch.addmm(w0.to(a_cat.dtype), b_cat * scale.to(b_cat), a_cat))
         self._folded = bool(active.any())
 
-    def apply(self, coefs: Sequence[float]) -> None:
+    def apply(self, coefficients: Sequence[float]) -> None:
         """Set the model to W_0 + Σ_j λ_j ΔW_j for every row."""
-        scale = self._scale(coefs)
+        scale = self._scale(coefficients)
         if self.unfolded:
             self._unfold(scale[None])
         else:
             self._fold(scale)
-        self.coefficients, self.rows = [float(c) for c in coefs], None
+        self.coefficients, self.rows = [float(c) for c in coefficients], None
 
     def apply_rows(self, rows: Sequence[Sequence[float]]) -> None:
         """Batch row b gets W_0 + Σ_j λ_bj ΔW_j (a batch of B rows takes B coefficient vectors, or a multiple

@@ -59,8 +59,8 @@ class Merge:
     def ingredients(self) -> str | None:
         return None if self.merge == "base" else get_merge_method(self.merge).ingredients
 
-    def build(self, engine: "Engine", mu: list[float]) -> tuple[torch.nn.Module, list[float]]:
-        return engine.policy.model, engine.policy.merge(self.merge, mu).coefficients
+    def build(self, engine: "Engine", weights: list[float]) -> tuple[torch.nn.Module, list[float]]:
+        return engine.policy.model, engine.policy.merge(self.merge, weights).coefficients
 
     def reads(self, engine: "Engine") -> list[str]:
         return _adapter_digests(engine, self.ingredients())
@@ -72,8 +72,8 @@ class Mod:
 
     shows_coefficients = False
 
-    def build(self, engine: "Engine", mu: list[float]) -> tuple[torch.nn.Module, list[float]]:
-        return ProductOfExperts(engine.experts(), mu), []
+    def build(self, engine: "Engine", weights: list[float]) -> tuple[torch.nn.Module, list[float]]:
+        return ProductOfExperts(engine.experts(), weights), []
 
     def reads(self, engine: "Engine") -> list[str]:
         return _adapter_digests(engine, "experts")
@@ -85,11 +85,11 @@ class React:
 
     shows_coefficients = False
 
-    def build(self, engine: "Engine", mu: list[float]) -> tuple[torch.nn.Module, list[float]]:
+    def build(self, engine: "Engine", weights: list[float]) -> tuple[torch.nn.Module, list[float]]:
         from .react import CorrectedHead
 
-        w = engine.react_state().factored(mu)
-        uniform = engine.policy.merge("rs", [1.0 / len(mu)] * len(mu))
+        w = engine.react_state().factored(weights)
+        uniform = engine.policy.merge("rs", [1.0 / len(weights)] * len(weights))
         engine.policy.model.lm_head = CorrectedHead(engine._head, w)
         return engine.policy.model, uniform.coefficients
 
@@ -114,8 +114,8 @@ class Guidance:
         """A reranker has no strength: it only picks among replies."""
         return self.mode != "rerank"
 
-    def build(self, engine: "Engine", mu: list[float], strength: float):
-        return engine.guided(self.kind, mu, strength, mode=self.mode)
+    def build(self, engine: "Engine", weights: list[float], strength: float):
+        return engine.guided(self.kind, weights, strength, mode=self.mode)
 
     def reads(self, engine: "Engine") -> list[str]:
         from .io import sha256_file
@@ -414,14 +414,14 @@ class Engine:
         """(policy model, guide or None) for a method and preference μ: the method's policy built for μ, then its
         guide."""
         spec = get_method(method)
-        mu = normalize_weights(weights, len(self.task.objectives))
+        weights = normalize_weights(weights, len(self.task.objectives))
         self.policy.model.lm_head = self._head
         self.current = None
-        model, coefficients = spec.policy.build(self, mu)
-        self.current = MergedPolicy(method, mu, coefficients)
+        model, coefficients = spec.policy.build(self, weights)
+        self.current = MergedPolicy(method, weights, coefficients)
         if spec.guide is None:
             return model, None
-        return spec.guide.build(self, mu, strength)
+        return spec.guide.build(self, weights, strength)
 
     def guided(self, kind: str, weights: Sequence[float], strength: float, *, mode: str = "merged"):
         """(model, guide) for decoding the policy as merged now under value guidance of ``kind``; the merged

@@ -445,12 +445,12 @@ def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
     x, y, w = _design(name)
     keep = w > 0
     x, y, w = x[keep], y[keep], w[keep]
-    mu, sd = (
+    center, sd = (
         (x.mean(0), x.std(0) + 1e-6)
         if name in LM_PROBES
         else (np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32))
     )
-    x = (x - mu) / sd
+    x = (x - center) / sd
 
     def model():
         return LogisticRegression(
@@ -470,7 +470,7 @@ def fit_probe(name: str, *, seed: int = 0) -> dict[str, float]:
     tensors = {
         "weight": torch.tensor(clf.coef_[0], dtype=torch.float32),
         "bias": torch.tensor(clf.intercept_, dtype=torch.float32),
-        "mean": torch.tensor(mu, dtype=torch.float32),
+        "mean": torch.tensor(center, dtype=torch.float32),
         "scale": torch.tensor(sd, dtype=torch.float32),
     }
     write_bytes_atomic(

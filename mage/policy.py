@@ -139,9 +139,9 @@ class PolicyBank:
         """λ over *all* loaded adapters (zeros outside the method's ingredient group)."""
         if method not in STAGE1_METHODS:
             raise ValueError(f"unknown method {method!r}; fix: use one of {list(STAGE1_METHODS)}")
-        full = [0.0] * (len(self.soup.adapters) if self.soup else 0)
+        every = [0.0] * (len(self.soup.adapters) if self.soup else 0)  # λ of every loaded adapter
         if method == "base":
-            return full
+            return every
         kind = get_merge_method(method).ingredients
         if kind in self.missing:
             raise CheckpointError(f"method {method!r} is unavailable: {self.missing[kind]}")
@@ -149,21 +149,20 @@ class PolicyBank:
             raise CheckpointError(
                 f"method {method!r} needs the {kind} of task {self.task.name!r}, which are not loaded"
             )
-        lam = coefficients(method, weights, beta=self.beta, extrapolation=extrapolation)
-        full[self.groups[kind]] = lam
-        return full
+        every[self.groups[kind]] = coefficients(method, weights, beta=self.beta, extrapolation=extrapolation)
+        return every
 
     def merge(
         self, method: str, weights: Sequence[float], extrapolation: Sequence[float] | None = None
     ) -> MergedPolicy:
         from .merging import normalize_weights
 
-        mu = normalize_weights(weights, len(self.task.objectives))
-        full = self.coefficients_for(method, mu, extrapolation)
+        weights = normalize_weights(weights, len(self.task.objectives))
+        every = self.coefficients_for(method, weights, extrapolation)
         if self.soup is not None:
-            self.soup.apply(full)
+            self.soup.apply(every)
         group = self.groups.get(get_merge_method(method).ingredients) if method != "base" else None
-        self.current = MergedPolicy(method, mu, full[group] if group else [])
+        self.current = MergedPolicy(method, weights, every[group] if group else [])
         return self.current
 
     def generate(
@@ -214,7 +213,7 @@ class PolicyBank:
 
         if not preferences:
             raise ValueError("no preference given; fix: pass at least one weight vector")
-        rows = [self.coefficients_for(method, normalize_weights(mu, len(self.task.objectives))) for mu in preferences]
+        rows = [self.coefficients_for(method, normalize_weights(w, len(self.task.objectives))) for w in preferences]
         seeds = list(seeds) if seeds is not None else [seed] * len(rows)
         if self.soup is not None:
             self.soup.apply_rows(rows)

@@ -52,7 +52,7 @@ class Request:
 
     task: str
     prompt: str
-    mu: list[float]
+    weights: list[float]  # μ, normalised
     methods: list[str]
     sampling: SamplingConfig
     seed: int
@@ -181,7 +181,7 @@ class Service:
     def pareto_figure(
         self,
         task: str,
-        sliders: Sequence[float] | None = None,
+        weights: Sequence[float] | None = None,
         live: Sequence[dict] = (),
         axes: Sequence[int] = (0, 1),
         methods: Sequence[str] | None = None,
@@ -211,13 +211,13 @@ class Service:
         if stale:  # old scorers: the fronts alone, never beside points scored by today's objectives
             return front_figure(result, axes=axes, title=f"{name}: earlier scorers — {stale}")
         try:
-            mu = self.preference(task, sliders) if sliders is not None else None
+            highlight = self.preference(task, weights) if weights is not None else None
         except ValueError:
-            mu = None
+            highlight = None
         cached = list(dict.fromkeys(r["method"] for r in result["records"]))
         shown = [m for m in cached if methods is None or m in methods]
         return front_figure(
-            result, axes=axes, highlight=mu, live=live, methods=shown, title=self._front_title(result, shown)
+            result, axes=axes, highlight=highlight, live=live, methods=shown, title=self._front_title(result, shown)
         )
 
     @staticmethod
@@ -246,7 +246,7 @@ class Service:
         result = self.results(task)
         grid = [] if result is None else list(dict.fromkeys(tuple(r["weights"]) for r in result["records"]))
         names = self.objectives(task)
-        return [(", ".join(f"{n} {w:.2f}" for n, w in zip(names, mu)), list(mu)) for mu in grid]
+        return [(", ".join(f"{n} {w:.2f}" for n, w in zip(names, point)), list(point)) for point in grid]
 
     def loaded(self, task: str) -> bool:
         return get_task(task).name in self._engines
@@ -323,10 +323,11 @@ class Service:
             flag.set()
         return flag is not None
 
-    def preference(self, task: str, sliders: Sequence[float]) -> list[float]:
-        """Slider values → μ on the simplex (raises ValueError with a message for all-zero sliders)."""
+    def preference(self, task: str, weights: Sequence[float]) -> list[float]:
+        """Slider values (any non-negative weights) → μ on the simplex (raises ValueError with a message for
+        all-zero sliders)."""
         return normalize_weights(
-            list(sliders), len(get_task(task).objectives)
+            list(weights), len(get_task(task).objectives)
         )  # names a non-number, NaN, negative or all-zero slider
 
     def engine(self, task: str) -> Engine:
@@ -344,7 +345,7 @@ class Service:
         self,
         task: str,
         prompt: str,
-        sliders: Sequence[float],
+        weights: Sequence[float],
         methods: Sequence[str],
         *,
         max_new_tokens: int = 48,
@@ -378,20 +379,22 @@ class Service:
             notices.append(f"max new tokens capped at {MAX_NEW_TOKENS} (asked {int(max_new_tokens)})")
         if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
             raise ValueError(f"guidance strength {strength} is out of range; use a number from 0 to {MAX_STRENGTH}")
-        mu = self.preference(task, sliders)
+        weights = self.preference(task, weights)
         sampling = SamplingConfig(
             max_new_tokens=int(min(max_new_tokens, MAX_NEW_TOKENS)), temperature=temperature, top_p=top_p, greedy=greedy
         )
         check_prompt(
             self.tokenizer(), get_task(task), prompt, base=self.base, max_new_tokens=sampling.max_new_tokens
         )  # before any model loads
-        return Request(get_task(task).name, prompt, mu, list(methods), sampling, int(seed), float(strength), notices)
+        return Request(
+            get_task(task).name, prompt, weights, list(methods), sampling, int(seed), float(strength), notices
+        )
 
     def stream(
         self,
         task: str,
         prompt: str,
-        sliders: Sequence[float],
+        weights: Sequence[float],
         methods: Sequence[str],
         *,
         session: str | None = None,
@@ -402,7 +405,7 @@ class Service:
         ValueError before anything is yielded (``settings``: see :meth:`validate`). Each method merges and
         decodes on the compute thread; a consumer that stops reading cancels the decoding at the next token,
         and so does a newer run of the same ``session`` (a slider let go mid-run) or :meth:`cancel`."""
-        req = self.validate(task, prompt, sliders, methods, **settings)
+        req = self.validate(task, prompt, weights, methods, **settings)
         cancelled = threading.Event()
         if session is not None:
             with self._runs_lock:
@@ -452,14 +455,14 @@ class Service:
                     raise _Cancelled
                 gen = engine.generate(
                     reply.method,
-                    req.mu,
+                    req.weights,
                     [req.prompt],
                     req.sampling,
                     strength=req.strength,
                     seed=req.seed,
                     on_token=on_token,
                 )[0]
-                coefs = engine.current.coefficients if METHODS[reply.method].policy.shows_coefficients else []
+                coefficients = engine.current.coefficients if METHODS[reply.method].policy.shows_coefficients else []
                 try:
                     scores, error = (
                         {k: v[0] for k, v in score_all(engine.task.objectives, [req.prompt], [gen.text]).items()},
@@ -468,7 +471,7 @@ class Service:
                 except Exception as err:  # the reply stays; only its scores are missing
                     log.exception("scoring failed")
                     scores, error = {}, f"scoring failed: {type(err).__name__}: {err}"
-                events.put(("done", gen, coefs, scores, error))
+                events.put(("done", gen, coefficients, scores, error))
             except _Cancelled:
                 events.put(("error", "cancelled"))
             except CheckpointError as err:
@@ -506,10 +509,10 @@ class Service:
             return
 
     def generate(
-        self, task: str, prompt: str, sliders: Sequence[float], methods: Sequence[str], **kwargs
+        self, task: str, prompt: str, weights: Sequence[float], methods: Sequence[str], **kwargs
     ) -> tuple[list[Reply], list[str]]:
         """:meth:`stream` to the end: (replies, notices)."""
         last = None
-        for last in self.stream(task, prompt, sliders, methods, **kwargs):
+        for last in self.stream(task, prompt, weights, methods, **kwargs):
             pass
         return last

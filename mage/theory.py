@@ -35,13 +35,13 @@ def scalarised_rewards(beta: float, curvatures: Sequence[float], optima: torch.T
     optima = optima.double()  # (2, d)
     b = torch.tensor([[beta, 1 - beta], [1 - beta, beta]], dtype=torch.float64)
     backbones = [(b[j, :, None] * c[:, None] * optima).sum(0) / (b[j] * c).sum() for j in range(2)]
-    mu = [mu1, 1 - mu1]
+    weights = [mu1, 1 - mu1]
 
     def reward(theta: torch.Tensor) -> float:
-        return float(sum(mu[i] * -c[i] / 2 * ((theta - optima[i]) ** 2).sum() for i in range(2)))
+        return float(sum(weights[i] * -c[i] / 2 * ((theta - optima[i]) ** 2).sum() for i in range(2)))
 
     experts = [_as_adapter(optima[i], f"expert{i}") for i in range(2)]
     bones = [_as_adapter(backbones[j], f"backbone{j}") for j in range(2)]
-    rs = merged_delta(experts, coefficients("rs", mu), "w")[0]
-    bone = merged_delta(bones, coefficients("bone", mu, beta=beta), "w")[0]
+    rs = merged_delta(experts, coefficients("rs", weights), "w")[0]
+    bone = merged_delta(bones, coefficients("bone", weights, beta=beta), "w")[0]
     return {"rs": reward(rs), "bone": reward(bone)}
