@@ -124,6 +124,31 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def selection_report(pool: list[dict], objectives: list[str], normalize: str = "zscore") -> dict:
+    """What one round of best-of-n selection from ``pool`` can teach: for each training weight vector (the
+    experts' rows of I, the backbones' rows of B), the means of the samples it selects, and each objective's
+    *selection separation* — its selected mean under its own expert minus the mean under the other experts. A
+    model fine-tuned on the selections moves at most about that far apart, so it bounds the experts' corner
+    separation before any training is spent."""
+    from .merging import training_weights
+    from .training import select_best
+
+    def selected(weights: list[float]) -> dict[str, float]:
+        rows = select_best(pool, objectives, weights, normalize)
+        return {o: sum(r["scores"][o] for r in rows) / len(rows) for o in objectives}
+
+    n = len(objectives)
+    experts = [selected(w) for w in training_weights("experts", n)]
+    separation = {
+        o: experts[i][o] - sum(experts[j][o] for j in range(n) if j != i) / (n - 1) for i, o in enumerate(objectives)
+    }
+    return {
+        "experts": {o: experts[i] for i, o in enumerate(objectives)},
+        "backbones": [selected(w) for w in training_weights("backbones", n)],
+        "separation": separation,
+    }
+
+
 def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, ship: bool = False) -> dict:
     """Objective correlations over the base-model training pool: is the trade-off real? ``ship`` also
     copies the pool beside the task's checkpoints (:func:`mage.pools.ship_pool`)."""
@@ -160,6 +185,7 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, 
         "std": {o: statistics.pstdev(v) for o, v in values.items()},
         "finished_fraction": sum(r["finished"] for r in pool) / len(pool),
         "correlations": pairs,
+        "selection": selection_report(pool, objectives),
         "command": f"python -m mage pool-stats --task {task}" + (" --ship" if ship else ""),
     }
     write_json_atomic(out or locations.results() / f"{task}-pool.json", result)

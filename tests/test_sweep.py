@@ -390,3 +390,22 @@ def test_the_corner_report_sweeps_every_corner_and_quotes_replies(tiny_checkpoin
         for c in report["corners"]
     )
     assert report["command"].startswith("python -m mage corners --task summary") and report["scorers"]
+
+
+def test_selection_separation_bounds_what_best_of_n_can_teach():
+    """Objectives that trade off within a prompt give each expert different samples (separation 1); objectives
+    that rise together give every expert the same samples (separation 0), however good they are."""
+    from mage.reports import selection_report
+
+    def pool(pairs):
+        return [
+            {"id": f"p{p}", "sample": s, "scores": {"a": a, "b": b}}
+            for p in range(3)
+            for s, (a, b) in enumerate(pairs)
+        ]
+
+    traded = selection_report(pool([(1.0, 0.0), (0.0, 1.0)]), ["a", "b"])
+    assert traded["separation"] == {"a": 1.0, "b": 1.0}
+    assert traded["experts"]["a"] == {"a": 1.0, "b": 0.0} and len(traded["backbones"]) == 2
+    together = selection_report(pool([(1.0, 1.0), (0.0, 0.0)]), ["a", "b"])
+    assert together["separation"] == {"a": 0.0, "b": 0.0} and together["experts"]["b"] == {"a": 1.0, "b": 1.0}
