@@ -251,13 +251,6 @@ def test_browser_moves_a_slider_generates_and_updates_the_plot(server, tmp_path)
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, issue 21 open: the server side is fixed and tested (test_a_run_draws_nothing_once_the_page_"
-    "switched_task), and this test passed 5/5 under load, but a quiet clean-clone run still showed the old run's 3 "
-    "replies with status 'Error / Generating with Rewarded Soup…' after the switch: a streamed message of the "
-    "cancelled event applied after the page was cleared, with gradio's error badge",
-)
 def test_browser_interrupting_a_run_never_mixes_runs_or_tasks(server, tmp_path):
     """Letting go of a slider mid-run stops the old run: only the new run's three replies reach the plot;
     switching task mid-run leaves nothing of the old task on the page."""
