@@ -439,6 +439,17 @@ def cmd_compare(args) -> None:
     print(f"\n(written to {out})")
 
 
+def cmd_claims(args) -> None:
+    from . import locations
+    from .claims import load_claims
+    from .io import write_text_atomic
+
+    table = load_claims(args.tasks.split(","), locations.results())
+    out = Path(args.out) if args.out else locations.results() / "claims.md"
+    write_text_atomic(out, table)
+    print(table)
+
+
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
@@ -819,6 +830,15 @@ def build_parser() -> argparse.ArgumentParser:
         "becomes a single-fixed-model baseline (default: <results stem>-ingredients.json beside the results file, when "
         "it is paired)",
     )
+
+    p = add(
+        "claims",
+        cmd_claims,
+        "the claims table: each paper's claim against what compare measured (scorer, judge, level, steering, "
+        "Holm verdict)",
+    )
+    p.add_argument("--tasks", default="assistant,summary", help="comma-separated tasks with a <task>-compare.json")
+    p.add_argument("--out", default=None, help="markdown file (default: assets/results/claims.md)")
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True, help=task_help)

@@ -62,6 +62,12 @@ def scorer_signatures(task: Task) -> dict[str, str]:
     return {name: get_objective(name).signature for name in task.objectives}
 
 
+def signature_versions(scorers: dict[str, str] | None) -> str:
+    """What results recorded with these :func:`scorer_signatures` were measured with, e.g. "faithful v3, quality
+    v1" ("" when they predate signatures)."""
+    return ", ".join(f"{name} v{signature.rsplit('|', 1)[-1]}" for name, signature in (scorers or {}).items())
+
+
 def _signatures_path(final: Path) -> Path:
     return final.with_suffix(".scorers.json")
 

@@ -222,6 +222,8 @@ class Service:
 
     @staticmethod
     def _front_title(result: dict, shown: Sequence[str]) -> str:
+        from .pools import signature_versions
+
         settings, first = result.get("settings", {}), (result.get("records") or [{}])[0]
         size = (
             f"{first['n_prompts']} prompts × {first.get('samples_per_prompt', 1)} sample(s)"
@@ -230,7 +232,7 @@ class Service:
         )
         what = f"{len(shown)} method(s)" if shown else "no method ticked"
         split = settings.get("split", "test") + " split" + (", " + size if size else "")
-        versions = ", ".join(f"{n} v{sig.rsplit('|', 1)[-1]}" for n, sig in (result.get("scorers") or {}).items())
+        versions = signature_versions(result.get("scorers"))
         scored = f"<br><sup>scored by {versions}</sup>" if versions else ""  # which objectives' version it stands on
         return f"{result['task']}: average score per preference ({split}), {what}{scored}"
 

@@ -221,3 +221,52 @@ def test_judges_are_compared_beside_the_scorers_and_a_fixed_model_never_steers()
     table["rows"]["expert:x"]["per_prompt"] = {o: v[:3] for o, v in table["rows"]["expert:x"]["per_prompt"].items()}
     with pytest.raises(ValueError, match="paired by prompt"):
         fixed_baselines(result, table)
+
+
+def test_the_claims_table_reads_each_claim_from_the_compare_results(tmp_path):
+    """A claim is a row when both its methods were compared: its scorer and judge differences, the level and
+    steering split, and a verdict that says whether the corrected test supports it and whether the judge
+    agrees; a "matches" claim is supported by no difference; versions come from the sweep's signatures."""
+    import json
+
+    from mage.claims import claim_rows, load_claims
+
+    def comparison(a, b, mip, verdict, judge_verdict=None):
+        c = {"a": a, "b": b, "mip_verdict": verdict}
+        for part, d in (("mip", mip), ("level", mip - 0.001), ("steering", 0.001)):
+            c |= {f"{part}_diff": d, f"{part}_diff_se": 0.002, f"{part}_verdict": verdict}
+            if judge_verdict:
+                c |= {f"judge_{part}_diff": d / 2, f"judge_{part}_diff_se": 0.003}
+        if judge_verdict:
+            c["judge_mip_verdict"] = judge_verdict
+        return c
+
+    summary = {
+        "n_prompts": 60,
+        "resamples": 1000,
+        "judges": ["judge:faithful"],
+        "comparisons": [
+            comparison("bone", "rs", 0.02, "A > B", "A > B"),
+            comparison("mage-e", "ensemble-e", 0.0005, "no difference shown", "no difference shown"),
+            comparison("mage-i", "bone", -0.01, "A < B", "no difference shown"),
+        ],
+    }
+    rows = {r["claim"]: r for r in claim_rows("summary", summary)}
+    assert len(rows) == 3  # claims whose methods were not compared are left out
+    bone = rows["Bone Soup beats Rewarded Soup"]
+    assert bone["scorer"] == "+0.0200 ± 0.0020" and bone["judge"] == "+0.0100 ± 0.0030"
+    assert bone["level"] == "+0.0190 ± 0.0020 (A > B)" and bone["verdict"] == "A > B (supports); judge: A > B"
+    assert rows["A merged explicit value model matches the ensemble"]["verdict"].startswith(
+        "no difference shown (supports)"
+    )
+    assert rows["MAGE (implicit) improves on its stage 1"]["verdict"] == (
+        "A < B (does not support); judge: no difference shown"
+    )
+    (tmp_path / "summary-compare.json").write_text(json.dumps({**summary, "judges": []}))
+    sweep = {"scorers": {"faithful": "faithful|d|1|3", "quality": "quality|d|1|1"}}
+    (tmp_path / "summary.json").write_text(json.dumps(sweep))
+    table = load_claims(["summary"], tmp_path)
+    assert "| — |" in table and "(supports; no judge)" in table  # no judge measured: said, not invented
+    assert "60 test prompts" in table and "objectives: faithful v3, quality v1" in table
+    with pytest.raises(FileNotFoundError, match="python -m mage compare --task assistant"):
+        load_claims(["assistant"], tmp_path)
