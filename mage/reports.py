@@ -40,10 +40,14 @@ def adapter_table(
     command: str = "",
     sampling=None,
 ) -> dict:
-    """Evaluate the base model and each labelled adapter folder (alone, coefficient 1) on a split."""
+    """Evaluate the base model and each labelled adapter folder (alone, coefficient 1) on a split. Each model's
+    point is journaled under the model cache as it finishes (keyed by the settings, the base model, the adapter's
+    weights and the scorers' versions), so a killed run resumes with the models it had not finished."""
     from .adapters import load_adapter
+    from .io import append_rows, open_journal, read_journal, sha256_file, sha256_text
     from .merging import Soup
-    from .models import fingerprint_model, fingerprint_tokenizer, load_base
+    from .models import cache_dir, fingerprint_model, fingerprint_tokenizer, load_base
+    from .pools import scorer_signatures
     from .tasks import get_task
 
     model, tokenizer = load_base(base)
@@ -52,21 +56,34 @@ def adapter_table(
     soup = Soup(model, [load_adapter(adapters[label], **fps) for label in labels])
     objectives = list(get_task(task).objectives)
     started = time.time()
+    settings = [task, split, samples, seed, max_prompts, repr(sampling), fps, scorer_signatures(get_task(task))]
+    digests = {"base": "base"} | {
+        label: sha256_file(Path(adapters[label]) / "adapter_model.safetensors") for label in labels
+    }
+    keys = {label: sha256_text(json.dumps([*settings, label, digests[label]], default=str)) for label in digests}
+    journal = cache_dir() / "tables" / get_task(task).name / "points.jsonl"
+    done = {r["key"]: r["point"] for r in read_journal(journal)}
     points = {}
-    for row, label in enumerate(["base", *labels]):
-        log.info(f"mage: evaluating {label} on {task}/{split}")
-        soup.apply([1.0 if k == row - 1 else 0.0 for k in range(len(labels))])
-        points[label] = evaluate_model(
-            model,
-            tokenizer,
-            get_task(task),
-            split=split,
-            samples=samples,
-            seed=seed,
-            max_prompts=max_prompts,
-            sampling=sampling,
-            progress=True,
-        )
+    with open_journal(journal) as f:
+        for row, label in enumerate(["base", *labels]):
+            if keys[label] in done:
+                log.info(f"mage: {label} on {task}/{split}: measured before, read from {journal}")
+                points[label] = done[keys[label]]
+                continue
+            log.info(f"mage: evaluating {label} on {task}/{split}")
+            soup.apply([1.0 if k == row - 1 else 0.0 for k in range(len(labels))])
+            points[label] = evaluate_model(
+                model,
+                tokenizer,
+                get_task(task),
+                split=split,
+                samples=samples,
+                seed=seed,
+                max_prompts=max_prompts,
+                sampling=sampling,
+                progress=True,
+            )
+            append_rows(f, [{"key": keys[label], "label": label, "point": points[label]}])
     judged = [f"judge:{o}" for o in objectives if f"judge:{o}" in points["base"]["per_prompt"]]
     for point in points.values():
         point["gain_over_base"] = {

@@ -184,6 +184,35 @@ def test_ingredient_table_pairs_every_ingredient_with_the_base(tiny_checkpoints,
     assert (tmp_path / "t.json").is_file() and markdown_table(result).count("\n") == 6
 
 
+def test_the_ingredient_table_resumes_from_its_journal(tiny_checkpoints, tmp_path, monkeypatch):
+    """A killed table keeps the models it finished: run again, it measures only the rest (and the same
+    settings give the same rows); other settings measure again."""
+    from mage import reports
+    from mage.decoding import SamplingConfig
+
+    _, base = tiny_checkpoints
+    settings = dict(base=str(base), max_prompts=2, samples=1, sampling=SamplingConfig(max_new_tokens=2))
+    measured, real = [], reports.evaluate_model
+
+    def counted(*args, **kwargs):
+        measured.append(1)
+        if len(measured) == 3:
+            raise KeyboardInterrupt  # killed while measuring the third model
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "evaluate_model", counted)
+    with pytest.raises(KeyboardInterrupt):
+        reports.ingredient_table("summary", out=tmp_path / "t.json", **settings)
+    measured.clear()
+    monkeypatch.setattr(reports, "evaluate_model", lambda *a, **k: (measured.append(1), real(*a, **k))[1])
+    first = reports.ingredient_table("summary", out=tmp_path / "t.json", **settings)
+    assert len(measured) == 3  # base and the first expert came from the journal
+    again = reports.ingredient_table("summary", out=tmp_path / "t.json", **settings)
+    assert len(measured) == 3 and again["rows"] == first["rows"]
+    reports.ingredient_table("summary", out=tmp_path / "t.json", **{**settings, "seed": 1})
+    assert len(measured) == 8  # other settings: every model measured again
+
+
 def test_a_changed_scorer_rescores_the_cached_pool_without_resampling(tiny_checkpoints, monkeypatch):
     import dataclasses
 
