@@ -3,6 +3,12 @@
 Each part measures mage's path next to a baseline in the same run and reports medians with
 min–max over repeats, plus the ratio. Benchmarks, not tests: this machine is shared and noisy.
 
+The method variants (``decode``, ``guided``, ``profile``, ``app``, ``sweep``, ``devices``) are rows of the method
+table prepared by :class:`~mage.methods.Engine`, never re-wired here; where trained checkpoints are not the point,
+on a synthetic K-objective task with random rank-8 checkpoints (:mod:`mage.synthetic`). ``merge``, ``react``,
+``half`` and ``gpu`` time primitives directly (merge kernels vs peft, W_μ, unfolded 16-bit merges, a 7B-shaped
+random model that no base-model name loads).
+
 Parts:
 - ``merge``  — re-merge for a new preference with 3 adapters: :class:`~mage.merging.Soup` vs peft
   ``add_weighted_adapter(cat)`` + merge, vs full state-dict averaging (the Bone Soups code's way).
@@ -34,6 +40,7 @@ import torch
 
 from . import locations
 from .io import write_json_atomic
+from .synthetic import random_adapters
 
 log = logging.getLogger(__name__)
 
@@ -177,46 +184,63 @@ def bench_merge(repeats: int = 20) -> dict:
     return results
 
 
-def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: whole generations
-    """Per-token decode time of the merged policy (folded weights) vs the untouched base model, batch 1 and 8."""
-    from .decoding import SamplingConfig, generate
-    from .merging import Soup, coefficients
+@contextmanager
+def stage1_engine(k: int = 3):
+    """(Engine, what its checkpoints are) for decoding the stage-1 methods: the assistant task's trained experts and
+    backbones when they load, else the synthetic K-objective task's random rank-8 adapters (:mod:`mage.synthetic`)."""
+    from .methods import Engine
+    from .policy import PolicyBank
+    from .tasks import get_task
 
     model, tokenizer = load_model()
-    adapters, source = trained_or_random_adapters(model, tokenizer, 3)
-    soup = Soup(model, adapters)
-    prompts = [[{"role": "user", "content": f"Tell me about topic number {i}."}] for i in range(8)]
-    config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
-    results = {"adapters": source, "new_tokens": new_tokens}
-    for batch in (1, 8):
+    try:
+        policy = PolicyBank(get_task("assistant"), model=model, tokenizer=tokenizer, strict=True)
+    except ValueError:  # a CheckpointError: missing, damaged or made for another model
+        policy = None
+    if policy is not None:
+        yield Engine(policy.task, policy=policy), "trained assistant experts and backbones"
+        return
+    from .synthetic import synthetic_engine
 
-        def run():
-            return generate(model, tokenizer, prompts[:batch], config, batch_size=batch)
+    with synthetic_engine(k, model, tokenizer) as engine:
+        yield engine, "random rank-8 adapters (no trained checkpoints found)"
 
-        variants = (("base", [0.0, 0.0, 0.0]), ("merged", coefficients("bone", [0.2, 0.3, 0.5])))
-        times: dict[str, list[float]] = {label: [] for label, _ in variants}
-        steps = {}
-        for r in range(repeats + 1):  # interleaved (base, merged, base, …) so drift hits both alike; round 0 warms up
-            for label, lam in variants:
-                soup.apply(lam)
-                start = time.perf_counter()
-                gens = run()
-                if r:
-                    times[label].append(time.perf_counter() - start)
-                steps[label] = max(
-                    len(g.token_ids) + g.finished for g in gens
-                )  # steps run (a batch runs until its longest row stops)
-        for label, _ in variants:
-            t = summary_stats(times[label])
-            results[f"{label}_b{batch}"] = {
-                **t,
-                "steps": steps[label],
-                "s_per_step": t["median_s"] / max(1, steps[label]),
-            }
-        # per step, not per generation: greedy outputs of the two models may stop at different lengths
-        results[f"ratio_merged_over_base_b{batch}"] = (
-            results[f"merged_b{batch}"]["s_per_step"] / results[f"base_b{batch}"]["s_per_step"]
-        )
+
+def bench_decode(repeats: int = 5, new_tokens: int = 48) -> dict:  # repeats: whole generations
+    """Per-token decode time of the merged policy (Bone Soup, folded weights) vs the untouched base model, batch 1
+    and 8: the Engine's ``bone`` and ``base`` methods on one model."""
+    from .decoding import SamplingConfig, generate
+
+    with stage1_engine(3) as (engine, source):
+        tokenizer = engine.policy.tokenizer
+        prompts = [engine.task.messages(f"Tell me about topic number {i}.") for i in range(8)]
+        config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
+        results = {"adapters": source, "new_tokens": new_tokens}
+        for batch in (1, 8):
+            variants = (("base", "base"), ("merged", "bone"))
+            times: dict[str, list[float]] = {label: [] for label, _ in variants}
+            steps = {}
+            for r in range(repeats + 1):  # interleaved (base, merged, base, …): drift hits both alike; round 0 warms up
+                for label, method in variants:
+                    model, _ = engine.prepare(method, [0.2, 0.3, 0.5])
+                    start = time.perf_counter()
+                    gens = generate(model, tokenizer, prompts[:batch], config, batch_size=batch)
+                    if r:
+                        times[label].append(time.perf_counter() - start)
+                    steps[label] = max(
+                        len(g.token_ids) + g.finished for g in gens
+                    )  # steps run (a batch runs until its longest row stops)
+            for label, _ in variants:
+                t = summary_stats(times[label])
+                results[f"{label}_b{batch}"] = {
+                    **t,
+                    "steps": steps[label],
+                    "s_per_step": t["median_s"] / max(1, steps[label]),
+                }
+            # per step, not per generation: greedy outputs of the two models may stop at different lengths
+            results[f"ratio_merged_over_base_b{batch}"] = (
+                results[f"merged_b{batch}"]["s_per_step"] / results[f"base_b{batch}"]["s_per_step"]
+            )
     return results
 
 
@@ -254,36 +278,21 @@ def run_bench(part: str = "all", repeats: int = 20, *, device: str = "cpu", dtyp
 
 # --------------------------------------------------------------------------- guided decoding
 
-GUIDED_VARIANTS = (
-    "plain",
-    "mage-i",
-    "mage-i-separate",
-    "mage-e",
-    "ensemble-i",
-    "ensemble-e",
-    "mod",
-)  # mage-i: fused (mage.fused), the default
-
-
-def random_adapters(model, n: int, seed: int = 0):
-    from .adapters import LoraAdapter
-
-    gen = torch.Generator().manual_seed(seed)
-    modules = {name: m for name, m in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
-    return [
-        LoraAdapter(
-            f"r{j}",
-            2.0,
-            {
-                name: (
-                    0.01 * torch.randn(8, m.in_features, generator=gen),
-                    0.01 * torch.randn(m.out_features, 8, generator=gen),
-                )
-                for name, m in modules.items()
-            },
-        )
-        for j in range(n)
-    ]
+# variant → (method of the table mage.methods.METHODS, Engine(fused=...)): every variant is the Engine preparing a
+# method on the synthetic K-objective task (mage.synthetic), nothing wired by hand. "plain" is the stage-1 policy
+# the guided methods decode (Bone Soup, no guide); "mage-i" is the Engine's default, the merged implicit guide fused
+# into the policy's forward (mage.fused); "mage-i-separate" the same method with Engine(fused=False), the merged
+# guide as a second model (the unfused baseline).
+GUIDED_METHODS: dict[str, tuple[str, bool]] = {
+    "plain": ("bone", True),
+    "mage-i": ("mage-i", True),
+    "mage-i-separate": ("mage-i", False),
+    "mage-e": ("mage-e", True),
+    "ensemble-i": ("ensemble-i", True),
+    "ensemble-e": ("ensemble-e", True),
+    "mod": ("mod", True),
+}
+GUIDED_VARIANTS = tuple(GUIDED_METHODS)
 
 
 def guided_worker(
@@ -296,58 +305,31 @@ def guided_worker(
     *,
     device: str = "cpu",
     dtype: str = "float32",
+    base: str | None = None,
 ) -> dict:
     """One (variant, K) measurement in a fresh process, so peak RSS belongs to it alone.
 
-    Value models and experts are random rank-8 adapters: speed and memory do not depend on training.
-    ``mage-i`` is the fused path the Engine uses (guide rows through the policy's weights); ``mage-i-separate``
-    runs the same merged guide as a second model (the unfused baseline).
+    The variant's method is prepared by the Engine for the synthetic K-objective task (:mod:`mage.synthetic`),
+    whose experts, backbones and value models are random rank-8 adapters on ``base`` (default: the default
+    model): speed and memory do not depend on training. Preparing (merges, loading value models, building
+    guides) is done once, outside the timings; the timings decode with exactly the model and guide
+    :meth:`~mage.methods.Engine.prepare` returned, at uniform μ and strength 1.
     """
-    import copy
     import resource
 
     from .decoding import SamplingConfig, generate
-    from .guidance import ExplicitGuide, ImplicitGuide, Member, ProductOfExperts
-    from .merging import Soup
-    from .values import ExplicitValueModel, new_head
+    from .synthetic import synthetic_engine
 
+    if variant not in GUIDED_METHODS:
+        raise ValueError(f"unknown guided variant {variant!r}; fix: use one of {list(GUIDED_METHODS)}")
+    method, fused = GUIDED_METHODS[variant]
     torch.set_num_threads(2)
     TARGET.update(device=device, dtype=dtype)
     mu = [1.0 / k_objectives] * k_objectives
-    policy, tokenizer = load_model()
-    policy_soup = Soup(policy, random_adapters(policy, k_objectives, seed=1))
-    policy_soup.apply(mu)  # the merged stage-1 policy
-    guide, model = None, policy
-    if variant == "mage-i":
-        from .fused import FusedImplicit, row_corrections
-
-        model = guide = FusedImplicit(
-            policy, row_corrections(policy_soup, random_adapters(policy, k_objectives, seed=2), mu), 1.0
-        )
-    elif variant in ("mage-i-separate", "mage-e", "ensemble-i", "ensemble-e"):
-        value_base, _ = load_model()
-        soup = Soup(value_base, random_adapters(value_base, k_objectives, seed=2))
-        wrap = (
-            (lambda m: ExplicitValueModel(m, new_head(m.config.hidden_size, 0)))
-            if variant.endswith("-e")
-            else (lambda m: m)
-        )
-        if variant.startswith("mage"):
-            soup.apply(mu)
-            members = [Member(wrap(value_base), 1.0)]
-        else:
-            members = []
-            for j in range(k_objectives):
-                soup.apply([1.0 if i == j else 0.0 for i in range(k_objectives)])
-                members.append(Member(wrap(copy.deepcopy(value_base)), mu[j]))
-        guide = ExplicitGuide(members, 1.0, top_k) if variant.endswith("-e") else ImplicitGuide(members, 1.0)
-    elif variant == "mod":
-        experts = []
-        for j in range(k_objectives):
-            policy_soup.apply([1.0 if i == j else 0.0 for i in range(k_objectives)])
-            experts.append(copy.deepcopy(policy))
-        model = ProductOfExperts(experts, mu)
-    prompts = [[{"role": "user", "content": f"Tell me something about topic number {i}."}] for i in range(batch)]
+    policy, tokenizer = load_model(base)
+    with synthetic_engine(k_objectives, policy, tokenizer, base=base, top_k=top_k, fused=fused) as engine:
+        model, guide = engine.prepare(method, mu, strength=1.0)
+        prompts = [engine.task.messages(f"Tell me something about topic number {i}.") for i in range(batch)]
     config = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, top_p=0.9)
     tokens = []
 
@@ -422,25 +404,21 @@ def _on_fresh_thread(fn):
 
 def _first_token_parts(engine, prompt: str, repeats: int) -> dict:
     """The pieces of a slider move → first token, timed one by one (medians): merge, building the fused
-    guide, and the prompt pass of the policy alone and of policy + guide fused."""
+    guide (the Engine's own :meth:`~mage.methods.Engine.guided`), and the prompt pass of the policy alone and
+    of policy + guide fused."""
     from .decoding import encode_prompts
-    from .fused import FusedImplicit, row_corrections
 
+    if not engine.fused:
+        raise ValueError("the first-token parts time the fused implicit guide; fix: pass an Engine(fused=True)")
     n = len(engine.task.objectives)
     prefs = iter([[(i + j) % n + 1.0 for j in range(n)] for i in range(10**6)])
-    values = [v.adapter for v in engine.guidance("implicit").values]
     ids, mask = encode_prompts(engine.policy.tokenizer, [engine.task.messages(prompt)], engine.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    fused = FusedImplicit(engine.policy.model, row_corrections(engine.policy.soup, values, [1.0 / n] * n), 1.0)
+    fused, _ = engine.guided("implicit", [1.0 / n] * n, 1.0)
     with torch.no_grad():
         parts = {
             "merge_bone_s": timed(lambda: engine.policy.merge("bone", next(prefs)), repeats),
-            "build_fused_guide_s": timed(
-                lambda: FusedImplicit(
-                    engine.policy.model, row_corrections(engine.policy.soup, values, next(prefs)), 1.0
-                ),
-                repeats,
-            ),
+            "build_fused_guide_s": timed(lambda: engine.guided("implicit", next(prefs), 1.0), repeats),
             "prompt_pass_policy_s": timed(
                 lambda: engine.policy.model(
                     input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
@@ -640,23 +618,23 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
 
 
 def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict:
-    """torch.profiler over batch-1 decoding of the merged policy, plain and with fused implicit guidance:
-    where a step's time goes (top operators by self CPU time)."""
+    """torch.profiler over batch-1 decoding of the merged policy, plain and with fused implicit guidance (the
+    Engine's ``bone`` and ``mage-i`` on the synthetic 3-objective task, :mod:`mage.synthetic`): where a step's
+    time goes (top operators by self CPU time)."""
     from torch.profiler import ProfilerActivity, profile
 
     from .decoding import SamplingConfig, generate
-    from .fused import FusedImplicit, row_corrections
-    from .merging import Soup
+    from .synthetic import synthetic_engine
 
     model, tokenizer = load_model()
-    soup = Soup(model, random_adapters(model, 3, seed=1))
-    soup.apply([1 / 3] * 3)
-    fused = FusedImplicit(model, row_corrections(soup, random_adapters(model, 3, seed=2), [1 / 3] * 3), 1.0)
-    prompts = [[{"role": "user", "content": "Tell me about the sea."}]]
+    mu = [1 / 3] * 3
+    with synthetic_engine(3, model, tokenizer) as engine:
+        prepared = {"plain": engine.prepare("bone", mu), "mage-i-fused": engine.prepare("mage-i", mu)}
+    prompts = [engine.task.messages("Tell me about the sea.")]
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
     results = {"new_tokens": new_tokens}
-    for label, m, g in (("plain", model, None), ("mage-i-fused", fused, fused)):
-        generate(model if g is None else m, tokenizer, prompts, config, guide=g)  # warm-up
+    for label, (m, g) in prepared.items():
+        generate(m, tokenizer, prompts, config, guide=g)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(max(1, repeats)):
                 generate(m, tokenizer, prompts, config, guide=g)
