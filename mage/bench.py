@@ -656,9 +656,9 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
 
 
 @contextmanager
-def serving_app(env: dict | None = None, timeout: float = 900.0):
+def serving_app(env: dict | None = None, timeout: float = 900.0, log_path: Path | None = None):
     """Start ``app.py`` on a free port (``env`` added to the environment) and yield (url, process, seconds
-    until the page served); the process is killed on exit."""
+    until the page served); the process is killed on exit. ``log_path``: where its output goes (else nowhere)."""
     import os
     import socket
     import subprocess
@@ -674,8 +674,8 @@ def serving_app(env: dict | None = None, timeout: float = 900.0):
         [sys.executable, str(root / "app.py"), "--port", str(port)],
         env={**os.environ, **(env or {})},
         cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=open(log_path, "w") if log_path else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -733,7 +733,7 @@ BAD_REQUESTS = [
 ]
 
 
-def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_tokens: int = 6) -> dict:
+def bench_soak(repeats: int = 1, requests: int = 800, every: int = 20, new_tokens: int = 6) -> dict:
     """Many mixed requests (two good to one bad) from fresh sessions against a real app process on the
     default model: the server's resident memory every ``every`` requests (does it level off?) and, for
     every kind of bad request, what the client got back (a clear message, never a crash)."""
@@ -747,9 +747,12 @@ def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_token
         "Write a brutal roast of my friend who is always late.",
         "Explain rain to a child.",
     ]
+    import tempfile
+
     methods = [["rs"], ["bone", "rs"], ["mage-i"], ["bone"], ["react"], ["aba", "mod"]]
     curve, outcomes, failures = [], {}, []
-    with serving_app() as (url, proc, _):
+    server_log = Path(tempfile.mkdtemp(prefix="mage-soak-")) / "app.log"
+    with serving_app(log_path=server_log) as (url, proc, _):
         curve.append({"requests": 0, "rss_mb": _rss_mb(proc.pid)})
         for k in range(requests):
             client = Client(url, verbose=False)  # a fresh session every request
@@ -784,6 +787,7 @@ def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_token
                 log.info(f"mage bench soak: {k + 1} requests, server RSS {curve[-1]['rss_mb']:.0f} MB")
     half = len(curve) // 2
     growth_first = curve[half]["rss_mb"] - curve[1]["rss_mb"]
+    errors = server_errors(server_log.read_text(errors="replace"))
     growth_second = curve[-1]["rss_mb"] - curve[half]["rss_mb"]
     return {
         "requests": requests,
@@ -796,7 +800,21 @@ def bench_soak(repeats: int = 1, requests: int = 400, every: int = 20, new_token
         "growth_mb_first_half": growth_first,
         "growth_mb_second_half": growth_second,
         "levels_off": bool(math.isfinite(growth_second) and growth_second <= max(8.0, 0.5 * growth_first)),
+        "server_errors": errors,  # what the server logged for requests that failed (a traceback's last line)
     }
+
+
+def server_errors(log_text: str, keep: int = 10) -> list[str]:
+    """Each traceback's last line in a server log, and each ERROR line, first ``keep`` distinct ones."""
+    found, lines = [], log_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j][0].isspace()), None)
+            if end is not None:
+                found.append(lines[end][:300])
+        elif "ERROR" in line:
+            found.append(line[:300])
+    return list(dict.fromkeys(found))[:keep]
 
 
 def bench_start(repeats: int = 1) -> dict:

@@ -26,22 +26,25 @@ class Claim:
 
 
 def _per_guide() -> list[Claim]:
-    """MAGE's claims, once per kind of value model."""
+    """MAGE's claims, once per kind of value model (the methods found in the method table)."""
+    from .methods import Guidance, Merge, find_method
+
     claims = []
-    for kind, g in (("implicit", "i"), ("explicit", "e")):
+    for kind in ("implicit", "explicit"):
+        mage = find_method(Merge("bone"), Guidance(kind))
         claims += [
-            Claim(f"MAGE ({kind}) improves on its stage 1", f"mage-{g}", "bone", "MAGE: guidance improves Bone Soup"),
+            Claim(f"MAGE ({kind}) improves on its stage 1", mage, "bone", "MAGE: guidance improves Bone Soup"),
             Claim(
                 f"A merged {kind} value model matches the ensemble",
-                f"mage-{g}",
-                f"ensemble-{g}",
+                mage,
+                find_method(Merge("bone"), Guidance(kind, "ensemble")),
                 "MAGE: the merged value model tracks the prediction ensemble at 1/n the cost",
                 "no difference shown",
             ),
             Claim(
                 f"Guidance needs a μ-dependent base ({kind})",
-                f"mage-{g}",
-                f"sft+{g}",
+                mage,
+                find_method(Merge("base"), Guidance(kind)),
                 "MAGE: guiding a fixed SFT base stays in a small cluster",
             ),
         ]

@@ -35,7 +35,9 @@ def compatibility(
     from .compare import spread
 
     t = get_task(task)
-    sft, mage = f"sft+{kind[0]}", f"mage-{kind[0]}"
+    from .methods import Guidance, Merge, find_method
+
+    sft, mage = find_method(Merge("base"), Guidance(kind)), find_method(Merge("bone"), Guidance(kind))
     engine = Engine(t, base=base)
     grid = tuple(tuple(p) for p in corner_grid(len(t.objectives)))
     common = dict(

@@ -341,7 +341,7 @@ def lmc_curve(
     ``strength`` None = the one ``choose-strength`` picked for ``mage-<kind>`` (else 1.0). Each point is
     journaled under the model cache as it finishes, so a killed run resumes where it stopped."""
     from .io import append_rows, open_journal, read_journal, sha256_text
-    from .methods import Engine
+    from .methods import Engine, Guidance, Merge, find_method
     from .models import cache_dir, fingerprint_model
     from .strength import chosen_strength
     from .sweep import checkpoint_hash
@@ -354,7 +354,7 @@ def lmc_curve(
         raise ValueError(f"pair {pair} must name two different objectives by index 0..{n - 1} of {objectives}")
     if steps < 3:
         raise ValueError(f"steps={steps}: need at least 3 points (two endpoints and one between)")
-    mage = f"mage-{kind[0]}"
+    mage = find_method(Merge("bone"), Guidance(kind))  # MAGE with this kind of guide, from the method table
     if strength is None:
         strength = chosen_strength(engine.task.name, mage)
     started = time.time()
