@@ -119,13 +119,13 @@ def bench_merge(repeats: int = 20) -> dict:
     model, tokenizer = load_model()
     adapters, source = trained_or_random_adapters(model, tokenizer, 3)
     prefs = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.8, 0.1]]
-    lams = [coefficients("bone", p) for p in prefs]
+    merges = [coefficients("bone", p) for p in prefs]  # λ of each μ
     counter = iter(range(10**9))
-    next_lam = lambda: lams[next(counter) % len(lams)]
+    next_merge = lambda: merges[next(counter) % len(merges)]
     results = {"adapters": source}
     # 1. mage: fold Σ λ_j ΔW_j into the weights in place
     soup = Soup(model, adapters)
-    results["soup_fold"] = timed(lambda: soup.apply(next_lam()), 4 * repeats)
+    results["soup_fold"] = timed(lambda: soup.apply(next_merge()), 4 * repeats)
 
     def copy_floor():  # the bytes any merge must move: read W_0, write W, for every target matrix
         with torch.no_grad():
@@ -145,8 +145,8 @@ def bench_merge(repeats: int = 20) -> dict:
     soup.restore()
 
     def average(fulls=fulls):  # bound now: the list is deleted once timed
-        lam = next_lam()
-        merged = {k: sum(l * f[k] for l, f in zip(lam, fulls)) for k in base_state}
+        merge = next_merge()
+        merged = {k: sum(l * f[k] for l, f in zip(merge, fulls)) for k in base_state}
         model.load_state_dict(merged, strict=False)
 
     results["state_dict_average"] = timed(average, max(3, repeats // 4))
@@ -170,8 +170,8 @@ def bench_merge(repeats: int = 20) -> dict:
                     module.lora_B[f"e{j}"].weight.copy_(adapter.factors[clean][1])
 
     def peft_merge():
-        lam = next_lam()
-        peft_model.add_weighted_adapter([f"e{j}" for j in range(3)], lam, "soup", combination_type="cat")
+        merge = next_merge()
+        peft_model.add_weighted_adapter([f"e{j}" for j in range(3)], merge, "soup", combination_type="cat")
         peft_model.set_adapter("soup")
         peft_model.merge_adapter()
         peft_model.unmerge_adapter()
@@ -325,10 +325,10 @@ def guided_worker(
     method, fused = GUIDED_METHODS[variant]
     torch.set_num_threads(2)
     TARGET.update(device=device, dtype=dtype)
-    mu = [1.0 / k_objectives] * k_objectives
+    weights = [1.0 / k_objectives] * k_objectives
     policy, tokenizer = load_model(base)
     with synthetic_engine(k_objectives, policy, tokenizer, base=base, top_k=top_k, fused=fused) as engine:
-        model, guide = engine.prepare(method, mu, strength=1.0)
+        model, guide = engine.prepare(method, weights, strength=1.0)
         prompts = [engine.task.messages(f"Tell me something about topic number {i}.") for i in range(batch)]
     config = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, top_p=0.9)
     tokens = []
@@ -569,8 +569,8 @@ def bench_sweep(repeats: int = 1, task: str = "summary", prompts: int = 16) -> d
 
     def plain():
         texts.clear()
-        for mu in grid:
-            model, _ = engine.prepare("bone", mu)
+        for weights in grid:
+            model, _ = engine.prepare("bone", weights)
             gens = generate(
                 model,
                 engine.policy.tokenizer,
@@ -627,9 +627,9 @@ def bench_profile(repeats: int = 1, new_tokens: int = 24, top: int = 12) -> dict
     from .synthetic import synthetic_engine
 
     model, tokenizer = load_model()
-    mu = [1 / 3] * 3
+    weights = [1 / 3] * 3
     with synthetic_engine(3, model, tokenizer) as engine:
-        prepared = {"plain": engine.prepare("bone", mu), "mage-i-fused": engine.prepare("mage-i", mu)}
+        prepared = {"plain": engine.prepare("bone", weights), "mage-i-fused": engine.prepare("mage-i", weights)}
     prompts = [engine.task.messages("Tell me about the sea.")]
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
     results = {"new_tokens": new_tokens}
@@ -764,12 +764,12 @@ def bench_soak(repeats: int = 1, requests: int = 800, every: int = 20, new_token
                 except Exception as err:  # gradio_client raises the server's message
                     outcomes[what] = str(err).splitlines()[-1][:300]
             else:
-                mu = [1.0 + (k % 5), 1.0 + (k % 3), 1.0 + (k % 2)]
+                weights = [1.0 + (k % 5), 1.0 + (k % 3), 1.0 + (k % 2)]
                 try:
                     out = client.predict(
                         "assistant",
                         prompts[k % len(prompts)],
-                        mu,
+                        weights,
                         methods[k % len(methods)],
                         1.0,
                         new_tokens,

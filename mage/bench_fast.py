@@ -43,7 +43,7 @@ def rows_one_task(task: str, repeats: int = 1, method: str = "bone") -> dict:
     times, tokens, same = {"per_point": [], "rows": []}, {}, []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        alone = [bank.generate(method, mu, [text], sampling)[0] for mu in grid]
+        alone = [bank.generate(method, weights, [text], sampling)[0] for weights in grid]
         times["per_point"].append(time.perf_counter() - start)
         start = time.perf_counter()
         together = bank.generate_rows(method, grid, text, sampling)
@@ -95,7 +95,7 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
             "Describe a cat's opinion of vacuum cleaners.",
         )
     ]
-    lam = coefficients("rs", [0.2, 0.3, 0.5])
+    merge = coefficients("rs", [0.2, 0.3, 0.5])
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
     runs, models, source = {}, {}, ""
     for label, dtype, unfolded in (
@@ -106,20 +106,20 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
         model, tokenizer = load_base(DEFAULT_BASE, device=TARGET["device"], dtype=dtype)
         adapters, source = trained_or_random_adapters(model, tokenizer, 3)
         soup = Soup(model, adapters, unfolded=unfolded)
-        soup.apply(lam)
+        soup.apply(merge)
         ids, mask = encode_prompts(tokenizer, prompts, model.device)
         with torch.no_grad():
             merged = model(input_ids=ids, attention_mask=mask).logits[:, -1].double()
             soup.restore()
             base = model(input_ids=ids, attention_mask=mask).logits[:, -1].double()
-            soup.apply(lam)
+            soup.apply(merge)
         gens = generate(model, tokenizer, prompts, config, batch_size=1)  # warm-up and the tokens
         runs[label] = {
             "merged": merged,
             "effect": merged - base,
             "tokens": [g.token_ids for g in gens],
             "steps": sum(len(g.token_ids) for g in gens),
-            "remerge": timed(lambda: soup.apply(lam), 10),
+            "remerge": timed(lambda: soup.apply(merge), 10),
             "times": [],
         }
         models[label] = (model, tokenizer)
@@ -133,7 +133,7 @@ def bench_half(repeats: int = 3, new_tokens: int = 32) -> dict:
         r["timing"] = summary_stats(r["times"])
         r["s_per_step"] = r["timing"]["median_s"] / max(1, r["steps"])
     ref = runs["float32"]
-    out = {"adapters": source, "coefficients": lam, "new_tokens": new_tokens, "rows": {}}
+    out = {"adapters": source, "coefficients": merge, "new_tokens": new_tokens, "rows": {}}
     for label, r in runs.items():
         out["rows"][label] = {
             "ms_per_step": 1000 * r["s_per_step"],
@@ -197,10 +197,10 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
     from .values import ExplicitValueModel, new_head
 
     policy, tokenizer = _model(name)
-    mu = [1.0 / k] * k
+    weights = [1.0 / k] * k
     soup = Soup(policy, random_adapters(policy, k, seed=1))
     values = random_adapters(policy, k, seed=2)
-    soup.apply(mu)
+    soup.apply(weights)
     prompt = [[{"role": "user", "content": "Tell me something about the sea."}]]
     config = SamplingConfig(max_new_tokens=new_tokens, greedy=True)
 
@@ -214,15 +214,16 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
     def variants():
         yield "plain", policy, None, False
         yield "plain-fast", policy, None, True
-        fused = FusedImplicit(policy, row_corrections(soup, values, mu), 1.0)
+        fused = FusedImplicit(policy, row_corrections(soup, values, weights), 1.0)
         yield "mage-i", fused, fused, False
         yield "mage-i-fast", fused, fused, True
-        yield "mage-e", policy, ExplicitGuide([Member(value_model(mu, True), 1.0)], 1.0, top_k), False
+        yield "mage-e", policy, ExplicitGuide([Member(value_model(weights, True), 1.0)], 1.0, top_k), False
         yield (
             "ensemble-i",
             policy,
             ImplicitGuide(
-                [Member(value_model([1.0 if i == j else 0.0 for i in range(k)], False), mu[j]) for j in range(k)], 1.0
+                [Member(value_model([1.0 if i == j else 0.0 for i in range(k)], False), weights[j]) for j in range(k)],
+                1.0,
             ),
             False,
         )
@@ -230,8 +231,8 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
         for j in range(k):
             soup.apply([1.0 if i == j else 0.0 for i in range(k)])
             experts.append(copy.deepcopy(policy))
-        soup.apply(mu)
-        yield "mod", ProductOfExperts(experts, mu), None, False
+        soup.apply(weights)
+        yield "mod", ProductOfExperts(experts, weights), None, False
 
     rows = []
     for label, model, guide, fast in variants():
@@ -254,14 +255,14 @@ def gpu_rows(name: str, *, k: int = 3, new_tokens: int = 48, repeats: int = 3, t
     plain = rows[0]["ms_per_step"]
     for r in rows:
         r["ratio_vs_plain"] = r["ms_per_step"] / plain
-    remerge = timed(lambda: soup.apply(list(reversed(mu))) or soup.apply(mu), 10)
+    remerge = timed(lambda: soup.apply(list(reversed(weights))) or soup.apply(weights), 10)
     rows.append({"model": name, "variant": "re-merge", "ms": 1000 * remerge["median_s"] / 2, "timing": remerge})
     for label, kind in (("slider → first token, bone", None), ("slider → first token, mage-i", "fused")):
         one = SamplingConfig(max_new_tokens=1, greedy=True)
 
         def first():
-            soup.apply([0.5, 0.3, 0.2][:k] if k == 3 else mu)
-            model = FusedImplicit(policy, row_corrections(soup, values, mu), 1.0) if kind else policy
+            soup.apply([0.5, 0.3, 0.2][:k] if k == 3 else weights)
+            model = FusedImplicit(policy, row_corrections(soup, values, weights), 1.0) if kind else policy
             generate(model, tokenizer, prompt, one, batch_size=1, guide=model if kind else None)
             sync_device()
 

@@ -116,3 +116,24 @@ def test_the_first_token_parts_build_the_fused_guide_through_the_engine(tiny_bas
     with synthetic_engine(2, model, tokenizer, base=tiny_base, fused=False) as engine:
         with pytest.raises(ValueError, match="fused implicit guide; fix: pass an Engine"):
             bench._first_token_parts(engine, "Hi.", 1)
+
+
+def test_the_soak_reports_what_the_server_logged_for_failures():
+    """Each traceback's last line and each ERROR line, once each, in order: what a failed request was."""
+    from mage.bench import server_errors
+
+    log = "\n".join(
+        [
+            "* Running on local URL:  http://127.0.0.1:7860",
+            "Traceback (most recent call last):",
+            '  File "x.py", line 1, in <module>',
+            "    raise KeyError('session')",
+            "KeyError: 'session'",
+            "ERROR:    Exception in ASGI application",
+            "Traceback (most recent call last):",
+            '  File "x.py", line 1, in <module>',
+            "KeyError: 'session'",
+        ]
+    )
+    assert server_errors(log) == ["KeyError: 'session'", "ERROR:    Exception in ASGI application"]
+    assert server_errors("all fine\n") == []
