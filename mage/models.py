@@ -227,6 +227,22 @@ def readable(name: str, source: str):
         ) from None
 
 
+def import_transformers() -> None:
+    """Resolve the transformers classes mage loads with, on the calling thread. transformers 5 imports its
+    classes lazily, and its lazy module is not safe to initialise from two threads at once: the app's
+    background model load racing a first request's tokenizer load failed that request with "cannot import name
+    'AutoTokenizer' from 'transformers'" (the soak's request 0; the same race as vectorize-io/hindsight#994). A
+    service calls this before it starts any thread."""
+    from transformers import (  # noqa: F401
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        PreTrainedTokenizerFast,
+        StaticCache,
+    )
+
+
 def load_tokenizer(name: str = DEFAULT_BASE):
     from transformers import AutoTokenizer
 

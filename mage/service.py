@@ -29,7 +29,15 @@ from .io import clean_text
 from .decoding import SamplingConfig
 from .merging import normalize_weights
 from .limits import check_prompt
-from .models import DEFAULT_BASE, HALF_DTYPES, HALF_PRECISION_NOTE, load_tokenizer, pick_device, pick_dtype
+from .models import (
+    DEFAULT_BASE,
+    HALF_DTYPES,
+    HALF_PRECISION_NOTE,
+    import_transformers,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+)
 from .objectives import score_all, use_device
 from .methods import METHODS, Engine, method_labels
 from .tasks import get_task
@@ -107,6 +115,7 @@ class Service:
             str(pick_dtype(dtype)).removeprefix("torch."),
         )
         use_device(self._device)  # the live scores' encoders run beside the models
+        import_transformers()  # before any thread of ours imports from it (models.import_transformers)
         self._tokenizer = None
         self._runs: dict[
             str, threading.Event

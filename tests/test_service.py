@@ -298,3 +298,22 @@ def test_the_page_belongs_to_the_newest_run_of_the_task_it_shows(service):
     assert service.owns("p2", service.claim("p2", "summary"))  # a session never switched: any task may take its page
     service.show("p2", "summary")
     assert service.owns("p2", service.claim("p2", "summary"))
+
+
+def test_a_new_service_resolves_transformers_before_any_thread_does():
+    """transformers' lazy module is not safe to initialise from two threads (the soak's first request failed
+    with "cannot import name 'AutoTokenizer'" while the app preloaded models): a fresh service resolves the
+    classes on the thread that creates it, before its compute or preload threads exist."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from mage.service import Service\n"
+        "lazy = 'transformers' in sys.modules and 'AutoTokenizer' in vars(sys.modules['transformers'])\n"
+        "Service(device='cpu')\n"
+        "t = vars(sys.modules['transformers'])\n"
+        "print(lazy, all(n in t for n in ('AutoTokenizer', 'AutoModelForCausalLM', 'PreTrainedTokenizerFast')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]  # unresolved on import; resolved once the service exists
