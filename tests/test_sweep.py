@@ -399,9 +399,7 @@ def test_selection_separation_bounds_what_best_of_n_can_teach():
 
     def pool(pairs):
         return [
-            {"id": f"p{p}", "sample": s, "scores": {"a": a, "b": b}}
-            for p in range(3)
-            for s, (a, b) in enumerate(pairs)
+            {"id": f"p{p}", "sample": s, "scores": {"a": a, "b": b}} for p in range(3) for s, (a, b) in enumerate(pairs)
         ]
 
     traded = selection_report(pool([(1.0, 0.0), (0.0, 1.0)]), ["a", "b"])
