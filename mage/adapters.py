@@ -75,17 +75,36 @@ def save_adapter(
     adapter_name: str = "default",
 ) -> Path:
     """Save a peft adapter (fp16 weights), then its manifest last: a folder without a manifest is incomplete."""
+    state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    tensors = {key.replace(f".{adapter_name}.weight", ".weight"): value for key, value in state.items()}
+    config = peft_model.peft_config[adapter_name].to_dict()
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    return write_adapter_files(
+        folder,
+        tensors,
+        config,
+        base_fingerprint=base_fingerprint,
+        tokenizer_fingerprint=tokenizer_fingerprint,
+        info=info,
+    )
+
+
+def write_adapter_files(
+    folder: str | Path,
+    tensors: dict[str, torch.Tensor],
+    config: dict,
+    *,
+    base_fingerprint: str,
+    tokenizer_fingerprint: str,
+    info: dict | None = None,
+) -> Path:
+    """An adapter folder in mage's format: ``tensors`` (peft's key names) in fp16, peft's ``config``, then the
+    manifest last, covering every file already in the folder (an explicit value model's head included)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
-    state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
-    tensors = {}
-    for key, value in state.items():
-        key = key.replace(f".{adapter_name}.weight", ".weight")
-        tensors[key] = value.detach().to(torch.float16).contiguous()
-    write_bytes_atomic(folder / WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    config = peft_model.peft_config[adapter_name].to_dict()
-    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    half = {key: value.detach().to(torch.float16).contiguous() for key, value in tensors.items()}
+    write_bytes_atomic(folder / WEIGHTS, save(half, metadata={"format": "pt"}))
     write_json_atomic(folder / CONFIG, config)
     write_manifest(folder, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint, info=info)
     return folder

@@ -43,8 +43,8 @@ def adapter_table(
     """Evaluate the base model and each labelled adapter folder (alone, coefficient 1) on a split. Each model's
     point is journaled under the model cache as it finishes (keyed by the settings, the base model, the adapter's
     weights and the scorers' versions), so a killed run resumes with the models it had not finished."""
-    from .adapters import load_adapter
-    from .io import append_rows, open_journal, read_journal, sha256_file, sha256_text
+    from .adapters import WEIGHTS, load_adapter
+    from .io import append_rows, open_journal, read_journal, sha256_text
     from .merging import Soup
     from .models import cache_dir, fingerprint_model, fingerprint_tokenizer, load_base
     from .pools import scorer_signatures
@@ -53,13 +53,13 @@ def adapter_table(
     model, tokenizer = load_base(base)
     fps = dict(base_fingerprint=fingerprint_model(model), tokenizer_fingerprint=fingerprint_tokenizer(tokenizer))
     labels = list(adapters)
-    soup = Soup(model, [load_adapter(adapters[label], **fps) for label in labels])
+    loaded = [load_adapter(adapters[label], **fps) for label in labels]
+    soup = Soup(model, loaded)
     objectives = list(get_task(task).objectives)
     started = time.time()
     settings = [task, split, samples, seed, max_prompts, repr(sampling), fps, scorer_signatures(get_task(task))]
-    digests = {"base": "base"} | {
-        label: sha256_file(Path(adapters[label]) / "adapter_model.safetensors") for label in labels
-    }
+    # each adapter's weights by the hash its manifest recorded and load_adapter just verified (no second read)
+    digests = {"base": "base"} | {label: a.meta["files"][WEIGHTS] for label, a in zip(labels, loaded)}
     keys = {label: sha256_text(json.dumps([*settings, label, digests[label]], default=str)) for label in digests}
     journal = cache_dir() / "tables" / get_task(task).name / "points.jsonl"
     done = {r["key"]: r["point"] for r in read_journal(journal)}

@@ -108,30 +108,28 @@ def write_adapter(
     head: torch.nn.Linear | None = None,
     info: dict | None = None,
 ) -> Path:
-    """One adapter (and an explicit value model's head) in the on-disk format of :func:`mage.adapters.save_adapter`
-    and :func:`mage.values.train_value`: weights in fp16 under peft's key names, the manifest last."""
-    from safetensors.torch import save
-
-    from .adapters import CONFIG, WEIGHTS, write_manifest
-    from .io import write_bytes_atomic, write_json_atomic
-    from .values import HEAD_FILE
+    """One adapter (and an explicit value model's head) in the on-disk format training writes
+    (:func:`mage.adapters.write_adapter_files`, :func:`mage.values.save_head`): fp16 weights under peft's key
+    names, the head before the manifest, the manifest last."""
+    from .adapters import write_adapter_files
+    from .values import save_head
 
     folder = Path(folder)
     tensors = {}
     for module, (a, b) in adapter.factors.items():
-        tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(torch.float16).contiguous()
-        tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(torch.float16).contiguous()
-    write_bytes_atomic(folder / WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    write_json_atomic(folder / CONFIG, _lora_config(adapter.rank, base))
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b
     if head is not None:
-        write_bytes_atomic(
-            folder / HEAD_FILE,
-            save(
-                {"weight": head.weight.detach().float().contiguous(), "bias": head.bias.detach().float().contiguous()}
-            ),
-        )
-    write_manifest(folder, base_fingerprint=base_fingerprint, tokenizer_fingerprint=tokenizer_fingerprint, info=info)
-    return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        save_head(folder, head)
+    return write_adapter_files(
+        folder,
+        tensors,
+        _lora_config(adapter.rank, base),
+        base_fingerprint=base_fingerprint,
+        tokenizer_fingerprint=tokenizer_fingerprint,
+        info=info,
+    )
 
 
 def write_checkpoints(task, model, tokenizer, *, base: str, rank: int = RANK, seed: int = 0, beta: float | None = None):

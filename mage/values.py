@@ -43,6 +43,14 @@ KINDS = ("explicit", "implicit")
 HEAD_FILE = "value_head.safetensors"
 
 
+def save_head(folder: Path, head: torch.nn.Linear) -> None:
+    """An explicit value model's scalar head (fp32) beside its adapter; written before the adapter's manifest."""
+    write_bytes_atomic(
+        Path(folder) / HEAD_FILE,
+        save({"weight": head.weight.detach().float().contiguous(), "bias": head.bias.detach().float().contiguous()}),
+    )
+
+
 @dataclass(frozen=True)
 class ValueConfig:
     kind: str = field(default="explicit", metadata={"choices": KINDS})
@@ -295,15 +303,7 @@ def train_value(
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if head is not None:
-            write_bytes_atomic(
-                tmp / HEAD_FILE,
-                save(
-                    {
-                        "weight": head.weight.detach().float().contiguous(),
-                        "bias": head.bias.detach().float().contiguous(),
-                    }
-                ),
-            )
+            save_head(tmp, head)
         save_adapter(peft_model, tmp, info=info, **fps)  # manifest last, covering the head too
         write_text_atomic(
             tmp / "README.md",
