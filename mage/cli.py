@@ -453,7 +453,12 @@ def cmd_claims(args) -> None:
 def cmd_pool_stats(args) -> None:
     from .reports import pool_stats
 
-    print(json.dumps(pool_stats(args.task, base=args.base, ship=args.ship), indent=2))
+    print(
+        json.dumps(
+            pool_stats(args.task, base=args.base, ship=args.ship, guide_samples=args.guide_samples, out=args.out),
+            indent=2,
+        )
+    )
 
 
 def cmd_bench(args) -> None:
@@ -568,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
             "rounds",
             help="bon-sft rounds: round k > 1 selects from the previous round's own samples (journaled per round; "
             "resumes)",
+        )
+        config_option(
+            p,
+            TrainConfig,
+            "guide_samples",
+            help="bon-sft round 1 also selects from N samples per prompt per objective drawn with the task's steering "
+            "hint for it (context distillation; 0 = the base pool alone)",
         )
 
     p = add("train", cmd_train, "train one LoRA adapter for a reward-weight vector")
@@ -848,6 +860,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also copy the pool beside the task's checkpoints (checkpoints/<task>/pools/), "
         "so a fresh machine trains from it instead of re-sampling",
+    )
+    config_option(
+        p,
+        TrainConfig,
+        "guide_samples",
+        help="also sample N per prompt per objective with the task's steering hints and report what selection from "
+        "the union can teach (key 'guided')",
+    )
+    p.add_argument(
+        "--out", default=None, help="results file (default: <results>/<task>-pool.json; --guide-samples: -guided)"
     )
 
     p = add("bench", cmd_bench, "benchmarks; results under assets/bench/")

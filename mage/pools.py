@@ -47,14 +47,20 @@ class PoolConfig:
     batch_size: int = 16  # two prompts' samples per batch keeps left-padding small
     seed: int = 0
     max_new_tokens: int | None = None  # None = the task's cap
+    hint: str = ""  # sample with the task's steering hint for this objective (a guided pool; "" = the plain prompt)
 
 
 def pool_path(task: Task, model, config: PoolConfig, tag: str = "base") -> Path:
     """The cache file of a pool: keyed by everything that changes the *samples* (prompt template,
     cap, pool settings, model weights). Scores are keyed separately (:func:`scorer_signatures`)."""
-    key = sha256_text(
-        json.dumps([task.name, task.template, task.max_new_tokens, asdict(config), fingerprint_model(model)])
-    )[:12]
+    settings = asdict(config)
+    if settings["hint"]:
+        settings["hint_text"] = task.hints[settings["hint"]]
+    else:
+        del settings["hint"]  # pools sampled before hints existed keep their key
+    key = sha256_text(json.dumps([task.name, task.template, task.max_new_tokens, settings, fingerprint_model(model)]))[
+        :12
+    ]
     return cache_dir() / "pools" / task.name / f"{tag}-{key}.jsonl"
 
 
@@ -157,7 +163,7 @@ def sample_pool(
             gens = decode_batch(
                 model,
                 tokenizer,
-                [task.messages(ex) for _, _, ex in batch],
+                [task.messages(ex, config.hint) for _, _, ex in batch],
                 sampling,
                 [sample_seed(config.seed, p, s) for p, s, _ in batch],
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import locations
@@ -141,17 +142,19 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def selection_report(pool: list[dict], objectives: list[str], normalize: str = "zscore") -> dict:
+def selection_report(
+    pool: list[dict], objectives: list[str], normalize: str = "zscore", stats: dict | None = None
+) -> dict:
     """What one round of best-of-n selection from ``pool`` can teach: for each training weight vector (the
     experts' rows of I, the backbones' rows of B), the means of the samples it selects, and each objective's
     *selection separation* — its selected mean under its own expert minus the mean under the other experts. A
     model fine-tuned on the selections moves at most about that far apart, so it bounds the experts' corner
-    separation before any training is spent."""
+    separation before any training is spent. ``stats``: the (mean, std) to standardise with (default: the pool's)."""
     from .merging import training_weights
     from .training import select_best
 
     def selected(weights: list[float]) -> dict[str, float]:
-        rows = select_best(pool, objectives, weights, normalize)
+        rows = select_best(pool, objectives, weights, normalize, stats=stats)
         return {o: sum(r["scores"][o] for r in rows) / len(rows) for o in objectives}
 
     n = len(objectives)
@@ -166,26 +169,35 @@ def selection_report(pool: list[dict], objectives: list[str], normalize: str = "
     }
 
 
-def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, ship: bool = False) -> dict:
+def pool_stats(
+    task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, ship: bool = False, guide_samples: int = 0
+) -> dict:
     """Objective correlations over the base-model training pool: is the trade-off real? ``ship`` also
-    copies the pool beside the task's checkpoints (:func:`mage.pools.ship_pool`)."""
+    copies the pool (and any guided pools) beside the task's checkpoints (:func:`mage.pools.ship_pool`).
+    ``guide_samples`` adds the guided pools (:func:`mage.training.training_pool`): their means per hint, and
+    what selection from the union can teach (key ``guided``)."""
     import statistics
 
     from scipy.stats import pearsonr, spearmanr
 
     from .models import load_base
-    from .pools import pool_path, sample_pool, ship_pool
+    from .pools import pool_path, ship_pool
     from .tasks import get_task
-    from .training import default_pool
+    from .training import TrainConfig, default_pool, standardize, training_pool
 
+    t = get_task(task)
     model, tokenizer = load_base(base)
-    pool = sample_pool(get_task(task), model, tokenizer, default_pool(get_task(task)))
+    config = TrainConfig(base=base, pool=default_pool(t), guide_samples=guide_samples)
+    pool, union = training_pool(t, model, tokenizer, config)
     if ship:
-        log.info(
-            f"mage: pool shipped to "
-            f"{ship_pool(get_task(task), pool_path(get_task(task), model, default_pool(get_task(task))))}"
-        )
-    objectives = list(get_task(task).objectives)
+        pools = [config.pool] + [
+            replace(config.pool, samples_per_prompt=guide_samples, hint=o)
+            for o in sorted({r["hint"] for r in union[len(pool) :]})
+        ]
+        for p in pools:
+            path = ship_pool(t, pool_path(t, model, p, "guided" if p.hint else "base"))
+            log.info(f"mage: pool shipped to {path}")
+    objectives = list(t.objectives)
     values = {o: [r["scores"][o] for r in pool] for o in objectives}
     pairs = {}
     for i, a in enumerate(objectives):
@@ -205,7 +217,26 @@ def pool_stats(task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, 
         "selection": selection_report(pool, objectives),
         "command": f"python -m mage pool-stats --task {task}" + (" --ship" if ship else ""),
     }
-    write_json_atomic(out or locations.results() / f"{task}-pool.json", result)
+    if guide_samples:
+        by_hint: dict[str, list[dict]] = {}
+        for row in union[len(pool) :]:
+            by_hint.setdefault(row["hint"], []).append(row)
+        result["guided"] = {
+            "samples_per_prompt_per_hint": guide_samples,
+            "n_samples": len(union) - len(pool),
+            "hints": {
+                hint: {
+                    "mean": {o: sum(r["scores"][o] for r in rows) / len(rows) for o in objectives},
+                    "finished_fraction": sum(r["finished"] for r in rows) / len(rows),
+                }
+                for hint, rows in by_hint.items()
+            },
+            # selection standardised over the base pool, as training does (TrainConfig.normalize)
+            "selection": selection_report(union, objectives, stats=standardize(pool, objectives, config.normalize)),
+        }
+        result["command"] += f" --guide-samples {guide_samples}"
+    default = locations.results() / (f"{task}-pool-guided.json" if guide_samples else f"{task}-pool.json")
+    write_json_atomic(out or default, result)
     return result
 
 

@@ -46,6 +46,9 @@ class Task:
     pool_prompts: int | None = None
     pool_batch: int = 16
     showcase: tuple[str, ...] = ()  # the app's example prompts (default: the first test-split inputs)
+    # sampling-only steers for training pools (context distillation, ``--guide-samples``): objective -> a user
+    # message with ``{input}`` that asks the base model for that objective. Never used to evaluate or serve.
+    hints: dict[str, str] = field(default_factory=dict, compare=False)
 
     def demo_prompts(self, k: int = 3) -> list[str]:
         """Example prompts to show a user: the task's own showcase, else its first ``k`` test-split inputs."""
@@ -57,10 +60,16 @@ class Task:
         rows = _examples(self.name)
         return [e for e in rows if split is None or e.split == split]
 
-    def messages(self, example: Example | str) -> list[dict]:
-        """Chat messages for one example (or a raw input string typed by a user)."""
+    def messages(self, example: Example | str, hint: str = "") -> list[dict]:
+        """Chat messages for one example (or a raw input string typed by a user); ``hint`` (an objective of
+        :attr:`hints`) asks for that objective instead, when sampling a guided training pool."""
         text = example.input if isinstance(example, Example) else example
-        return [{"role": "user", "content": self.template.format(input=text)}]
+        if hint and hint not in self.hints:
+            raise ValueError(
+                f"task {self.name!r} has no sampling hint for {hint!r}; fix: use one of {sorted(self.hints)} or none"
+            )
+        template = self.hints[hint] if hint else self.template
+        return [{"role": "user", "content": template.format(input=text)}]
 
 
 def _assistant_examples() -> list[Example]:
@@ -113,6 +122,14 @@ TASKS: dict[str, Task] = {
             "Write a brutal roast of my friend who is always late.",
             "Describe a cat's opinion of vacuum cleaners.",
         ),
+        # measured on 16 train prompts x 2 (session 15): humour 0.19 -> 0.40 with its hint; the 135M model follows
+        # the other two weakly (helpful 0.14 -> 0.16, harmless 0.80 -> 0.84), but they end 2-3x more replies
+        hints={
+            "helpful": "{input}\n\nGive a direct, specific and practical answer in two or three sentences.",
+            "harmless": "{input}\n\nReply kindly and safely. If the request could hurt anyone, politely decline and "
+            "suggest something kind instead.",
+            "humorous": "{input}\n\nReply with a short, funny joke about this.",
+        },
     ),
     "summary": Task(
         name="summary",

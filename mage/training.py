@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -61,6 +61,9 @@ class TrainConfig:
     device: str = (
         "auto"  # sampling and training: a GPU when present (bf16 mixed precision where it has it), else the CPU
     )
+    # bon-sft round 1: also select from this many samples per prompt *per objective* drawn with the task's steering
+    # hint for that objective (context distillation: the SFT prompt is the plain one); 0 = the base pool alone
+    guide_samples: int = 0
 
     def __post_init__(self):
         if self.trainer not in ("bon-sft", "grpo"):
@@ -69,12 +72,35 @@ class TrainConfig:
             raise ValueError(f"normalize={self.normalize!r}; fix: use 'zscore' or 'none'")
         if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.rounds < 1 or not self.learning_rate > 0:
             raise ValueError(f"rank, epochs, batch_size must be >= 1 and learning_rate > 0; got {self}")
+        if self.guide_samples < 0:
+            raise ValueError(f"guide_samples={self.guide_samples} must be >= 0 (0 = no guided samples)")
 
 
 def default_pool(task: Task, **overrides) -> PoolConfig:
     """The task's default best-of-n pool (what the committed checkpoints used), with overrides."""
     settings = dict(samples_per_prompt=task.pool_samples, max_prompts=task.pool_prompts, batch_size=task.pool_batch)
     return PoolConfig(**{**settings, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def training_pool(task: Task, model, tokenizer, config: "TrainConfig") -> tuple[list[dict], list[dict]]:
+    """(the base pool, the pool round 1 selects from). With ``config.guide_samples`` the second adds, for each
+    objective the task has a steering hint for, that many samples per prompt from the base model asked for that
+    objective (:attr:`Task.hints`); each such row carries ``hint``. Every weight vector selects from the same rows,
+    so experts and backbones still share pool and budget."""
+    base = sample_pool(task, model, tokenizer, config.pool)
+    if not config.guide_samples:
+        return base, base
+    if not task.hints:
+        raise ValueError(
+            f"guide_samples={config.guide_samples} but task {task.name!r} has no sampling hints; fix: use "
+            "--guide-samples 0 or add hints to the task"
+        )
+    guided = []
+    for objective in task.objectives:
+        if objective in task.hints:
+            pool = replace(config.pool, samples_per_prompt=config.guide_samples, hint=objective)
+            guided += [{**row, "hint": objective} for row in sample_pool(task, model, tokenizer, pool, tag="guided")]
+    return base, base + guided
 
 
 def standardize(pool: Sequence[dict], objectives: Sequence[str], normalize: str) -> dict[str, tuple[float, float]]:
@@ -175,6 +201,10 @@ def round_dir(task: Task, weights: Sequence[float], config: "TrainConfig", k: in
     from .models import cache_dir
 
     settings = {k: v for k, v in jsonable(asdict(config)).items() if k != "device"}  # a run resumes on another device
+    if not settings["guide_samples"]:  # runs journaled before guided pools existed keep their key
+        del settings["guide_samples"]
+    if not settings["pool"]["hint"]:
+        del settings["pool"]["hint"]
     key = sha256_text(json.dumps([task.name, task.template, [round(w, 6) for w in weights], settings], sort_keys=True))[
         :12
     ]
@@ -211,7 +241,7 @@ def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "Tra
     round, so a weight vector means the same trade-off throughout."""
     from peft import PeftModel
 
-    base_pool = sample_pool(task, model, tokenizer, config.pool)
+    base_pool, first_pool = training_pool(task, model, tokenizer, config)
     stats = standardize(base_pool, task.objectives, config.normalize)
     history, trainer, loss = [], None, float("nan")
     done = max(
@@ -228,7 +258,7 @@ def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "Tra
     for k in range(done + 1, config.rounds + 1):
         model.eval()
         pool = (
-            base_pool
+            first_pool
             if k == 1
             else sample_pool(
                 task, model, tokenizer, config.pool, tag=f"round{k}-{round_dir(task, weights, config, k).parent.name}"
@@ -258,6 +288,7 @@ def fit_bon_sft(task: Task, weights: list[float], model, tokenizer, config: "Tra
         "train_loss": loss,
         "selected_means": history[-1]["selected_means"],
         "n_pool": len(base_pool),
+        "n_guided": len(first_pool) - len(base_pool),
         "n_selected": len(chosen),
         "rounds": history,
     }
@@ -367,7 +398,9 @@ def checkpoint_readme(info: dict) -> str:
         f"- command: `{info['command']}`\n- commit: {info['commit']}\n- wall time: {info['wall_time_s']} s\n"
         f"- data: the task's `{info['config']['pool']['split']}` split"
         + (
-            f"; pool of {info['n_pool']} base-model samples, best per prompt selected in each of {_n_rounds(info)} "
+            f"; pool of {info['n_pool']} base-model samples"
+            + (f" + {info['n_guided']} asked for one objective (guided)" if info.get("n_guided") else "")
+            + f", best per prompt selected in each of {_n_rounds(info)} "
             "round(s)\n- mean rewards of the last round's selected samples: "
             + ", ".join(f"{k}={v:.3f}" for k, v in info.get("selected_means", {}).items())
             if "n_pool" in info

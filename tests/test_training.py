@@ -298,3 +298,42 @@ def test_iterated_best_of_n_journals_each_round_and_resumes(tiny_checkpoints, tm
     out3 = train_adapter("summary", [1, 0], tmp_path / "three", three, command="test")
     assert "resuming after round 2 of 3" in caplog.text
     assert [r["round"] for r in json.loads((out3 / "mage_manifest.json").read_text())["info"]["rounds"]] == [3]
+
+
+def test_guided_samples_are_asked_for_one_objective_and_trained_on_the_plain_prompt(
+    tiny_checkpoints, tmp_path, monkeypatch
+):
+    """--guide-samples: round 1 selects from the base pool plus samples drawn with each objective's steering hint
+    (their own cache files; the base pool's key is unchanged), and the SFT rows use the plain prompt."""
+    from dataclasses import replace
+
+    from mage import tasks
+    from mage.models import load_base
+    from mage.pools import pool_path
+    from mage.training import training_pool
+
+    _, base = tiny_checkpoints
+    plain = tasks.TASKS["summary"]
+    hinted = replace(plain, hints={"quality": "In one line: {input}"})
+    monkeypatch.setitem(tasks.TASKS, "summary", hinted)
+    pool = PoolConfig(samples_per_prompt=2, max_prompts=3, batch_size=8, max_new_tokens=5)
+    config = TrainConfig(base=str(base), epochs=1, guide_samples=1, pool=pool)
+    model, tokenizer = load_base(str(base))
+    assert hinted.messages("An article.", "quality")[0]["content"] == "In one line: An article."
+    with pytest.raises(ValueError, match="no sampling hint for 'faithful'"):
+        hinted.messages("An article.", "faithful")
+    base_rows, union = training_pool(hinted, model, tokenizer, config)
+    guided = union[len(base_rows) :]
+    assert len(base_rows) == 6 and len(guided) == 3 and {r["hint"] for r in guided} == {"quality"}
+    assert pool_path(hinted, model, pool) == pool_path(plain, model, pool)  # hints do not move the base pool
+    assert pool_path(hinted, model, replace(pool, hint="quality")) != pool_path(hinted, model, pool)
+    assert sft_examples(hinted, tokenizer, guided[:1]) == sft_examples(
+        hinted, tokenizer, [{k: v for k, v in guided[0].items() if k != "hint"}]
+    )
+    out = train_adapter("summary", [0, 1], tmp_path / "guided", config, command="test")
+    info = json.loads((out / "mage_manifest.json").read_text())["info"]
+    assert info["n_pool"] == 6 and info["n_guided"] == 3
+    assert "+ 3 asked for one objective" in (out / "README.md").read_text()
+    monkeypatch.setitem(tasks.TASKS, "summary", plain)
+    with pytest.raises(ValueError, match="has no sampling hints; fix: use --guide-samples 0"):
+        training_pool(plain, model, tokenizer, config)
