@@ -455,7 +455,14 @@ def cmd_pool_stats(args) -> None:
 
     print(
         json.dumps(
-            pool_stats(args.task, base=args.base, ship=args.ship, guide_samples=args.guide_samples, out=args.out),
+            pool_stats(
+                args.task,
+                base=args.base,
+                ship=args.ship,
+                guide_samples=args.guide_samples,
+                normalize=args.normalize,
+                out=args.out,
+            ),
             indent=2,
         )
     )
@@ -868,6 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also sample N per prompt per objective with the task's steering hints and report what selection from "
         "the union can teach (key 'guided')",
     )
+    config_option(p, TrainConfig, "normalize", help="how the guided selection mixes rewards (as train-set would)")
     p.add_argument(
         "--out", default=None, help="results file (default: <results>/<task>-pool.json; --guide-samples: -guided)"
     )

@@ -107,11 +107,32 @@ def _restore_shipped(task: Task, final: Path) -> bool:
     return True
 
 
-def score_pool(task: Task, final: Path, rows: list[dict]) -> list[dict]:
-    """Score every row by every objective of the task and write the pool (and its scorer signatures) atomically."""
+def score_rows(task: Task, rows: list[dict]) -> list[dict]:
+    """Set every row's ``scores`` (objective → float) by every objective of the task."""
     scores = score_all(task.objectives, [r["input"] for r in rows], [r["response"] for r in rows])
     for k, row in enumerate(rows):
         row["scores"] = {n: scores[n][k] for n in task.objectives}
+    return rows
+
+
+def proposal_rows(task: Task, tokenizer, config: PoolConfig) -> list[dict]:
+    """The task's rule-based candidates (:attr:`Task.proposals`) for the pool's prompts, as pool rows: tokenised by
+    the policy's tokenizer, ``finished``, scored; one longer than the pool's token cap is left out (the model could
+    not have written it)."""
+    cap = config.max_new_tokens or task.max_new_tokens
+    rows = []
+    for ex in task.examples(config.split)[: config.max_prompts]:
+        for s, text in enumerate(task.proposals(ex.input) if task.proposals else []):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= cap:
+                row = {"id": ex.id, "sample": 1000 + s, "input": ex.input, "response": text, "token_ids": ids}
+                rows.append({**row, "finished": True})
+    return score_rows(task, rows)
+
+
+def score_pool(task: Task, final: Path, rows: list[dict]) -> list[dict]:
+    """Score every row by every objective of the task and write the pool (and its scorer signatures) atomically."""
+    score_rows(task, rows)
     write_jsonl_atomic(final, rows)
     write_json_atomic(_signatures_path(final), scorer_signatures(task))
     return rows

@@ -170,12 +170,18 @@ def selection_report(
 
 
 def pool_stats(
-    task: str, *, base: str = DEFAULT_BASE, out: Path | None = None, ship: bool = False, guide_samples: int = 0
+    task: str,
+    *,
+    base: str = DEFAULT_BASE,
+    out: Path | None = None,
+    ship: bool = False,
+    guide_samples: int = 0,
+    normalize: str = "zscore",
 ) -> dict:
     """Objective correlations over the base-model training pool: is the trade-off real? ``ship`` also
     copies the pool (and any guided pools) beside the task's checkpoints (:func:`mage.pools.ship_pool`).
     ``guide_samples`` adds the guided pools (:func:`mage.training.training_pool`): their means per hint, and
-    what selection from the union can teach (key ``guided``)."""
+    what selection from the union can teach (key ``guided``), mixing rewards as training with ``normalize`` would."""
     import statistics
 
     from scipy.stats import pearsonr, spearmanr
@@ -187,13 +193,12 @@ def pool_stats(
 
     t = get_task(task)
     model, tokenizer = load_base(base)
-    config = TrainConfig(base=base, pool=default_pool(t), guide_samples=guide_samples)
+    config = TrainConfig(base=base, pool=default_pool(t), guide_samples=guide_samples, normalize=normalize)
     pool, union = training_pool(t, model, tokenizer, config)
     if ship:
         pools = [config.pool] + [
-            replace(config.pool, samples_per_prompt=guide_samples, hint=o)
-            for o in sorted({r["hint"] for r in union[len(pool) :]})
-        ]
+            replace(config.pool, samples_per_prompt=guide_samples, hint=o) for o in t.objectives if o in t.hints
+        ] * bool(guide_samples)
         for p in pools:
             path = ship_pool(t, pool_path(t, model, p, "guided" if p.hint else "base"))
             log.info(f"mage: pool shipped to {path}")
@@ -232,9 +237,10 @@ def pool_stats(
                 for hint, rows in by_hint.items()
             },
             # selection standardised over the base pool, as training does (TrainConfig.normalize)
-            "selection": selection_report(union, objectives, stats=standardize(pool, objectives, config.normalize)),
+            "normalize": normalize,
+            "selection": selection_report(union, objectives, stats=standardize(pool, objectives, normalize)),
         }
-        result["command"] += f" --guide-samples {guide_samples}"
+        result["command"] += f" --guide-samples {guide_samples} --normalize {normalize}"
     default = locations.results() / (f"{task}-pool-guided.json" if guide_samples else f"{task}-pool.json")
     write_json_atomic(out or default, result)
     return result

@@ -30,7 +30,7 @@ from .decoding import encode_prompts
 from .io import atomic_dir, write_text_atomic
 from .merging import normalize_weights
 from .models import DEFAULT_BASE, fingerprint_model, fingerprint_tokenizer, load_base, pick_device
-from .pools import PoolConfig, sample_pool
+from .pools import PoolConfig, proposal_rows, sample_pool
 from .tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -85,21 +85,23 @@ def default_pool(task: Task, **overrides) -> PoolConfig:
 def training_pool(task: Task, model, tokenizer, config: "TrainConfig") -> tuple[list[dict], list[dict]]:
     """(the base pool, the pool round 1 selects from). With ``config.guide_samples`` the second adds, for each
     objective the task has a steering hint for, that many samples per prompt from the base model asked for that
-    objective (:attr:`Task.hints`); each such row carries ``hint``. Every weight vector selects from the same rows,
-    so experts and backbones still share pool and budget."""
+    objective (:attr:`Task.hints`), and the task's rule-based candidates (:attr:`Task.proposals`); each such row
+    carries ``hint`` (the objective, or ``"proposal"``). Every weight vector selects from the same rows, so experts
+    and backbones still share pool and budget."""
     base = sample_pool(task, model, tokenizer, config.pool)
     if not config.guide_samples:
         return base, base
-    if not task.hints:
+    if not task.hints and task.proposals is None:
         raise ValueError(
-            f"guide_samples={config.guide_samples} but task {task.name!r} has no sampling hints; fix: use "
-            "--guide-samples 0 or add hints to the task"
+            f"guide_samples={config.guide_samples} but task {task.name!r} has no sampling hints or proposals; fix: "
+            "use --guide-samples 0 or add hints to the task"
         )
     guided = []
     for objective in task.objectives:
         if objective in task.hints:
             pool = replace(config.pool, samples_per_prompt=config.guide_samples, hint=objective)
             guided += [{**row, "hint": objective} for row in sample_pool(task, model, tokenizer, pool, tag="guided")]
+    guided += [{**row, "hint": "proposal"} for row in proposal_rows(task, tokenizer, config.pool)]
     return base, base + guided
 
 
@@ -399,7 +401,7 @@ def checkpoint_readme(info: dict) -> str:
         f"- data: the task's `{info['config']['pool']['split']}` split"
         + (
             f"; pool of {info['n_pool']} base-model samples"
-            + (f" + {info['n_guided']} asked for one objective (guided)" if info.get("n_guided") else "")
+            + (f" + {info['n_guided']} guided (asked for one objective, or proposed)" if info.get("n_guided") else "")
             + f", best per prompt selected in each of {_n_rounds(info)} "
             "round(s)\n- mean rewards of the last round's selected samples: "
             + ", ".join(f"{k}={v:.3f}" for k, v in info.get("selected_means", {}).items())

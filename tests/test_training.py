@@ -313,7 +313,7 @@ def test_guided_samples_are_asked_for_one_objective_and_trained_on_the_plain_pro
     from mage.training import training_pool
 
     _, base = tiny_checkpoints
-    plain = tasks.TASKS["summary"]
+    plain = replace(tasks.TASKS["summary"], hints={}, proposals=None)
     hinted = replace(plain, hints={"quality": "In one line: {input}"})
     monkeypatch.setitem(tasks.TASKS, "summary", hinted)
     pool = PoolConfig(samples_per_prompt=2, max_prompts=3, batch_size=8, max_new_tokens=5)
@@ -333,7 +333,31 @@ def test_guided_samples_are_asked_for_one_objective_and_trained_on_the_plain_pro
     out = train_adapter("summary", [0, 1], tmp_path / "guided", config, command="test")
     info = json.loads((out / "mage_manifest.json").read_text())["info"]
     assert info["n_pool"] == 6 and info["n_guided"] == 3
-    assert "+ 3 asked for one objective" in (out / "README.md").read_text()
+    assert "+ 3 guided (asked for one objective, or proposed)" in (out / "README.md").read_text()
     monkeypatch.setitem(tasks.TASKS, "summary", plain)
-    with pytest.raises(ValueError, match="has no sampling hints; fix: use --guide-samples 0"):
+    with pytest.raises(ValueError, match="has no sampling hints or proposals; fix: use --guide-samples 0"):
         training_pool(plain, model, tokenizer, config)
+
+
+def test_proposed_replies_join_the_guided_pool_scored_and_within_the_cap(tokenizer):
+    """The summary task proposes the article's leads (the extractive end: faithful, not in its own words); they are
+    pool rows like sampled ones, and one longer than the token cap is left out."""
+    from mage.pools import proposal_rows
+    from mage.tasks import lead_sentences
+
+    article = "A fire burned 20 homes in Hill Top. Winds pushed it north. Police closed the highway. More rain is due."
+    assert lead_sentences(article) == [
+        "A fire burned 20 homes in Hill Top.",
+        "A fire burned 20 homes in Hill Top. Winds pushed it north.",
+        "A fire burned 20 homes in Hill Top. Winds pushed it north. Police closed the highway.",
+    ]
+    assert lead_sentences("One sentence only.") == ["One sentence only."]
+    task = get_task("summary")
+    rows = proposal_rows(task, tokenizer, PoolConfig(max_prompts=4, max_new_tokens=400))  # byte-level: long ids
+    assert {r["id"] for r in rows} == {e.id for e in task.examples("train")[:4]} and len(rows) <= 12
+    assert any(len(r["token_ids"]) > task.max_new_tokens for r in rows)  # so the default cap would cut some
+    for row in rows:
+        assert row["finished"] and len(row["token_ids"]) <= 400
+        assert row["response"] in lead_sentences(row["input"]) and tokenizer.decode(row["token_ids"]) == row["response"]
+        assert row["scores"]["faithful"] > 0.8  # the article's own sentences: every word supported
+    assert proposal_rows(task, tokenizer, PoolConfig(max_prompts=4, max_new_tokens=5)) == []
