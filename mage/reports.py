@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from . import locations
@@ -189,19 +188,16 @@ def pool_stats(
     from .models import load_base
     from .pools import pool_path, ship_pool
     from .tasks import get_task
-    from .training import TrainConfig, default_pool, standardize, training_pool
+    from .training import GUIDED_TAG, TrainConfig, default_pool, guided_pools, standardize, training_pool
 
     t = get_task(task)
     model, tokenizer = load_base(base)
     config = TrainConfig(base=base, pool=default_pool(t), guide_samples=guide_samples, normalize=normalize)
     pool, union = training_pool(t, model, tokenizer, config)
     if ship:
-        pools = [config.pool] + [
-            replace(config.pool, samples_per_prompt=guide_samples, hint=o) for o in t.objectives if o in t.hints
-        ] * bool(guide_samples)
-        for p in pools:
-            path = ship_pool(t, pool_path(t, model, p, "guided" if p.hint else "base"))
-            log.info(f"mage: pool shipped to {path}")
+        tagged = [(config.pool, "base")] + [(p, GUIDED_TAG) for p in guided_pools(t, config)]
+        for p, tag in tagged:
+            log.info(f"mage: pool shipped to {ship_pool(t, pool_path(t, model, p, tag))}")
     objectives = list(t.objectives)
     values = {o: [r["scores"][o] for r in pool] for o in objectives}
     pairs = {}

@@ -82,6 +82,20 @@ def default_pool(task: Task, **overrides) -> PoolConfig:
     return PoolConfig(**{**settings, **{k: v for k, v in overrides.items() if v is not None}})
 
 
+GUIDED_TAG = "guided"  # the cache and shipped file names of the hinted pools: guided-<key>.jsonl
+
+
+def guided_pools(task: Task, config: "TrainConfig") -> list[PoolConfig]:
+    """The hinted pools ``config.guide_samples`` adds: one per objective the task has a steering hint for."""
+    if not config.guide_samples:
+        return []
+    return [
+        replace(config.pool, samples_per_prompt=config.guide_samples, hint=objective)
+        for objective in task.objectives
+        if objective in task.hints
+    ]
+
+
 def training_pool(task: Task, model, tokenizer, config: "TrainConfig") -> tuple[list[dict], list[dict]]:
     """(the base pool, the pool round 1 selects from). With ``config.guide_samples`` the second adds, for each
     objective the task has a steering hint for, that many samples per prompt from the base model asked for that
@@ -96,11 +110,11 @@ def training_pool(task: Task, model, tokenizer, config: "TrainConfig") -> tuple[
             f"guide_samples={config.guide_samples} but task {task.name!r} has no sampling hints or proposals; fix: "
             "use --guide-samples 0 or add hints to the task"
         )
-    guided = []
-    for objective in task.objectives:
-        if objective in task.hints:
-            pool = replace(config.pool, samples_per_prompt=config.guide_samples, hint=objective)
-            guided += [{**row, "hint": objective} for row in sample_pool(task, model, tokenizer, pool, tag="guided")]
+    guided = [
+        {**row, "hint": pool.hint}
+        for pool in guided_pools(task, config)
+        for row in sample_pool(task, model, tokenizer, pool, tag=GUIDED_TAG)
+    ]
     guided += [{**row, "hint": "proposal"} for row in proposal_rows(task, tokenizer, config.pool)]
     return base, base + guided
 
