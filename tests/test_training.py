@@ -361,3 +361,25 @@ def test_proposed_replies_join_the_guided_pool_scored_and_within_the_cap(tokeniz
         assert row["response"] in lead_sentences(row["input"]) and tokenizer.decode(row["token_ids"]) == row["response"]
         assert row["scores"]["faithful"] > 0.8  # the article's own sentences: every word supported
     assert proposal_rows(task, tokenizer, PoolConfig(max_prompts=4, max_new_tokens=5)) == []
+
+
+def test_pool_stats_reports_and_ships_the_guided_pools(tiny_checkpoints, tmp_path, monkeypatch):
+    """pool-stats --guide-samples: the hinted pools' means, what selection from the union can teach, and every pool
+    shipped beside the checkpoints (a fresh machine restores them instead of sampling)."""
+    from mage import training
+    from mage.reports import pool_stats
+
+    _, base = tiny_checkpoints
+    small = PoolConfig(samples_per_prompt=2, max_prompts=3, batch_size=8, max_new_tokens=5)
+    monkeypatch.setattr(training, "default_pool", lambda task: small)
+    monkeypatch.setenv("MAGE_CHECKPOINTS", str(tmp_path / "ckpt"))
+    result = pool_stats(
+        "summary", base=str(base), guide_samples=1, normalize="none", ship=True, out=tmp_path / "p.json"
+    )
+    guided = result["guided"]
+    assert guided["n_samples"] == 3 and set(guided["hints"]) == {"quality"} and guided["normalize"] == "none"
+    assert set(guided["selection"]["separation"]) == {"faithful", "quality"}
+    assert result["command"].endswith("--ship --guide-samples 1 --normalize none")
+    shipped = sorted(p.name.split("-")[0] for p in (tmp_path / "ckpt" / "summary" / "pools").glob("*.jsonl.gz"))
+    assert shipped == ["base", "guided"]
+    assert json.loads((tmp_path / "p.json").read_text())["guided"]["n_samples"] == 3
