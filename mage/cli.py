@@ -861,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pool-stats", cmd_pool_stats, "objective means and correlations over a task's base-model training pool")
     p.add_argument("--task", required=True, help=task_help)
-    p.add_argument("--base", default=DEFAULT_BASE)
+    config_option(p, TrainConfig, "base", help=base_help)
     p.add_argument(
         "--ship",
         action="store_true",
